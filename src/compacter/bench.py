@@ -1,0 +1,184 @@
+"""Training-step time and memory of each method, relative to full fine-tuning in the same run.
+
+Every method gets its own copy of the same random model. Steps are interleaved round-robin over
+the methods so that machine noise (other processes, clock changes) hits all of them alike; each
+method's time is the median of its steps. Memory is the CUDA allocator's peak on a GPU; on the
+CPU, where there is no such counter, it is what training holds at the peak of a step: parameters,
+gradients, optimizer state and the tensors autograd saved for the backward pass.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import statistics
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from .attach import apply
+from .methods import METHODS, AdapterConfig, MethodConfig, get_config
+from .models import build_model
+from .params import count_parameters
+
+MNLI_TRAIN_EXAMPLES = 392_702 - 1_000  # the paper's MNLI training split (SPEC §4)
+
+
+@dataclass
+class BenchResult:
+    method: str
+    percent_trained: float
+    step_time_s: float
+    peak_memory_bytes: int
+    step_time_ratio: float = 1.0  # relative to full fine-tuning
+    memory_ratio: float = 1.0
+    epoch_time_h: float = 0.0  # projected time of one MNLI epoch at this batch size
+    batch_size: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _batch(model: nn.Module, batch_size: int, source_length: int, target_length: int, device) -> dict:
+    vocab = model.config.vocab_size
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(2, vocab, (batch_size, source_length), generator=generator).to(device)
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    if getattr(model.config, "is_encoder_decoder", False):
+        batch["labels"] = torch.randint(2, vocab, (batch_size, target_length), generator=generator).to(device)
+    else:
+        batch["labels"] = ids
+    return batch
+
+
+class SavedTensorMeter:
+    """Bytes autograd saves for the backward pass, each storage counted once."""
+
+    def __init__(self) -> None:
+        self.storages: dict[int, int] = {}
+
+    def pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        if not isinstance(tensor, torch.nn.Parameter) and not tensor.is_meta:
+            storage = tensor.untyped_storage()
+            self.storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    def hooks(self):
+        return torch.autograd.graph.saved_tensors_hooks(self.pack, lambda tensor: tensor)
+
+    @property
+    def bytes(self) -> int:
+        return sum(self.storages.values())
+
+
+def _state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    params = {id(p): p for p in model.parameters()}.values()
+    total = sum(p.numel() * p.element_size() for p in params)
+    total += sum(p.numel() * p.element_size() for p in params if p.requires_grad)  # gradients
+    for state in optimizer.state.values():
+        total += sum(v.numel() * v.element_size() for v in state.values() if torch.is_tensor(v))
+    return total
+
+
+def fit_hypercomplex_dimension(config: MethodConfig, model: nn.Module) -> MethodConfig:
+    """The largest n up to the paper's that divides this model's sizes (T5-small's 512 has no 12)."""
+    if not isinstance(config, AdapterConfig) or config.projection != "phm":
+        return config
+    width = getattr(model.config, "d_model", None) or model.config.hidden_size
+    common = math.gcd(width, config.bottleneck(width))
+    n = max(m for m in range(1, config.n + 1) if common % m == 0)
+    return config if n == config.n else get_config(config, n=n)
+
+
+class MethodRunner:
+    """One method's model, optimizer and batch, stepping on demand."""
+
+    def __init__(self, model_name: str, method: str, batch_size: int, source_length: int, target_length: int,
+                 device: torch.device, dtype: str, seed: int = 0) -> None:
+        torch.manual_seed(seed)
+        self.model = build_model(model_name, pretrained=False).to(device)
+        config = fit_hypercomplex_dimension(get_config(method), self.model)
+        self.method = method if config == get_config(method) else f"{method} (n={config.n})"
+        apply(self.model, config)
+        self.model.train()
+        self.percent = count_parameters(self.model).percent
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(trainable, lr=1e-5)
+        self.batch = _batch(self.model, batch_size, source_length, target_length, device)
+        self.device = device
+        self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bf16"
+                         else nullcontext())
+        self.times: list[float] = []
+        self.peak_memory = 0
+
+    def step(self, record: bool = True) -> None:
+        meter = SavedTensorMeter()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        with self.autocast, meter.hooks():
+            loss = self.model(**self.batch).loss
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - start
+        if record:
+            self.times.append(elapsed)
+            memory = (torch.cuda.max_memory_allocated() if self.device.type == "cuda"
+                      else _state_bytes(self.model, self.optimizer) + meter.bytes)
+            self.peak_memory = max(self.peak_memory, memory)
+
+    def release(self) -> None:
+        del self.model, self.optimizer, self.batch
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def run_benchmark(model_name: str = "t5-small", methods: list[str] | None = None, *, batch_size: int = 8,
+                  source_length: int = 128, target_length: int = 8, steps: int = 5, warmup: int = 2,
+                  dtype: str = "fp32", device: str | None = None, progress=None) -> list[BenchResult]:
+    """Time ``steps`` training steps of each method (and of full fine-tuning, the reference)."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    methods = list(methods or METHODS)
+    for method in methods:
+        if method not in METHODS:
+            raise ValueError(f"Unknown method {method!r}; known: {', '.join(METHODS)}.")
+    if "full" not in methods:
+        methods.insert(0, "full")
+    runners = [MethodRunner(model_name, m, batch_size, source_length, target_length, device, dtype) for m in methods]
+    for runner in runners:
+        for _ in range(warmup):
+            runner.step(record=False)
+    for _ in range(steps):  # round-robin: noise hits every method alike
+        for runner in runners:
+            runner.step()
+            if progress:
+                progress(runner.method)
+    results = []
+    for runner in runners:
+        seconds = statistics.median(runner.times)
+        results.append(BenchResult(runner.method, runner.percent, seconds, runner.peak_memory,
+                                   epoch_time_h=seconds * MNLI_TRAIN_EXAMPLES / batch_size / 3600,
+                                   batch_size=batch_size))
+        runner.release()
+    full = next(r for r in results if r.method == "full")
+    for result in results:
+        result.step_time_ratio = result.step_time_s / full.step_time_s
+        result.memory_ratio = result.peak_memory_bytes / full.peak_memory_bytes
+    return results
+
+
+def markdown_table(results: list[BenchResult]) -> str:
+    lines = ["| method | % trained | step time (s) | time vs full | peak memory (MiB) | memory vs full | MNLI epoch (h) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        lines.append(f"| {r.method} | {r.percent_trained:.3f} | {r.step_time_s:.4f} | {r.step_time_ratio:.2f} | "
+                     f"{r.peak_memory_bytes / 2**20:.0f} | {r.memory_ratio:.2f} | {r.epoch_time_h:.2f} |")
+    return "\n".join(lines)

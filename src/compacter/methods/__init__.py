@@ -1,0 +1,76 @@
+"""The method registry: a name → a config with the paper's settings (SPEC §2).
+
+Add a method by writing a MethodConfig subclass and registering a factory here; every part of
+compacter (apply, params, save/load, train, bench) then knows it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from typing import Any
+
+from .adapters import AdapterConfig
+from .base import CompacterModules, MethodConfig
+from .bitfit import BitFitConfig
+from .full import FullConfig
+from .norms import LayerNormsConfig
+
+METHODS: dict[str, Callable[..., MethodConfig]] = {}
+CONFIG_KINDS: dict[str, type[MethodConfig]] = {}
+
+
+def register_method(name: str, config_class: type[MethodConfig], **defaults: Any) -> None:
+    """Make ``name`` available everywhere, as ``config_class(**defaults)``."""
+    METHODS[name] = lambda **overrides: config_class(name=name, **{**defaults, **overrides})
+    CONFIG_KINDS[config_class.kind] = config_class
+
+
+register_method("full", FullConfig, learning_rate=3e-4)
+register_method("adapter", AdapterConfig, learning_rate=3e-4)
+register_method("pfeiffer", AdapterConfig, sublayers=["attention"], learning_rate=3e-4)
+register_method("adapterdrop", AdapterConfig, skip_first_layers=5, learning_rate=3e-4)
+register_method("adapter-lowrank", AdapterConfig, projection="low_rank", rank=1, learning_rate=3e-3)
+register_method("bitfit", BitFitConfig, learning_rate=3e-4)
+register_method("phm-adapter", AdapterConfig, projection="phm", n=12, rank=None, share_A=False, learning_rate=3e-3)
+register_method("compacter", AdapterConfig, projection="phm", n=4, rank=1, share_A=True, learning_rate=3e-3)
+register_method("compacter++", AdapterConfig, projection="phm", n=4, rank=1, share_A=True,
+                sublayers=["feed_forward"], learning_rate=3e-3)
+# Not a method of the paper: the speed floor for every method that trains inside the model.
+register_method("layer-norms", LayerNormsConfig, learning_rate=3e-3)
+
+
+def get_config(method: str | MethodConfig | dict, **overrides: Any) -> MethodConfig:
+    """A method's config with the paper's defaults, any field overridden.
+
+    ``method`` is a registered name ("compacter++"), a config object, or a dict written by
+    ``MethodConfig.to_dict`` (as saved next to a trained adapter).
+    """
+    if isinstance(method, MethodConfig):
+        if not overrides:
+            return method
+        return type(method)(**{**{k: v for k, v in method.to_dict().items() if k != "kind"}, **overrides})
+    if isinstance(method, dict):
+        fields = dict(method)
+        kind = fields.pop("kind", None)
+        if kind not in CONFIG_KINDS:
+            raise ValueError(f"Unknown method kind {kind!r} in a saved config; known kinds: {sorted(CONFIG_KINDS)}.")
+        return CONFIG_KINDS[kind](**{**fields, **overrides})
+    if method not in METHODS:
+        close = difflib.get_close_matches(str(method), METHODS, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"Unknown method {method!r}.{hint} Known methods: {', '.join(METHODS)}.")
+    factory = METHODS[method]
+    try:
+        return factory(**overrides)
+    except TypeError as error:
+        config_class = type(factory())
+        unknown = sorted(set(overrides) - set(config_class.field_names()))
+        if unknown:
+            raise ValueError(f"Method {method!r} has no setting(s) {unknown}; its settings are "
+                             f"{config_class.field_names()}.") from None
+        raise error
+
+
+__all__ = ["METHODS", "AdapterConfig", "BitFitConfig", "CompacterModules", "FullConfig", "LayerNormsConfig", "MethodConfig",
+           "get_config", "register_method"]

@@ -1,0 +1,48 @@
+"""What every method config shares, and the container that holds a method's new modules."""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from torch import nn
+
+from ..layers import ProjectionBank
+
+
+class CompacterModules(nn.Module):
+    """Holds every module a method adds to a model (banks, shared A, prompts, ...).
+
+    It is attached to the model as ``model.compacter`` so that its parameters move, save and
+    train with the model, and each new parameter is registered exactly once.
+    """
+
+    def start_forward(self) -> None:
+        for module in self.modules():
+            if isinstance(module, ProjectionBank):
+                module.start_forward()
+
+
+@dataclass
+class MethodConfig(abc.ABC):
+    """Settings shared by all methods. Subclasses add their own fields and implement attach()."""
+
+    kind: ClassVar[str] = ""
+    name: str = ""
+    train_layer_norms: bool = True  # the paper trains the model's layer norms for every method
+    train_output_layer: bool = False  # the pretrained output layer (lm_head) stays frozen
+    train_head: bool = True  # a new task head (e.g. BERT's classifier) always has to train
+    learning_rate: float = 3e-4  # the paper's choice for this method (SPEC §2)
+
+    @abc.abstractmethod
+    def attach(self, model: nn.Module, modules: CompacterModules) -> None:
+        """Insert this method's modules into ``model`` and mark what it trains."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **dataclasses.asdict(self)}
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]

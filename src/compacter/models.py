@@ -1,0 +1,74 @@
+"""Finding a model's config and building the model: shipped configs, local folders, the hub."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+import torch
+import transformers
+from torch import nn
+
+SHIPPED_CONFIGS = ("t5-small", "t5-base", "t5-large", "t5-3b", "t5-11b")
+
+
+def shipped_config_name(name: str) -> str | None:
+    """``t5-base`` and ``google-t5/t5-base`` both name the shipped public config of T5-base."""
+    short = name.split("/")[-1]
+    if name in SHIPPED_CONFIGS or (name.startswith("google-t5/") and short in SHIPPED_CONFIGS):
+        return short
+    return None
+
+
+def load_config(name_or_path: str) -> transformers.PretrainedConfig:
+    shipped = shipped_config_name(name_or_path)
+    if shipped and not Path(name_or_path).exists():
+        text = resources.files("compacter.configs").joinpath(f"{shipped}.json").read_text()
+        fields = json.loads(text)
+        fields.pop("_name_or_path", None)
+        return transformers.AutoConfig.for_model(fields.pop("model_type"), **fields)
+    try:
+        return transformers.AutoConfig.from_pretrained(name_or_path)
+    except OSError as error:
+        raise ValueError(
+            f"Could not find a model config for {name_or_path!r}: not a shipped config "
+            f"({', '.join(SHIPPED_CONFIGS)}), not a local folder with a config.json, and the hub "
+            f"could not be reached or has no such model ({error.__class__.__name__})."
+        ) from None
+
+
+def model_class(config: transformers.PretrainedConfig, num_labels: int | None = None) -> type:
+    """The Auto class that fits: seq2seq LM, causal LM, or an encoder with a classification head."""
+    if num_labels is not None:
+        return transformers.AutoModelForSequenceClassification
+    if getattr(config, "is_encoder_decoder", False):
+        return transformers.AutoModelForSeq2SeqLM
+    architectures = getattr(config, "architectures", None) or []
+    if any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in architectures):
+        return transformers.AutoModelForCausalLM
+    if any(a.endswith("ForSequenceClassification") for a in architectures):
+        return transformers.AutoModelForSequenceClassification
+    return transformers.AutoModel
+
+
+def build_model(name_or_path: str, *, pretrained: bool = True, num_labels: int | None = None,
+                meta: bool = False) -> nn.Module:
+    """The model ``name_or_path`` names: with its pretrained weights, or random from its config.
+
+    ``meta=True`` builds it on the meta device (shapes only, no memory), which is all that
+    parameter counting needs: even T5-11B builds in seconds.
+    """
+    if pretrained and not meta:
+        config = transformers.AutoConfig.from_pretrained(name_or_path)
+        if num_labels is not None:
+            config.num_labels = num_labels
+        return model_class(config, num_labels).from_pretrained(name_or_path, config=config)
+    config = load_config(name_or_path)
+    if num_labels is not None:
+        config.num_labels = num_labels
+    cls = model_class(config, num_labels)
+    if meta:
+        with torch.device("meta"):
+            return cls.from_config(config)
+    return cls.from_config(config)

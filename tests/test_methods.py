@@ -1,0 +1,169 @@
+"""Attaching the paper's methods to T5, BERT, GPT-2 and Llama."""
+
+import pytest
+import torch
+from conftest import tiny_bert, tiny_gpt2, tiny_llama, tiny_t5
+
+import compacter
+from compacter.layers import BottleneckAdapter
+
+ADAPTER_METHODS = ["adapter", "pfeiffer", "adapterdrop", "adapter-lowrank", "phm-adapter", "compacter", "compacter++"]
+
+# The tiny test models have 2 blocks and width 128 (bottleneck 4): n=12 and "skip 5 blocks" do not fit them.
+SMALL_MODEL_OVERRIDES = {"adapterdrop": {"skip_first_layers": 1}, "phm-adapter": {"n": 4}}
+
+
+def adapter_sites(model):
+    return sorted(name.removesuffix(".adapter") for name, m in model.named_modules() if isinstance(m, BottleneckAdapter))
+
+
+def train_steps(model, batch, steps=8, lr=3e-2):
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    return losses
+
+
+def test_t5_adapters_sit_on_self_attention_and_feed_forward_outputs():
+    model = compacter.apply(tiny_t5(), "compacter")
+    assert adapter_sites(model) == [
+        f"{stack}.block.{i}.layer.{j}.{m}" for stack, ff in (("decoder", 2), ("encoder", 1)) for i in range(2)
+        for j, m in ((0, "SelfAttention.o"), (ff, "DenseReluDense.wo"))]
+    assert adapter_sites(compacter.apply(tiny_t5(), "compacter++")) == [
+        f"{s}.block.{i}.layer.{ff}.DenseReluDense.wo" for s, ff in (("decoder", 2), ("encoder", 1)) for i in range(2)]
+    assert adapter_sites(compacter.apply(tiny_t5(), "pfeiffer")) == [
+        f"{s}.block.{i}.layer.0.SelfAttention.o" for s in ("decoder", "encoder") for i in range(2)]
+    dropped = compacter.apply(tiny_t5(num_layers=7, num_decoder_layers=7), "adapterdrop")
+    assert {int(name.split(".")[2]) for name in adapter_sites(dropped)} == {5, 6}
+
+
+def test_adapter_output_is_applied_before_the_residual():
+    model = tiny_t5()
+    x = torch.randn(2, 3, 128)
+    ff = model.encoder.block[0].layer[1]
+    plain = ff.DenseReluDense(ff.layer_norm(x))
+    compacter.apply(model, "adapter")
+    with torch.no_grad():
+        adapter = ff.DenseReluDense.wo.adapter
+        expected = x + adapter(plain)
+        torch.testing.assert_close(ff(x), expected)
+        torch.testing.assert_close(adapter(plain), plain + model.compacter.up(
+            torch.nn.functional.gelu(model.compacter.down(plain, adapter.index)), adapter.index))
+
+
+@pytest.mark.parametrize("method", ADAPTER_METHODS + ["bitfit", "full"])
+def test_every_method_trains_t5_and_still_generates(method, seq2seq_batch):
+    model = compacter.apply(tiny_t5(), method, **SMALL_MODEL_OVERRIDES.get(method, {}))
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    losses = train_steps(model, seq2seq_batch)
+    assert losses[-1] < losses[0]
+    assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
+    model.eval()
+    generated = model.generate(input_ids=seq2seq_batch["input_ids"][:2], max_new_tokens=4, do_sample=False)
+    assert generated.shape[0] == 2 and generated.shape[1] > 1
+
+
+def test_frozen_and_trained_groups_follow_the_paper():
+    model = compacter.apply(tiny_t5(), "compacter")
+    groups = compacter.parameter_groups(model)
+    assert set(groups.values()) == {"adapters", "shared", "layer_norms"}
+    assert not model.lm_head.weight.requires_grad
+    assert all(("layer_norm" in n) == (g == "layer_norms") for n, g in groups.items())
+    bitfit = compacter.apply(tiny_t5(), "bitfit")
+    assert set(compacter.parameter_groups(bitfit).values()) == {"biases", "layer_norms", "output_layer"}
+    assert bitfit.lm_head.bias.shape == (128,) and bitfit.encoder.block[0].layer[1].layer_norm.bias.requires_grad
+
+
+def test_gradient_accumulation_and_eval_between_steps(seq2seq_batch):
+    model = compacter.apply(tiny_t5(), "compacter")
+    model.train()
+    for _ in range(2):  # two backward passes without a parameter update
+        model(**seq2seq_batch).loss.backward()
+    with torch.no_grad():
+        model(**seq2seq_batch)
+    model(**seq2seq_batch).loss.backward()
+
+
+def test_bert_classification_head_trains_with_adapters():
+    model = compacter.apply(tiny_bert(), "compacter++")
+    groups = compacter.parameter_groups(model)
+    assert {n for n, g in groups.items() if g == "head"} == {"classifier.weight", "classifier.bias"}
+    assert adapter_sites(model) == [f"bert.encoder.layer.{i}.output.dense" for i in range(2)]
+    batch = {"input_ids": torch.randint(2, 128, (8, 6), generator=torch.Generator().manual_seed(0)),
+             "labels": torch.arange(8) % 3}
+    losses = train_steps(model, batch, steps=10)
+    assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("factory,attention,feed_forward", [
+    (tiny_gpt2, "transformer.h.{}.attn.c_proj", "transformer.h.{}.mlp.c_proj"),
+    (tiny_llama, "model.layers.{}.self_attn.o_proj", "model.layers.{}.mlp.down_proj"),
+])
+def test_decoder_only_models(factory, attention, feed_forward):
+    model = compacter.apply(factory(), "compacter")
+    assert adapter_sites(model) == sorted(p.format(i) for i in range(2) for p in (attention, feed_forward))
+    ids = torch.randint(2, 128, (2, 8), generator=torch.Generator().manual_seed(0))
+    losses = train_steps(model, {"input_ids": ids, "labels": ids})
+    assert losses[-1] < losses[0]
+    assert compacter.count_parameters(model).groups.get("output_layer") is None
+    model.eval()
+    assert model.generate(ids[:, :3], max_new_tokens=3, do_sample=False).shape == (2, 6)
+
+
+def test_unknown_architecture_names_what_to_pass():
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn_out, self.fc2 = torch.nn.Linear(8, 8), torch.nn.Linear(8, 8)
+
+        def forward(self, x):
+            return x + self.fc2(x + self.attn_out(x))
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = torch.nn.ModuleList([Block(), Block()])
+
+        def forward(self, x):
+            for block in self.blocks:
+                x = block(x)
+            return x
+
+    with pytest.raises(ValueError, match=r"does not know where the sublayer outputs of a 'Net'.*attention_output="
+                                         r".*blocks\.0\.attn_out"):
+        compacter.apply(Net(), "adapter")
+    model = compacter.apply(Net(), "compacter", bottleneck_size=4, n=2, attention_output=r"attn_out$",
+                            feed_forward_output=r"fc2$")
+    assert adapter_sites(model) == ["blocks.0.attn_out", "blocks.0.fc2", "blocks.1.attn_out", "blocks.1.fc2"]
+    model(torch.randn(3, 8)).sum().backward()
+
+
+def test_bad_settings_are_refused_clearly():
+    with pytest.raises(ValueError, match="Unknown method 'compactor'. Did you mean 'compacter'"):
+        compacter.apply(tiny_t5(), "compactor")
+    with pytest.raises(ValueError, match="n=5 does not divide"):
+        compacter.apply(tiny_t5(), "compacter", n=5)
+    with pytest.raises(ValueError, match=r"n=3 does not divide the projection's input size 128"):
+        compacter.apply(tiny_t5(), "compacter", n=3, bottleneck_size=8)
+    with pytest.raises(ValueError, match="no setting"):
+        compacter.apply(tiny_t5(), "compacter", bogus=1)
+    with pytest.raises(ValueError, match="leaves no block with an adapter"):
+        compacter.apply(tiny_t5(), "adapterdrop")  # two blocks, the first five skipped
+    with pytest.raises(ValueError, match="sublayers must be"):
+        compacter.apply(tiny_t5(), "adapter", sublayers=["cross_attention"])
+    model = compacter.apply(tiny_t5(), "adapter")
+    with pytest.raises(ValueError, match="already has the method 'adapter' attached"):
+        compacter.apply(model, "compacter")
+
+
+def test_overrides_change_the_counts():
+    base = compacter.count_parameters(compacter.apply(tiny_t5(), "compacter", n=2, rank=2, bottleneck_size=8))
+    # 8 adapters of (128→8, 8→128) LPHM with n=2, r=2: r·(k+d) per projection's factors, one shared A
+    per_adapter = 2 * 2 * (8 + 128) + 8 + 128
+    assert base.groups["adapters"] == 8 * per_adapter and base.groups["shared"] == 2 ** 3
