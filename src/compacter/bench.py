@@ -93,18 +93,59 @@ def fit_hypercomplex_dimension(config: MethodConfig, model: nn.Module) -> Method
     return config if n == config.n else get_config(config, n=n)
 
 
+def _peft_lora(model: nn.Module) -> None:
+    import peft
+
+    targets = ["q", "v"] if model.config.model_type in ("t5", "mt5") else ["query", "value"]
+    return peft.get_peft_model(model, peft.LoraConfig(r=8, lora_alpha=16, target_modules=targets))
+
+
+def _adapterhub(config_name: str):
+    def attach(model: nn.Module) -> nn.Module:
+        import adapters
+
+        adapters.init(model)
+        model.add_adapter("bench", config=config_name)
+        model.train_adapter("bench")
+        return model
+    return attach
+
+
+# Other libraries' versions of the same methods, measured in the same run (`--peers`).
+PEERS = {
+    "peft-lora": ("peft", _peft_lora),
+    "adapterhub-houlsby": ("adapters", _adapterhub("double_seq_bn")),
+    "adapterhub-compacter": ("adapters", _adapterhub("compacter")),
+    "adapterhub-compacter++": ("adapters", _adapterhub("compacter++")),
+}
+
+
+def available_peers() -> list[str]:
+    import importlib.util
+
+    return [name for name, (module, _) in PEERS.items() if importlib.util.find_spec(module) is not None]
+
+
 class MethodRunner:
     """One method's model, optimizer and batch, stepping on demand."""
 
     def __init__(self, model_name: str, method: str, batch_size: int, source_length: int, target_length: int,
                  device: torch.device, dtype: str, seed: int = 0) -> None:
         torch.manual_seed(seed)
-        self.model = build_model(model_name, pretrained=False).to(device)
-        config = fit_hypercomplex_dimension(get_config(method), self.model)
-        self.method = method if config == get_config(method) else f"{method} (n={config.n})"
-        apply(self.model, config)
+        model = build_model(model_name, pretrained=False)
+        base_count = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+        if method in PEERS:
+            model = PEERS[method][1](model) or model
+            self.method = method
+            trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            self.percent = 100.0 * trained / base_count
+        else:
+            config = fit_hypercomplex_dimension(get_config(method), model)
+            self.method = method if config == get_config(method) else f"{method} (n={config.n})"
+            apply(model, config)
+            self.percent = count_parameters(model).percent
+        self.model = model.to(device)
         self.model.train()
-        self.percent = count_parameters(self.model).percent
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(trainable, lr=1e-5)
         self.batch = _batch(self.model, batch_size, source_length, target_length, device)
@@ -143,16 +184,22 @@ class MethodRunner:
 
 def run_benchmark(model_name: str = "t5-small", methods: list[str] | None = None, *, batch_size: int = 8,
                   source_length: int = 128, target_length: int = 8, steps: int = 5, warmup: int = 2,
-                  dtype: str = "fp32", device: str | None = None, progress=None) -> list[BenchResult]:
-    """Time ``steps`` training steps of each method (and of full fine-tuning, the reference)."""
+                  dtype: str = "fp32", device: str | None = None, batch_sizes: dict[str, int] | None = None,
+                  progress=None) -> list[BenchResult]:
+    """Time ``steps`` training steps of each method (and of full fine-tuning, the reference).
+
+    ``batch_sizes`` gives a method its own batch (the memory-budget set-up); others use ``batch_size``.
+    """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     methods = list(methods or METHODS)
     for method in methods:
-        if method not in METHODS:
-            raise ValueError(f"Unknown method {method!r}; known: {', '.join(METHODS)}.")
+        if method not in METHODS and method not in PEERS:
+            raise ValueError(f"Unknown method {method!r}; known: {', '.join([*METHODS, *PEERS])}.")
     if "full" not in methods:
         methods.insert(0, "full")
-    runners = [MethodRunner(model_name, m, batch_size, source_length, target_length, device, dtype) for m in methods]
+    batch_sizes = batch_sizes or {}
+    runners = [MethodRunner(model_name, m, batch_sizes.get(m, batch_size), source_length, target_length, device, dtype)
+               for m in methods]
     for runner in runners:
         for _ in range(warmup):
             runner.step(record=False)
@@ -164,21 +211,88 @@ def run_benchmark(model_name: str = "t5-small", methods: list[str] | None = None
     results = []
     for runner in runners:
         seconds = statistics.median(runner.times)
+        size = runner.batch["input_ids"].shape[0]
         results.append(BenchResult(runner.method, runner.percent, seconds, runner.peak_memory,
-                                   epoch_time_h=seconds * MNLI_TRAIN_EXAMPLES / batch_size / 3600,
-                                   batch_size=batch_size))
+                                   epoch_time_h=seconds * MNLI_TRAIN_EXAMPLES / size / 3600, batch_size=size))
         runner.release()
     full = next(r for r in results if r.method == "full")
     for result in results:
-        result.step_time_ratio = result.step_time_s / full.step_time_s
+        # per example, so that methods with their own (memory-budget) batch sizes compare fairly
+        result.step_time_ratio = (result.step_time_s / result.batch_size) / (full.step_time_s / full.batch_size)
         result.memory_ratio = result.peak_memory_bytes / full.peak_memory_bytes
     return results
 
 
-def markdown_table(results: list[BenchResult]) -> str:
-    lines = ["| method | % trained | step time (s) | time vs full | peak memory (MiB) | memory vs full | MNLI epoch (h) |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+def largest_batch(model_name: str, method: str, budget_bytes: int, *, source_length: int, target_length: int,
+                  dtype: str, device: str | None = None, limit: int = 4096) -> int:
+    """The largest batch whose training step fits ``budget_bytes`` (the paper's Table 3 set-up)."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    def fits(batch_size: int) -> bool:
+        try:
+            runner = MethodRunner(model_name, method, batch_size, source_length, target_length, device, dtype)
+            runner.step()
+            fitted = runner.peak_memory <= budget_bytes
+            runner.release()
+            return fitted
+        except torch.OutOfMemoryError:
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            return False
+
+    low, high = 0, 1
+    while high <= limit and fits(high):  # double until it no longer fits ...
+        low, high = high, high * 2
+    high = min(high, limit + 1)
+    while high - low > 1:  # ... then bisect between the last fit and the first miss
+        middle = (low + high) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    if low == 0:
+        raise ValueError(f"Not even a batch of 1 fits {budget_bytes / 2**30:.1f} GiB for {method}.")
+    return low
+
+
+def parse_memory(text: str) -> int:
+    """'24GB', '24GiB', '512MB' → bytes (GB read as GiB, as GPU memory is quoted)."""
+    units = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+    value = text.strip().lower().removesuffix("b").removesuffix("i")
+    if value and value[-1] in units:
+        return int(float(value[:-1]) * units[value[-1]])
+    try:
+        return int(float(value))
+    except ValueError:
+        raise ValueError(f"Cannot read the memory budget {text!r}; write it like 24GB or 512MB.") from None
+
+
+def plot(results: list[BenchResult], path) -> None:
+    """The paper's Figure 2 axes: % trained parameters (log) against step time; marker area ∝ memory."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    biggest = max(r.memory_ratio for r in results)
     for r in results:
-        lines.append(f"| {r.method} | {r.percent_trained:.3f} | {r.step_time_s:.4f} | {r.step_time_ratio:.2f} | "
+        axes.scatter(r.percent_trained, r.step_time_ratio, s=600 * r.memory_ratio / biggest, alpha=0.6)
+        axes.annotate(r.method, (r.percent_trained, r.step_time_ratio), fontsize=8, xytext=(4, 4),
+                      textcoords="offset points")
+    axes.set_xscale("log")
+    axes.set_xlabel("trained parameters (%)")
+    axes.set_ylabel("step time relative to full fine-tuning")
+    axes.set_title("Efficiency (marker area: peak memory)")
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def markdown_table(results: list[BenchResult]) -> str:
+    lines = ["| method | % trained | batch | step time (s) | time vs full | peak memory (MiB) | memory vs full "
+             "| MNLI epoch (h) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        lines.append(f"| {r.method} | {r.percent_trained:.3f} | {r.batch_size} | {r.step_time_s:.4f} | "
+                     f"{r.step_time_ratio:.2f} | "
                      f"{r.peak_memory_bytes / 2**20:.0f} | {r.memory_ratio:.2f} | {r.epoch_time_h:.2f} |")
     return "\n".join(lines)

@@ -61,6 +61,53 @@ def run_params(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("bench")
+def run_bench(args: argparse.Namespace) -> int:
+    import platform
+    from pathlib import Path
+
+    import torch
+    from tqdm import tqdm
+
+    from . import __version__
+    from .bench import available_peers, largest_batch, markdown_table, parse_memory, plot, run_benchmark
+    from .methods import METHODS
+
+    methods = list(METHODS) if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
+    if args.peers:
+        peers = available_peers()
+        if not peers:
+            print("--peers: neither peft nor adapters is importable here; measuring compacter's methods only.",
+                  file=sys.stderr)
+        methods += peers
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    common = {"source_length": args.source_length, "target_length": args.target_length, "dtype": args.dtype,
+              "device": device}
+    batch_sizes = None
+    if args.memory_budget:
+        budget = parse_memory(args.memory_budget)
+        batch_sizes = {m: largest_batch(args.model, m, budget, **common) for m in tqdm(
+            dict.fromkeys(["full", *methods]), desc="largest batch in budget", file=sys.stderr)}
+    total = args.steps * len(dict.fromkeys(["full", *methods]))
+    with tqdm(total=total, desc="training steps", file=sys.stderr) as bar:
+        results = run_benchmark(args.model, methods, batch_size=args.batch_size, steps=args.steps,
+                                batch_sizes=batch_sizes, progress=lambda method: bar.update(), **common)
+    table = markdown_table(results)
+    print(table)
+    settings = {"model": args.model, "batch_size": args.batch_size, "memory_budget": args.memory_budget,
+                "dtype": args.dtype, "steps": args.steps, "source_length": args.source_length,
+                "target_length": args.target_length, "device": device,
+                "device_name": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
+                "torch": torch.__version__, "compacter": __version__}
+    if args.json:
+        out = {"settings": settings, "methods": {r.method: r.to_dict() for r in results}}
+        Path(args.json).write_text(json.dumps(out, indent=2))
+        Path(args.json).with_suffix(".md").write_text(table + "\n")
+    if args.plot or args.json:
+        plot(results, args.plot or Path(args.json).with_suffix(".png"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .methods import METHODS
 
@@ -72,6 +119,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="compacter", help=f"one of: {', '.join(METHODS)}")
     add_method_options(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = sub.add_parser("bench", help="step time and memory of each method relative to full fine-tuning (Table 3)")
+    p.add_argument("--model", default="t5-small", help="t5-small|t5-base|..., a local folder or hub name (random weights)")
+    p.add_argument("--methods", default="all", help="'all' or a comma-separated list; full is always included")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--batch-size", type=int, default=8)
+    size.add_argument("--memory-budget", help="e.g. 24GB: each method runs at the largest batch that fits (paper)")
+    p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="bf16 runs under autocast")
+    p.add_argument("--steps", type=int, default=5, help="timed steps per method (after 2 warm-up steps)")
+    p.add_argument("--source-length", type=int, default=128)
+    p.add_argument("--target-length", type=int, default=8)
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--peers", action="store_true", help="add PEFT's LoRA and AdapterHub's adapters when importable")
+    p.add_argument("--json", help="write results here (and a .md table and a .png plot beside it)")
+    p.add_argument("--plot", help="write the plot here")
     return parser
 
 

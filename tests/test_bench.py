@@ -1,0 +1,57 @@
+"""`compacter bench`: ratios against full fine-tuning measured in one run (no timing is asserted)."""
+
+import json
+
+import pytest
+from conftest import tiny_t5
+
+from compacter.bench import SavedTensorMeter, parse_memory
+from compacter.cli import main
+
+
+@pytest.fixture
+def tiny_model_dir(tmp_path):
+    tiny_t5().config.save_pretrained(tmp_path / "tiny")
+    return str(tmp_path / "tiny")
+
+
+def test_bench_writes_ratios_table_and_plot(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "out.json"
+    assert main(["bench", "--model", tiny_model_dir, "--methods", "compacter,compacter++", "--batch-size", "2",
+                 "--source-length", "8", "--target-length", "4", "--steps", "2", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["methods"]) == {"full", "compacter", "compacter++"}
+    assert report["methods"]["full"]["step_time_ratio"] == 1.0 and report["methods"]["full"]["memory_ratio"] == 1.0
+    for method in ("compacter", "compacter++"):
+        row = report["methods"][method]
+        assert row["step_time_ratio"] > 0 and 0 < row["memory_ratio"] < 1  # frozen backbone: no grads, no Adam state
+        assert row["percent_trained"] < 10
+    assert out.with_suffix(".png").stat().st_size > 1000
+    assert "| compacter++ |" in out.with_suffix(".md").read_text()
+    assert "| full |" in capsys.readouterr().out
+
+
+def test_memory_budget_picks_the_largest_batch_that_fits(tiny_model_dir, tmp_path):
+    out = tmp_path / "budget.json"
+    assert main(["bench", "--model", tiny_model_dir, "--methods", "compacter++", "--memory-budget", "60MB",
+                 "--source-length", "8", "--target-length", "4", "--steps", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["methods"]
+    assert rows["compacter++"]["batch_size"] > rows["full"]["batch_size"] >= 1
+    assert all(row["peak_memory_bytes"] <= 60 * 2**20 for row in rows.values())
+
+
+def test_saved_tensor_meter_counts_each_storage_once():
+    import torch
+    meter = SavedTensorMeter()
+    x = torch.randn(100, 10, requires_grad=True)
+    with meter.hooks():
+        y = (x * x).sum()  # mul saves x twice: one storage
+    y.backward()
+    assert meter.bytes == 100 * 10 * 4
+
+
+def test_bad_bench_input():
+    assert parse_memory("24GB") == 24 * 2**30 and parse_memory("512MiB") == 512 * 2**20
+    with pytest.raises(ValueError, match="write it like 24GB"):
+        parse_memory("lots")
+    assert main(["bench", "--methods", "compactor"]) == 2
