@@ -108,6 +108,60 @@ def run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("data")
+def run_data(args: argparse.Namespace) -> int:
+    from .data import load_task
+
+    data = load_task(args.task, args.data_dir, seed=args.seed, train_size=args.train_size)
+    print(f"{data.task.name} ({data.task.benchmark}), source: {args.data_dir or 'the Hugging Face hub'}, seed {args.seed}")
+    for split, rows in data.splits.items():
+        print(f"  {split:<10} {len(rows):>8,} examples")
+    for split in ("train", "validation", "test"):
+        for source, target in data.text_to_text(split)[: args.examples]:
+            print(f"\n[{split}] input:  {source[:300]}\n[{split}] target: {target}")
+    if args.export:
+        with open(args.export, "w", encoding="utf-8") as handle:
+            for row in data.splits[args.split]:
+                handle.write(json.dumps(row) + "\n")
+        print(f"\nwrote the {args.split} split ({len(data.splits[args.split])} examples) to {args.export}")
+    return 0
+
+
+def _read_jsonl(path: str, what: str) -> list:
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for line, text in enumerate(handle, start=1):
+            if text.strip():
+                try:
+                    rows.append(json.loads(text))
+                except json.JSONDecodeError as error:
+                    raise ValueError(f"{path}, line {line}: the {what} file must be JSON lines ({error.msg}).") from None
+    return rows
+
+
+@command("score")
+def run_score(args: argparse.Namespace) -> int:
+    from .data import compute_metrics, get_task
+    from .data.metrics import parse_label
+
+    task = get_task(args.task)
+    predictions = [row["prediction"] if isinstance(row, dict) else str(row)
+                   for row in _read_jsonl(args.predictions, "predictions")]
+    references = []
+    for row in _read_jsonl(args.references, "references"):
+        if isinstance(row, dict) and "target" in row and "label" not in row and "answers" not in row:
+            if task.name in ("multirc", "record"):
+                raise ValueError(f"{task.name} references need the full examples (idx / answers); write them with "
+                                 f"`compacter data show --task {task.name} --split test --export FILE`.")
+            label = float(row["target"]) if task.name == "stsb" else parse_label(task, str(row["target"]))
+            if label is None:
+                raise ValueError(f"Reference target {row['target']!r} is not a {task.name} label {list(task.labels)}.")
+            row = {"label": label}
+        references.append(row)
+    print(json.dumps(compute_metrics(task, predictions, references), indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .methods import METHODS
 
@@ -119,6 +173,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="compacter", help=f"one of: {', '.join(METHODS)}")
     add_method_options(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = sub.add_parser("data", help="split sizes and formatted examples of a GLUE/SuperGLUE task")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    p = data_sub.add_parser("show", help="print split sizes and a few input/target pairs")
+    p.add_argument("--task", required=True)
+    p.add_argument("--data-dir", help="original GLUE/SuperGLUE files or a hub export (default: the hub)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--train-size", type=int, help="low-resource subset of the training split")
+    p.add_argument("--examples", type=int, default=2, help="examples to print per split")
+    p.add_argument("--split", default="test", choices=["train", "validation", "test"])
+    p.add_argument("--export", help="write --split's examples as JSON lines (references for `compacter score`)")
+
+    p = sub.add_parser("score", help="score a predictions file against references (prints JSON)")
+    p.add_argument("--task", required=True)
+    p.add_argument("--predictions", required=True, help='JSON lines: "text" or {"prediction": "text"}')
+    p.add_argument("--references", required=True,
+                   help='JSON lines: the examples (from data show --export) or {"target": "label text"}')
 
     p = sub.add_parser("bench", help="step time and memory of each method relative to full fine-tuning (Table 3)")
     p.add_argument("--model", default="t5-small", help="t5-small|t5-base|..., a local folder or hub name (random weights)")
@@ -142,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, KeyError) as error:
         print(f"compacter {args.command}: error: {error}", file=sys.stderr)
         return 2
 
