@@ -18,8 +18,6 @@ from .tasks import Task
 
 PAPER_SEED = 42
 LARGE_VALIDATION_SIZE = 1_000
-LOW_RESOURCE_SIZES = (100, 500, 1000, 2000, 4000)
-LOW_RESOURCE_EPOCHS = {100: 1000, 500: 200, 1000: 100, 2000: 50, 4000: 25}
 
 
 def _group_of(task: Task, example: dict):

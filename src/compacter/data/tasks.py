@@ -138,22 +138,13 @@ TASKS: dict[str, Task] = {task.name: task for task in [
 ]}
 
 HUB_DATASETS = {"glue": "nyu-mll/glue", "super_glue": "aps/super_glue"}
-LENGTHS = {"glue": 128, "super_glue": 256, "record": 512}  # max source tokens (SPEC §4)
-BATCH_SIZES = {"glue": 100, "super_glue": 32, "record": 16}
 
 
 def get_task(name: str) -> Task:
     key = name.lower().replace("-", "").replace("_", "")
-    aliases = {"sst": "sst2", "stsb": "stsb", "sts": "stsb"}
+    aliases = {"sst": "sst2", "sts": "stsb"}
     key = aliases.get(key, key)
     if key not in TASKS:
         raise ValueError(f"Unknown task {name!r}. Known tasks: {', '.join(TASKS)} (WNLI is not part of the paper).")
     return TASKS[key]
 
-
-def max_source_length(task: Task) -> int:
-    return LENGTHS.get(task.name, LENGTHS[task.benchmark])
-
-
-def default_batch_size(task: Task) -> int:
-    return BATCH_SIZES.get(task.name, BATCH_SIZES[task.benchmark])
