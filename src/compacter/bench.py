@@ -93,7 +93,7 @@ def fit_hypercomplex_dimension(config: MethodConfig, model: nn.Module) -> Method
     return config if n == config.n else get_config(config, n=n)
 
 
-def _peft_lora(model: nn.Module) -> None:
+def _peft_lora(model: nn.Module) -> nn.Module:
     import peft
 
     targets = ["q", "v"] if model.config.model_type in ("t5", "mt5") else ["query", "value"]
@@ -135,7 +135,7 @@ class MethodRunner:
         model = build_model(model_name, pretrained=False)
         base_count = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
         if method in PEERS:
-            model = PEERS[method][1](model) or model
+            model = PEERS[method][1](model)
             self.method = method
             trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
             self.percent = 100.0 * trained / base_count
