@@ -7,7 +7,8 @@ import pytest
 from compacter.cli import main
 
 PAPER_T5_BASE = {"adapter": "0.832", "pfeiffer": "0.427", "adapterdrop": "0.494", "adapter-lowrank": "0.073",
-                 "bitfit": "0.127", "phm-adapter": "0.179", "compacter": "0.073", "compacter++": "0.047"}
+                 "bitfit": "0.127", "phm-adapter": "0.179", "compacter": "0.073", "compacter++": "0.047",
+                 "prompt-r": "0.034", "prompt-t": "0.034", "intrinsic-said": "0.009"}
 
 
 def params(capsys, *args):
@@ -21,6 +22,19 @@ def test_t5_base_percentages_match_the_paper(method, percent, capsys):
     assert report["total"] == 222_903_552
     assert f"{report['percent']:.3f}" == percent
     assert report["method"] == method
+
+
+@pytest.mark.parametrize("dimension,percent", [(500, "0.0002"), (1_250, "0.0006"), (2_500, "0.0011"),
+                                               (10_000, "0.0045"), (20_000, "0.0090")])
+def test_intrinsic_said_dimensions_match_table_6(dimension, percent, capsys):
+    report = params(capsys, "--model", "t5-base", "--method", "intrinsic-said", "--set", f"dimension={dimension}")
+    assert report["trainable"] == dimension and f"{report['percent']:.4f}" == percent
+    assert report["groups"] == {"intrinsic": dimension}
+
+
+def test_t5_small_baselines_match_table_9(capsys):
+    assert f"{params(capsys, '--model', 't5-small', '--method', 'intrinsic-said')['percent']:.3f}" == "0.033"
+    assert f"{params(capsys, '--model', 't5-small', '--method', 'prompt-t')['percent']:.3f}" == "0.085"
 
 
 def test_compacter_counts_exactly(capsys):

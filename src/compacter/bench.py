@@ -77,6 +77,7 @@ class SavedTensorMeter:
 def _state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
     params = {id(p): p for p in model.parameters()}.values()
     total = sum(p.numel() * p.element_size() for p in params)
+    total += sum(b.numel() * b.element_size() for b in {id(b): b for b in model.buffers()}.values())
     total += sum(p.numel() * p.element_size() for p in params if p.requires_grad)  # gradients
     for state in optimizer.state.values():
         total += sum(v.numel() * v.element_size() for v in state.values() if torch.is_tensor(v))

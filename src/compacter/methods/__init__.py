@@ -14,7 +14,9 @@ from .adapters import AdapterConfig
 from .base import CompacterModules, MethodConfig
 from .bitfit import BitFitConfig
 from .full import FullConfig
+from .intrinsic import IntrinsicSAIDConfig
 from .norms import LayerNormsConfig
+from .prompt import PromptConfig
 
 METHODS: dict[str, Callable[..., MethodConfig]] = {}
 CONFIG_KINDS: dict[str, type[MethodConfig]] = {}
@@ -31,6 +33,9 @@ register_method("adapter", AdapterConfig, learning_rate=3e-4)
 register_method("pfeiffer", AdapterConfig, sublayers=["attention"], learning_rate=3e-4)
 register_method("adapterdrop", AdapterConfig, skip_first_layers=5, learning_rate=3e-4)
 register_method("adapter-lowrank", AdapterConfig, projection="low_rank", rank=1, learning_rate=3e-3)
+register_method("prompt-r", PromptConfig, init="random", learning_rate=3e-2)
+register_method("prompt-t", PromptConfig, init="vocab", learning_rate=3e-1)
+register_method("intrinsic-said", IntrinsicSAIDConfig, dimension=20_000, learning_rate=3e-2)
 register_method("bitfit", BitFitConfig, learning_rate=3e-4)
 register_method("phm-adapter", AdapterConfig, projection="phm", n=12, rank=None, share_A=False, learning_rate=3e-3)
 register_method("compacter", AdapterConfig, projection="phm", n=4, rank=1, share_A=True, learning_rate=3e-3)
@@ -72,5 +77,5 @@ def get_config(method: str | MethodConfig | dict, **overrides: Any) -> MethodCon
         raise error
 
 
-__all__ = ["METHODS", "AdapterConfig", "BitFitConfig", "CompacterModules", "FullConfig", "LayerNormsConfig", "MethodConfig",
-           "get_config", "register_method"]
+__all__ = ["METHODS", "AdapterConfig", "BitFitConfig", "CompacterModules", "FullConfig", "IntrinsicSAIDConfig",
+           "LayerNormsConfig", "MethodConfig", "PromptConfig", "get_config", "register_method"]

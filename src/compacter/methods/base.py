@@ -9,8 +9,6 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from ..layers import ProjectionBank
-
 
 class CompacterModules(nn.Module):
     """Holds every module a method adds to a model (banks, shared A, prompts, ...).
@@ -20,8 +18,9 @@ class CompacterModules(nn.Module):
     """
 
     def start_forward(self) -> None:
+        """Tell every module that caches per-forward results (banks, projections) that a new forward began."""
         for module in self.modules():
-            if isinstance(module, ProjectionBank):
+            if module is not self and hasattr(module, "start_forward"):
                 module.start_forward()
 
 
