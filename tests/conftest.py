@@ -43,3 +43,27 @@ def seq2seq_batch():
     input_ids = torch.randint(2, 128, (4, 10), generator=generator)
     labels = torch.randint(2, 128, (4, 5), generator=generator)
     return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels}
+
+
+def write_tiny_pretrained(directory, kind: str, texts: list[str], seed: int = 0):
+    """A random tiny model and a word-level tokenizer of ``texts``, saved as a local "pretrained" folder."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+
+    tokenizer = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=["<pad>", "</s>", "<unk>"]))
+    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B:1 </s>:1",
+                                                             special_tokens=[("</s>", 1)])
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>",
+                                                unk_token="<unk>")
+    fast.save_pretrained(directory)
+    vocab = max(32, fast.vocab_size)
+    if kind == "t5":
+        model = tiny_t5(seed, vocab_size=vocab)
+    else:
+        torch.manual_seed(seed)
+        model = transformers.BertModel(transformers.BertConfig(
+            vocab_size=vocab, hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256,
+            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, pad_token_id=0))
+    model.save_pretrained(directory)
+    return directory

@@ -167,3 +167,26 @@ def test_overrides_change_the_counts():
     # 8 adapters of (128→8, 8→128) LPHM with n=2, r=2: r·(k+d) per projection's factors, one shared A
     per_adapter = 2 * 2 * (8 + 128) + 8 + 128
     assert base.groups["adapters"] == 8 * per_adapter and base.groups["shared"] == 2 ** 3
+
+
+def test_a_method_that_leaves_nothing_to_train_is_refused():
+    with pytest.raises(ValueError, match="trains only a new task head, and this model has none"):
+        compacter.apply(tiny_t5(), "linear-probe")
+    probe = compacter.apply(tiny_bert(), "linear-probe")
+    assert set(compacter.parameter_groups(probe).values()) == {"head"}
+
+
+def test_compile_falls_back_to_eager_with_a_warning(monkeypatch, seq2seq_batch):
+    from compacter import compiling
+
+    def broken_compile(module):
+        def fail(*args, **kwargs):
+            raise RuntimeError("no C++ compiler found\nlong details")
+        return fail
+
+    monkeypatch.setattr(compiling.torch, "compile", broken_compile)
+    model = compacter.apply(tiny_t5(), "compacter++")
+    forward = compiling.compile_model(model)
+    with pytest.warns(UserWarning, match=r"torch.compile failed \(RuntimeError: no C\+\+ compiler found\); running eagerly"):
+        out = forward(**seq2seq_batch)
+    assert forward.failed and torch.equal(out.logits, model(**seq2seq_batch).logits)

@@ -63,3 +63,11 @@ def test_save_replaces_files_atomically(tmp_path):
     compacter.save(model, tmp_path)
     compacter.save(model, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([CONFIG_FILE, WEIGHTS_FILE])
+
+
+def test_saved_files_get_the_usual_permissions_not_mkstemps_private_ones(tmp_path):
+    import os
+    compacter.save(compacter.apply(tiny_t5(), "compacter"), tmp_path)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / WEIGHTS_FILE).stat().st_mode & 0o777 == 0o666 & ~mask

@@ -43,6 +43,10 @@ def apply(model: nn.Module, method: str | MethodConfig | dict = "compacter", **o
     if config.train_output_layer:
         for name in output_layer_parameter_names(model):
             named[name].requires_grad_(True)
+    if not any(p.requires_grad for p in model.parameters()) and not any(p.requires_grad for p in modules.parameters()):
+        raise ValueError(f"The method {config.name!r} leaves nothing to train on this {type(model).__name__}"
+                         + (" (it trains only a new task head, and this model has none)." if config.kind == "linear-probe"
+                            else "."))
     model.add_module("compacter", modules)
     # Banks build their weights once per forward of the model; this tells them a new one began.
     model.register_forward_pre_hook(lambda module, args: modules.start_forward())

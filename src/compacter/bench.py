@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .attach import apply
+from .compiling import compile_model
 from .methods import METHODS, AdapterConfig, MethodConfig, get_config
 from .models import build_model
 from .params import count_parameters
@@ -131,7 +132,7 @@ class MethodRunner:
     """One method's model, optimizer and batch, stepping on demand."""
 
     def __init__(self, model_name: str, method: str, batch_size: int, source_length: int, target_length: int,
-                 device: torch.device, dtype: str, seed: int = 0) -> None:
+                 device: torch.device, dtype: str, seed: int = 0, compile: bool = False) -> None:
         torch.manual_seed(seed)
         model = build_model(model_name, pretrained=False)
         base_count = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
@@ -147,6 +148,7 @@ class MethodRunner:
             self.percent = count_parameters(model).percent
         self.model = model.to(device)
         self.model.train()
+        self.forward = compile_model(self.model) if compile else self.model
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(trainable, lr=1e-5)
         self.batch = _batch(self.model, batch_size, source_length, target_length, device)
@@ -163,7 +165,7 @@ class MethodRunner:
             torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
         with self.autocast, meter.hooks():
-            loss = self.model(**self.batch).loss
+            loss = self.forward(**self.batch).loss
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -177,7 +179,7 @@ class MethodRunner:
             self.peak_memory = max(self.peak_memory, memory)
 
     def release(self) -> None:
-        del self.model, self.optimizer, self.batch
+        del self.model, self.forward, self.optimizer, self.batch
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
@@ -186,7 +188,7 @@ class MethodRunner:
 def run_benchmark(model_name: str = "t5-small", methods: list[str] | None = None, *, batch_size: int = 8,
                   source_length: int = 128, target_length: int = 8, steps: int = 5, warmup: int = 2,
                   dtype: str = "fp32", device: str | None = None, batch_sizes: dict[str, int] | None = None,
-                  progress=None) -> list[BenchResult]:
+                  compile: bool = False, progress=None) -> list[BenchResult]:
     """Time ``steps`` training steps of each method (and of full fine-tuning, the reference).
 
     ``batch_sizes`` gives a method its own batch (the memory-budget set-up); others use ``batch_size``.
@@ -199,8 +201,8 @@ def run_benchmark(model_name: str = "t5-small", methods: list[str] | None = None
     if "full" not in methods:
         methods.insert(0, "full")
     batch_sizes = batch_sizes or {}
-    runners = [MethodRunner(model_name, m, batch_sizes.get(m, batch_size), source_length, target_length, device, dtype)
-               for m in methods]
+    runners = [MethodRunner(model_name, m, batch_sizes.get(m, batch_size), source_length, target_length, device, dtype,
+                            compile=compile) for m in methods]
     for runner in runners:
         for _ in range(warmup):
             runner.step(record=False)
@@ -225,13 +227,14 @@ def run_benchmark(model_name: str = "t5-small", methods: list[str] | None = None
 
 
 def largest_batch(model_name: str, method: str, budget_bytes: int, *, source_length: int, target_length: int,
-                  dtype: str, device: str | None = None, limit: int = 4096) -> int:
+                  dtype: str, device: str | None = None, limit: int = 4096, compile: bool = False) -> int:
     """The largest batch whose training step fits ``budget_bytes`` (the paper's Table 3 set-up)."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
     def fits(batch_size: int) -> bool:
         try:
-            runner = MethodRunner(model_name, method, batch_size, source_length, target_length, device, dtype)
+            runner = MethodRunner(model_name, method, batch_size, source_length, target_length, device, dtype,
+                                  compile=compile)
             runner.step()
             fitted = runner.peak_memory <= budget_bytes
             runner.release()

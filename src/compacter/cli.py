@@ -73,7 +73,8 @@ def run_bench(args: argparse.Namespace) -> int:
     from .bench import available_peers, largest_batch, markdown_table, parse_memory, plot, run_benchmark
     from .methods import METHODS
 
-    methods = list(METHODS) if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
+    methods = ([m for m in METHODS if m != "linear-probe"] if args.methods == "all"  # no head on a seq2seq model
+               else [m.strip() for m in args.methods.split(",") if m.strip()])
     if args.peers:
         peers = available_peers()
         if not peers:
@@ -82,7 +83,7 @@ def run_bench(args: argparse.Namespace) -> int:
         methods += peers
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     common = {"source_length": args.source_length, "target_length": args.target_length, "dtype": args.dtype,
-              "device": device}
+              "device": device, "compile": args.compile}
     batch_sizes = None
     if args.memory_budget:
         budget = parse_memory(args.memory_budget)
@@ -96,7 +97,7 @@ def run_bench(args: argparse.Namespace) -> int:
     print(table)
     settings = {"model": args.model, "batch_size": args.batch_size, "memory_budget": args.memory_budget,
                 "dtype": args.dtype, "steps": args.steps, "source_length": args.source_length,
-                "target_length": args.target_length, "device": device,
+                "target_length": args.target_length, "device": device, "compile": args.compile,
                 "device_name": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
                 "torch": torch.__version__, "compacter": __version__}
     if args.json:
@@ -162,6 +163,96 @@ def run_score(args: argparse.Namespace) -> int:
     return 0
 
 
+TRAIN_OPTIONS = {  # CLI flag → (TrainConfig field, type, help)
+    "--output-dir": ("output_dir", str, "where the run writes (default: runs/<model>-<task>-<method>-lr<lr>-seed<seed>)"),
+    "--data-dir": ("data_dir", str, "GLUE/SuperGLUE original files or a hub export (default: the hub)"),
+    "--lr": ("learning_rate", float, "default: the method's learning rate from the paper"),
+    "--head-lr": ("head_learning_rate", float, "a new classification head's learning rate (default: 10 × --lr)"),
+    "--epochs": ("epochs", int, "default: 20 for small tasks, 3 for large ones; low resource as in §5.6"),
+    "--batch-size": ("batch_size", int, "global batch, over all processes (default: 100 GLUE, 32 SuperGLUE, 16 ReCoRD)"),
+    "--gradient-accumulation": ("gradient_accumulation", int, "split each batch into this many steps"),
+    "--max-source-length": ("max_source_length", int, "default: 128 GLUE, 256 SuperGLUE, 512 ReCoRD"),
+    "--max-target-length": ("max_target_length", int, "default: 16 (ReCoRD 32)"),
+    "--warmup-steps": ("warmup_steps", int, "linear warm-up (default: 500, at most a tenth of the run)"),
+    "--weight-decay": ("weight_decay", float, "AdamW weight decay (default 0)"),
+    "--seed": ("seed", int, "default 42"),
+    "--train-size": ("train_size", int, "low resource: train on the first N examples of one seeded order"),
+    "--eval-steps": ("eval_steps", int, "evaluate and checkpoint every N steps (default: every epoch)"),
+    "--eval-batch-size": ("eval_batch_size", int, "default: the batch size"),
+    "--precision": ("precision", str, "fp32, bf16 or fp16 (autocast)"),
+    "--tokenizer": ("tokenizer", str, "default: the model's"),
+    "--text-column": ("text_column", str, "your data: the text to classify"),
+    "--text-pair-column": ("text_pair_column", str, "your data: a second text (pairs)"),
+    "--label-column": ("label_column", str, "your data: the label"),
+    "--source-column": ("source_column", str, "your data, text-to-text: the input"),
+    "--target-column": ("target_column", str, "your data, text-to-text: the output"),
+    "--device": ("device", str, "cpu, cuda, cuda:1 (default: this process's GPU when there is one)"),
+}
+
+
+def add_train_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="a hub name or a local folder (model and tokenizer)")
+    parser.add_argument("--task", required=True, help="a GLUE/SuperGLUE task, or your CSV/JSON-lines/parquet file or folder")
+    parser.add_argument("--method", default="compacter++")
+    add_method_options(parser)
+    for flag, (field, kind, help_text) in TRAIN_OPTIONS.items():
+        parser.add_argument(flag, dest=field, type=kind, help=help_text)
+    parser.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations to save memory")
+    parser.add_argument("--random-init", action="store_true", help="random weights from the model's config (smoke tests)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the training forward (eager if it fails)")
+
+
+def train_config(args: argparse.Namespace):
+    from .training import TrainConfig
+
+    values = {field: getattr(args, field) for field, _, _ in TRAIN_OPTIONS.values() if getattr(args, field) is not None}
+    return TrainConfig(model=args.model, task=args.task, method=args.method, method_overrides=method_overrides(args),
+                       gradient_checkpointing=args.gradient_checkpointing, pretrained=not args.random_init,
+                       compile=args.compile, **values)
+
+
+@command("train")
+def run_train(args: argparse.Namespace) -> int:
+    from .training import train
+
+    results = train(train_config(args))
+    test = {k: round(v, 2) for k, v in results["test"].items() if isinstance(v, float)}
+    print(json.dumps({"task": results["task"], "method": results["method"], "best_step": results["best_step"],
+                      "validation_score": round(results["validation"]["score"], 2), "test": test,
+                      "output_dir": results["config"]["output_dir"]}, indent=2))
+    return 0
+
+
+@command("sweep")
+def run_sweep_command(args: argparse.Namespace) -> int:
+    from .experiments import read_sweep, run_sweep, sweep_root, write_report
+
+    results = run_sweep(args.config, progress=lambda line: print(line, file=sys.stderr))
+    output = write_report(sweep_root(read_sweep(args.config)))
+    print(f"{len(results)} runs finished; tables (Markdown, CSV) and plots (PNG) in {output}/")
+    return 0
+
+
+@command("report")
+def run_report(args: argparse.Namespace) -> int:
+    from .experiments import write_report
+
+    output = write_report(args.runs_dir, args.output)
+    print((output / "scores.md").read_text(), end="")
+    print(f"\nTables (Markdown, CSV) and plots (PNG) in {output}/")
+    return 0
+
+
+@command("demo")
+def run_demo(args: argparse.Namespace) -> int:
+    from .demo import markdown, run_demo
+
+    rows = run_demo(args.output_dir, methods=tuple(m.strip() for m in args.methods.split(",")), epochs=args.epochs)
+    print(markdown(rows))
+    print(f"\nResults, adapters and logs: {args.output_dir}/")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .methods import METHODS
 
@@ -191,6 +282,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--references", required=True,
                    help='JSON lines: the examples (from data show --export) or {"target": "label text"}')
 
+    p = sub.add_parser("sweep", help="run a grid of models × tasks × methods × lrs × seeds (× sizes); resumable")
+    p.add_argument("config", help="a YAML file; see compacter.experiments.sweep for its keys")
+
+    p = sub.add_parser("report", help="the paper's tables (Markdown, CSV) and figures (PNG) from a runs folder")
+    p.add_argument("runs_dir")
+    p.add_argument("--output", help="default: RUNS_DIR/report")
+
+    p = sub.add_parser("demo", help="offline: MiniLM on BBC News, Compacter++ vs full fine-tuning vs a linear probe")
+    p.add_argument("--output-dir", default="runs/demo")
+    p.add_argument("--methods", default="compacter++,full,linear-probe")
+    p.add_argument("--epochs", type=int, default=3)
+
+    p = sub.add_parser("train", help="fine-tune a model on a task with a method; resumable; torchrun-ready")
+    add_train_options(p)
+
     p = sub.add_parser("bench", help="step time and memory of each method relative to full fine-tuning (Table 3)")
     p.add_argument("--model", default="t5-small", help="t5-small|t5-base|..., a local folder or hub name (random weights)")
     p.add_argument("--methods", default="all", help="'all' or a comma-separated list; full is always included")
@@ -203,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-length", type=int, default=8)
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--peers", action="store_true", help="add PEFT's LoRA and AdapterHub's adapters when importable")
+    p.add_argument("--compile", action="store_true", help="torch.compile each model (eager, with a warning, if it fails)")
     p.add_argument("--json", help="write results here (and a .md table and a .png plot beside it)")
     p.add_argument("--plot", help="write the plot here")
     return parser
@@ -213,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError, KeyError) as error:
+    except (ValueError, FileNotFoundError, KeyError, OSError) as error:
         print(f"compacter {args.command}: error: {error}", file=sys.stderr)
         return 2
 

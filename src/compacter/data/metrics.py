@@ -59,10 +59,10 @@ def compute_metrics(task: Task, predictions: list[str], examples: list[dict]) ->
         raise ValueError(f"{len(predictions)} predictions for {len(examples)} examples: they must pair up line by line.")
     if not examples:
         raise ValueError("No examples to score.")
-    if task.name == "record":
-        results, invalid = _record(predictions, examples)
-    elif task.name == "stsb":
+    if task.name == "stsb":
         results, invalid = _stsb(predictions, examples)
+    elif task.labels is None:  # free text against gold answers: ReCoRD, your own text-to-text data
+        results, invalid = _record(predictions, examples)
     else:
         results, invalid = _classification(task, predictions, examples)
     results = {name: 100.0 * float(value) for name, value in results.items()}

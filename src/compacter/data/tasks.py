@@ -24,6 +24,7 @@ class Task:
     original_files: dict[str, str] = field(default_factory=dict)  # split → file name in the original release
     classification_fields: tuple[str, ...] | None = None  # text (pair) of the classification view
     group_key: str | None = None  # examples grouped for splitting and metrics (MultiRC, ReCoRD)
+    template_name: str | None = None  # a template of TEMPLATES other than the task's own
 
     @property
     def hub_splits(self) -> dict[str, str]:
@@ -34,7 +35,7 @@ class Task:
         return {"train": "train", "validation": "validation"}
 
     def template(self, example: dict) -> tuple[str, str]:
-        return TEMPLATES.get(self.name, _fields_template)(self, example)
+        return TEMPLATES.get(self.template_name or self.name, _fields_template)(self, example)
 
     def target(self, example: dict) -> str:
         return self.template(example)[1]
@@ -86,8 +87,12 @@ def _multirc(task: Task, example: dict) -> tuple[str, str]:
     return source, _label_text(task, example["label"])
 
 
+def _passthrough(task: Task, example: dict) -> tuple[str, str]:
+    return example["source"], example["target"]  # your own text-to-text data, used verbatim
+
+
 TEMPLATES: dict[str, Callable[[Task, dict], tuple[str, str]]] = {
-    "stsb": _stsb, "copa": _copa, "record": _record, "multirc": _multirc,
+    "stsb": _stsb, "copa": _copa, "record": _record, "multirc": _multirc, "passthrough": _passthrough,
 }
 
 _NLI = ("entailment", "not_entailment")

@@ -16,6 +16,7 @@ from .bitfit import BitFitConfig
 from .full import FullConfig
 from .intrinsic import IntrinsicSAIDConfig
 from .norms import LayerNormsConfig
+from .probe import LinearProbeConfig
 from .prompt import PromptConfig
 
 METHODS: dict[str, Callable[..., MethodConfig]] = {}
@@ -43,6 +44,8 @@ register_method("compacter++", AdapterConfig, projection="phm", n=4, rank=1, sha
                 sublayers=["feed_forward"], learning_rate=3e-3)
 # Not a method of the paper: the speed floor for every method that trains inside the model.
 register_method("layer-norms", LayerNormsConfig, learning_rate=3e-3)
+# Not a method of the paper either: a frozen encoder with a trained classification head.
+register_method("linear-probe", LinearProbeConfig, learning_rate=3e-3)
 
 
 def get_config(method: str | MethodConfig | dict, **overrides: Any) -> MethodConfig:
@@ -78,4 +81,4 @@ def get_config(method: str | MethodConfig | dict, **overrides: Any) -> MethodCon
 
 
 __all__ = ["METHODS", "AdapterConfig", "BitFitConfig", "CompacterModules", "FullConfig", "IntrinsicSAIDConfig",
-           "LayerNormsConfig", "MethodConfig", "PromptConfig", "get_config", "register_method"]
+           "LayerNormsConfig", "LinearProbeConfig", "MethodConfig", "PromptConfig", "get_config", "register_method"]

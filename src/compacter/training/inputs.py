@@ -1,0 +1,100 @@
+"""From a task's examples to tokenised batches: text-to-text for seq2seq models, classification otherwise.
+
+The order of training examples is a pure function of (seed, epoch), so a resumed run (or
+another number of processes) sees exactly the same global batches as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..data import compute_metrics, load_task
+from ..data.files import load_files
+from ..data.splits import low_resource
+from ..data.tasks import Task
+from .config import TrainConfig
+
+
+@dataclass
+class TaskSplits:
+    task: Task
+    splits: dict[str, list[dict]]  # train / validation / test examples
+
+    @property
+    def num_labels(self) -> int:
+        """Classification head size: the label count, or 1 for a regression (STS-B)."""
+        if self.task.labels is None:
+            if self.task.name != "stsb":
+                raise ValueError(f"{self.task.name} has free-text answers; train it text-to-text with a seq2seq model (T5).")
+            return 1
+        return len(self.task.labels)
+
+    def score(self, split: str, predictions: list[str]) -> dict:
+        return compute_metrics(self.task, predictions, self.splits[split])
+
+
+def load_splits(config: TrainConfig) -> TaskSplits:
+    if config.is_custom:
+        task, splits = load_files(config.task, text_column=config.text_column, text_pair_column=config.text_pair_column,
+                                  label_column=config.label_column, source_column=config.source_column,
+                                  target_column=config.target_column, seed=config.seed)
+        splits["train"] = low_resource(splits["train"], config.train_size, config.seed)
+        return TaskSplits(task, splits)
+    data = load_task(config.task, config.data_dir, train_size=config.train_size)
+    return TaskSplits(data.task, data.splits)
+
+
+def encode(tokenizer, task: Task, examples: list[dict], *, text_to_text: bool, source_length: int,
+           target_length: int) -> list[dict]:
+    """Token ids per example; labels are target token ids (text-to-text) or a class id / score."""
+    if text_to_text:
+        pairs = [task.template(e) for e in examples]
+        sources = tokenizer([s for s, _ in pairs], max_length=source_length, truncation=True)["input_ids"]
+        targets = tokenizer(text_target=[t for _, t in pairs], max_length=target_length, truncation=True)["input_ids"]
+        return [{"input_ids": s, "labels": t} for s, t in zip(sources, targets)]
+    fields = task.classification_fields
+    if fields is None:
+        raise ValueError(f"{task.name} has no classification form; train it text-to-text with a seq2seq model (T5).")
+    texts = [[e[f] for e in examples] for f in fields]
+    encoded = tokenizer(*texts, max_length=source_length, truncation=True)
+    keys = [k for k in ("input_ids", "token_type_ids") if k in encoded]
+    return [{**{k: encoded[k][i] for k in keys}, "labels": e["label"]} for i, e in enumerate(examples)]
+
+
+def collate(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    """Pad to the longest row of the batch; labels of text-to-text are padded with -100 (ignored)."""
+    length = max(len(r["input_ids"]) for r in rows)
+    batch = {
+        "input_ids": torch.tensor([r["input_ids"] + [pad_id] * (length - len(r["input_ids"])) for r in rows]),
+        "attention_mask": torch.tensor([[1] * len(r["input_ids"]) + [0] * (length - len(r["input_ids"])) for r in rows]),
+    }
+    if "token_type_ids" in rows[0]:
+        batch["token_type_ids"] = torch.tensor([r["token_type_ids"] + [0] * (length - len(r["token_type_ids"]))
+                                                for r in rows])
+    if isinstance(rows[0]["labels"], list):
+        target = max(len(r["labels"]) for r in rows)
+        batch["labels"] = torch.tensor([r["labels"] + [-100] * (target - len(r["labels"])) for r in rows])
+    else:
+        batch["labels"] = torch.tensor([r["labels"] for r in rows])
+    return batch
+
+
+def epoch_order(size: int, seed: int, epoch: int) -> list[int]:
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(size, generator=generator).tolist()
+
+
+def global_batches(size: int, batch_size: int, seed: int, epoch: int, minimum: int = 1) -> list[list[int]]:
+    """The epoch's global batches of example indices; the last one may be smaller, but not below ``minimum``
+    (every process and accumulation step needs an example), else it is left out."""
+    order = epoch_order(size, seed, epoch)
+    batches = [order[i: i + batch_size] for i in range(0, size, batch_size)]
+    return batches if len(batches[-1]) >= minimum else batches[:-1]
+
+
+def shard(indices: list[int], parts: int, part: int) -> list[int]:
+    """This process's contiguous share of a global batch (sizes differ by at most one)."""
+    bounds = [round(i * len(indices) / parts) for i in range(parts + 1)]
+    return indices[bounds[part]: bounds[part + 1]]
