@@ -11,7 +11,7 @@ from test_methods import train_steps
 
 import compacter
 from compacter import fastfood
-from compacter.fastfood import Fastfood, FastfoodFunction, fwht, hadamard_matrix
+from compacter.fastfood import Fastfood, FastfoodFunction, draw_fastfood, fwht, hadamard_matrix
 
 
 @pytest.mark.parametrize("length", [1, 2, 4, 32, 64, 2048])
@@ -29,46 +29,50 @@ def test_fwht_refuses_a_length_that_is_not_a_power_of_two():
         fwht(torch.zeros(12))
 
 
-def explicit_fastfood(projection: Fastfood) -> torch.Tensor:
-    """S H G Π H B built entry by entry from the definition, independent of Fastfood.dense()."""
-    length = projection.length
+def explicit_fastfood(count, in_size, out_size, seed) -> torch.Tensor:
+    """S H G Π H B built entry by entry from the definition and the full random draws."""
+    drawn = draw_fastfood(count, in_size, out_size, seed)
+    length = drawn["gains"].shape[1]
     H = torch.from_numpy(scipy.linalg.hadamard(length)).double()
     matrices = []
-    for c in range(projection.signs.shape[0]):
-        B = torch.diag(projection.signs[c].double())
+    for c in range(count):
+        B = torch.diag(drawn["signs"][c].double())
         Pi = torch.zeros(length, length, dtype=torch.float64)
-        for row, column in enumerate(projection.permutation[c].tolist()):
+        for row, column in enumerate(drawn["permutation"][c].tolist()):
             Pi[row, column] = 1.0  # (Π v)[row] = v[π(row)]
-        G = torch.diag(projection.gains[c].double())  # G with the scalar S folded in
-        matrices.append((H @ G @ Pi @ H @ B)[: projection.out_size, : projection.in_size])
+        G = torch.diag(drawn["gains"][c].double())  # G with the scalar S folded in
+        matrices.append((H @ G @ Pi @ H @ B)[:out_size, :in_size])
     return torch.stack(matrices)
 
 
-@pytest.mark.parametrize("in_size, out_size", [(5, 12), (3, 16), (7, 100)])
+@pytest.mark.parametrize("in_size, out_size", [(5, 12), (3, 16), (7, 100), (16, 16), (1, 9), (33, 300)])
 def test_fastfood_equals_its_explicit_dense_construction(in_size, out_size):
-    projection = Fastfood(3, in_size, out_size, seed=4)
-    x = torch.randn(in_size, dtype=torch.float64)
-    dense = explicit_fastfood(projection)
-    got = FastfoodFunction.apply(x, projection.signs, projection.permutation, projection.gains.double(), out_size)
-    torch.testing.assert_close(got, dense @ x)
-    torch.testing.assert_close(projection.dense().double(), dense, rtol=1e-5, atol=1e-6)
+    projection = Fastfood(3, in_size, out_size, seed=4).double()
+    x = torch.randn(in_size, dtype=torch.float64, requires_grad=True)
+    dense = explicit_fastfood(3, in_size, out_size, seed=4)
+    got = projection(x)
+    torch.testing.assert_close(got, dense @ x.detach())
+    weights = torch.randn_like(got)
+    (got * weights).sum().backward()  # the transposed transform, against the dense transpose
+    torch.testing.assert_close(x.grad, torch.einsum("cD,cDd->d", weights, dense))
+    drawn = draw_fastfood(3, in_size, out_size, seed=4)
     # S is the reference code's: 1 / sqrt(L · ΣG² · D / L) with the raw Gaussian G
-    length = projection.length
-    assert length == 1 << (out_size - 1).bit_length()
-    assert torch.all(projection.signs.abs() == 1) and sorted(projection.permutation[0].tolist()) == list(range(length))
+    length = drawn["gains"].shape[1]
+    assert length == 1 << (max(in_size, out_size) - 1).bit_length()
+    assert torch.all(drawn["signs"].abs() == 1) and sorted(drawn["permutation"][0].tolist()) == list(range(length))
 
 
 def test_fastfood_backward_is_the_transposed_transform():
     projection = Fastfood(2, 6, 20, seed=0)
     x = torch.randn(6, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(
-        lambda v: FastfoodFunction.apply(v, projection.signs, projection.permutation, projection.gains.double(), 20), (x,))
+        lambda v: FastfoodFunction.apply(v, projection.signs, projection.block_index, projection.gains.double(), 20), (x,))
 
 
 def test_fastfood_is_rebuilt_identically_from_its_seed():
     first, second, other = Fastfood(2, 4, 30, seed=7), Fastfood(2, 4, 30, seed=7), Fastfood(2, 4, 30, seed=8)
     assert all(torch.equal(a, b) for a, b in zip(first.buffers(), second.buffers()))
-    assert not torch.equal(first.permutation, other.permutation)
+    assert not torch.equal(first.block_index, other.block_index)
     assert first.state_dict() == {}  # nothing random is saved: the seed is
 
 
@@ -97,7 +101,7 @@ def test_intrinsic_said_weights_are_base_plus_scaled_projection():
     group, row = projection.group_of[index]
     # the Fastfood of this tensor's group, run on its own (its math is checked against the dense matrix above)
     own = Fastfood(len(projection.groups[group]), 500 - len(projection.base), 128 * 128, seed=group)
-    assert torch.equal(own.permutation, projection.projections[group].permutation)
+    assert torch.equal(own.block_index, projection.projections[group].block_index)
     delta = own(projection.vector.detach())[row].view(128, 128)
     torch.testing.assert_close(query.weight, projection.base[index] + projection.scales[index] * delta)
     # tied tensors (T5's embedding and lm_head) are one projected tensor

@@ -18,6 +18,7 @@ no (L,)-sized intermediates for autograd.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -31,8 +32,9 @@ from torch import nn
 HADAMARD_BLOCK_BITS = 5
 
 
+@functools.lru_cache(maxsize=64)
 def hadamard_matrix(size: int, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> torch.Tensor:
-    """The Sylvester-order Hadamard matrix of a power-of-two size (equal to scipy.linalg.hadamard)."""
+    """The Sylvester-order Hadamard matrix of a power-of-two size (equal to scipy.linalg.hadamard); cached."""
     if size < 1 or size & (size - 1):
         raise ValueError(f"A Hadamard matrix needs a power-of-two size, got {size}.")
     matrix = torch.ones(1, 1, dtype=dtype, device=device)
@@ -64,68 +66,76 @@ def fwht(x: torch.Tensor) -> torch.Tensor:
 
 
 class FastfoodFunction(torch.autograd.Function):
-    """``y = S H G Π H B pad(x)``, cut to D, for a batch of transforms sharing one input x.
+    """``y = S H G Π H B pad(x)``, cut to D, for a batch of c transforms sharing one input x.
 
-    x: (d,); signs (c, L) int8, the ±1 of B; permutation (c, L) int32; gains (c, L), G with S
-    folded in. The compact dtypes halve the memory the buffers hold; they widen only per call.
+    x: (d,); signs (c, m) int8: the ±1 of B on the first m = 2^⌈log2 d⌉ entries, the only ones a
+    zero-padded x reaches; block_index (c, L): Π mod m; gains (c, L): G with S folded in.
     Returns (c, D).
+
+    In Sylvester order H_L = H_{L/m} ⊗ H_m, so for a vector v that is zero outside its first block
+    of m, H_L v is H_m v_0 repeated L/m times, and the first block of H_L z is H_m (Σ_blocks z).
+    The first H therefore costs O(m log m), Π needs only Π mod m (a gather from the m values),
+    and the transposed pass folds Πᵀ and the last H into one scatter-add and one size-m transform:
+    one full-length Walsh–Hadamard transform per direction instead of two.
     """
 
     @staticmethod
-    def forward(ctx, x, signs, permutation, gains, out_size: int):
-        ctx.save_for_backward(signs, permutation, gains)
+    def forward(ctx, x, signs, block_index, gains, out_size: int):
+        ctx.save_for_backward(signs, block_index, gains)
         ctx.in_size = x.shape[0]
-        length = signs.shape[1]
-        padded = F.pad(x, (0, length - x.shape[0]))
-        mixed = fwht(signs.to(x.dtype) * padded)
-        return fwht(torch.gather(mixed, 1, permutation.long()) * gains.to(x.dtype))[:, :out_size]
+        mixed = fwht(signs.to(x.dtype) * F.pad(x, (0, signs.shape[1] - x.shape[0])))
+        return fwht(torch.gather(mixed, 1, block_index.long()) * gains.to(x.dtype))[:, :out_size]
 
     @staticmethod
     def backward(ctx, grad):
-        signs, permutation, gains = ctx.saved_tensors
-        length = signs.shape[1]
+        signs, block_index, gains = ctx.saved_tensors
+        length = gains.shape[1]
         mixed = fwht(F.pad(grad, (0, length - grad.shape[1]))) * gains.to(grad.dtype)
-        unpermuted = torch.zeros_like(mixed).scatter_(1, permutation.long(), mixed)
-        grad_x = (fwht(unpermuted) * signs.to(grad.dtype)).sum(0)[: ctx.in_size]
+        folded = mixed.new_zeros(signs.shape).scatter_add_(1, block_index.long(), mixed)
+        grad_x = (fwht(folded) * signs.to(grad.dtype)).sum(0)[: ctx.in_size]
         return grad_x, None, None, None, None
+
+
+def draw_fastfood(count: int, in_size: int, out_size: int, seed: int) -> dict[str, torch.Tensor]:
+    """The random diagonals and permutations of c transforms, in full: B and Π over all L entries."""
+    length = 1 << max(0, math.ceil(math.log2(max(out_size, in_size))))
+    generator = torch.Generator().manual_seed(seed)
+    signs = (torch.randint(0, 2, (count, length), generator=generator) * 2 - 1).to(torch.int8)
+    permutation = torch.stack([torch.randperm(length, generator=generator) for _ in range(count)])
+    gaussian = torch.randn(count, length, generator=generator)
+    divisor = torch.sqrt(length * gaussian.pow(2).sum(1, keepdim=True)) * math.sqrt(out_size / length)
+    return {"signs": signs, "permutation": permutation, "gains": gaussian / divisor}
 
 
 class Fastfood(nn.Module):
     """c independent Fastfood projections from size ``in_size`` to ``out_size`` each.
 
     The random diagonals are buffers drawn from ``seed`` and not saved (``persistent=False``): the
-    same seed rebuilds the same projections, which is all a saved Intrinsic-SAID file needs.
+    same seed rebuilds the same projections, which is all a saved Intrinsic-SAID file needs. Only
+    what the computation touches is kept: B on the first m entries, Π mod m (int16 while m ≤ 2^15)
+    and G, about 6 bytes per projected number.
     """
 
     def __init__(self, count: int, in_size: int, out_size: int, seed: int, device: torch.device | str | None = None):
         super().__init__()
-        length = 1 << max(0, math.ceil(math.log2(max(out_size, in_size))))
-        self.in_size, self.out_size, self.length = in_size, out_size, length
+        self.length = 1 << max(0, math.ceil(math.log2(max(out_size, in_size))))
+        self.block = 1 << max(0, math.ceil(math.log2(in_size)))
+        self.in_size, self.out_size = in_size, out_size
+        index_dtype = torch.int16 if self.block <= 2**15 else torch.int32
         if torch.device(device or "cpu").type == "meta":  # sizes only (parameter counts): draw nothing
-            for name, dtype in (("signs", torch.int8), ("permutation", torch.int32), ("gains", torch.float32)):
-                self.register_buffer(name, torch.empty(count, length, dtype=dtype, device="meta"), persistent=False)
+            shapes = {"signs": ((count, self.block), torch.int8), "block_index": ((count, self.length), index_dtype),
+                      "gains": ((count, self.length), torch.float32)}
+            for name, (shape, dtype) in shapes.items():
+                self.register_buffer(name, torch.empty(shape, dtype=dtype, device="meta"), persistent=False)
             return
-        generator = torch.Generator().manual_seed(seed)
-        signs = (torch.randint(0, 2, (count, length), generator=generator) * 2 - 1).to(torch.int8)
-        permutation = torch.stack([torch.randperm(length, generator=generator).int() for _ in range(count)])
-        gaussian = torch.randn(count, length, generator=generator)
-        divisor = torch.sqrt(length * gaussian.pow(2).sum(1, keepdim=True)) * math.sqrt(out_size / length)
-        self.register_buffer("signs", signs.to(device), persistent=False)
-        self.register_buffer("permutation", permutation.to(device), persistent=False)
-        self.register_buffer("gains", (gaussian / divisor).to(device), persistent=False)
+        drawn = draw_fastfood(count, in_size, out_size, seed)
+        self.register_buffer("signs", drawn["signs"][:, : self.block].to(device), persistent=False)
+        block_index = (drawn["permutation"] % self.block).to(index_dtype)
+        self.register_buffer("block_index", block_index.to(device), persistent=False)
+        self.register_buffer("gains", drawn["gains"].to(device), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(d,) → (c, D)."""
         if x.shape != (self.in_size,):
             raise ValueError(f"Fastfood expects a vector of size {self.in_size}, got shape {tuple(x.shape)}.")
-        return FastfoodFunction.apply(x, self.signs, self.permutation, self.gains, self.out_size)
-
-    def dense(self) -> torch.Tensor:
-        """The explicit (c, D, d) matrices S H G Π H B (for tests and small sizes only)."""
-        hadamard = hadamard_matrix(self.length, self.gains.dtype, self.gains.device)
-        matrices = []
-        for signs, permutation, gains in zip(self.signs, self.permutation, self.gains):
-            pi = torch.eye(self.length, dtype=gains.dtype, device=gains.device)[permutation.long()]
-            full = hadamard @ torch.diag(gains) @ pi @ hadamard @ torch.diag(signs.to(gains.dtype))
-            matrices.append(full[: self.out_size, : self.in_size])
-        return torch.stack(matrices)
+        return FastfoodFunction.apply(x, self.signs, self.block_index, self.gains, self.out_size)
