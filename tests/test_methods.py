@@ -6,6 +6,7 @@ from conftest import tiny_bert, tiny_gpt2, tiny_llama, tiny_t5
 
 import compacter
 from compacter.layers import BottleneckAdapter
+from compacter.models import enable_activation_checkpointing
 
 ADAPTER_METHODS = ["adapter", "pfeiffer", "adapterdrop", "adapter-lowrank", "phm-adapter", "compacter", "compacter++"]
 
@@ -190,3 +191,18 @@ def test_compile_falls_back_to_eager_with_a_warning(monkeypatch, seq2seq_batch):
     with pytest.warns(UserWarning, match=r"torch.compile failed \(RuntimeError: no C\+\+ compiler found\); running eagerly"):
         out = forward(**seq2seq_batch)
     assert forward.failed and torch.equal(out.logits, model(**seq2seq_batch).logits)
+
+
+@pytest.mark.parametrize("method,overrides", [("compacter", {}), ("intrinsic-said", {"dimension": 1000}),
+                                              ("prompt-r", {"num_tokens": 4}), ("adapter-lowrank", {})])
+def test_gradient_checkpointing_gives_the_same_gradients(method, overrides, seq2seq_batch):
+    gradients = []
+    for checkpointing in (False, True):
+        model = compacter.apply(tiny_t5(), method, **overrides)
+        if checkpointing:
+            enable_activation_checkpointing(model)
+        model.train()
+        model(**seq2seq_batch).loss.backward()
+        gradients.append({n: p.grad.clone() for n, p in compacter.trainable_parameters(model).items()})
+    for name, gradient in gradients[0].items():
+        torch.testing.assert_close(gradients[1][name], gradient, rtol=1e-4, atol=1e-6)

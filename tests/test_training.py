@@ -150,3 +150,18 @@ def test_user_splits_follow_the_paper_and_text_to_text_is_verbatim(tmp_path):
     from compacter.data import compute_metrics
     metrics = compute_metrics(task, [e["target"] for e in splits["test"]], splits["test"])
     assert metrics["exact_match"] == 100.0 and metrics["f1"] == 100.0
+
+
+def test_bf16_autocast_and_gradient_checkpointing_train_text_to_text(workspace, tmp_path):
+    config = TrainConfig(model=str(workspace["t5"]), task="rte", data_dir=str(workspace["glue"]), method="compacter",
+                         epochs=2, batch_size=8, warmup_steps=0, learning_rate=3e-2, precision="bf16",
+                         gradient_checkpointing=True, output_dir=str(tmp_path / "bf16"))
+    results = train(config)
+    losses = [h["loss"] for h in results["history"]]
+    assert len(losses) == 2 and all(loss == loss for loss in losses)  # finite, no NaN
+    assert results["config"]["precision"] == "bf16" and results["test"]["n"] == 6
+
+
+def test_a_batch_that_cannot_be_split_is_refused(workspace, tmp_path):
+    with pytest.raises(ValueError, match="need a batch size and a training set of at least 4 examples each"):
+        train(csv_config(workspace, tmp_path / "tiny-batch", batch_size=2, gradient_accumulation=4))

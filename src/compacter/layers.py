@@ -193,16 +193,23 @@ class ProjectionBank(nn.Module):
         return lphm_weight(self.A_tensor, self.s, self.t)
 
     def start_forward(self) -> None:
+        """Build the weights now, at the start of the model's forward: built lazily inside a block that
+        gradient checkpointing recomputes, they would be saved in one pass and cached in the other."""
         self._cache = None
+        self._weights()
 
-    def projection(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _weights(self) -> tuple[tuple[torch.Tensor, ...], tuple]:
         key = (torch.is_grad_enabled(), tuple(p._version for p in self._inputs()))
         if self._cache is None or self._cache[0] != key:
             # unbind: one view per projection, whose backward is a single stack
             weights = self.build_weights().unbind(0)
             biases = self.bias.unbind(0) if self.bias is not None else (None,) * self.count
             self._cache = (key, weights, biases)
-        return self._cache[1][index], self._cache[2][index]
+        return self._cache[1], self._cache[2]
+
+    def projection(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        weights, biases = self._weights()
+        return weights[index], biases[index]
 
     def forward(self, x: torch.Tensor, index: int) -> torch.Tensor:
         weight, bias = self.projection(index)

@@ -72,3 +72,16 @@ def build_model(name_or_path: str, *, pretrained: bool = True, num_labels: int |
         with torch.device("meta"):
             return cls.from_config(config)
     return cls.from_config(config)
+
+
+def enable_activation_checkpointing(model: nn.Module) -> None:
+    """Recompute each block's activations in the backward pass (transformers 5 and 4.57 spell it differently).
+
+    Non-reentrant checkpointing: with a frozen embedding the reentrant variant would see no input
+    that needs a gradient and drop the adapters' gradients.
+    """
+    options = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)

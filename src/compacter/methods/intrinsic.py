@@ -89,6 +89,12 @@ class IntrinsicProjection(nn.Module):
         self._cache_key: tuple | None = None
 
     def start_forward(self) -> None:
+        """Build every tensor now, outside any block that gradient checkpointing would recompute."""
+        self._clear()
+        for index in range(len(self.base)):
+            self.weight(index)
+
+    def _clear(self) -> None:
         self._deltas.clear()
         self._weights.clear()
 
@@ -96,7 +102,7 @@ class IntrinsicProjection(nn.Module):
         """θ0 + λ·P(θ_d) for tensor ``index``, built with the rest of its size group once per forward."""
         key = (torch.is_grad_enabled(), self.vector._version, None if self.scales is None else self.scales._version)
         if key != self._cache_key:
-            self.start_forward()
+            self._clear()
             self._cache_key = key
         if index not in self._weights:
             group, row = self.group_of[index]

@@ -129,9 +129,7 @@ class Prompt(nn.Module):
         prompt = self.embeddings.to(embeds.dtype).unsqueeze(0).expand(batch, -1, -1)
         kwargs["inputs_embeds"] = self._insert(embeds, prompt)
         kwargs["input_ids"] = None
-        mask = kwargs.get("attention_mask")
-        if mask is not None and mask.shape[1] == length:
-            kwargs["attention_mask"] = self._insert(mask, mask.new_ones(batch, self.length))
+        kwargs["attention_mask"] = self._extend_mask(kwargs.get("attention_mask"), length)
         token_types = kwargs.get("token_type_ids")
         if token_types is not None:
             kwargs["token_type_ids"] = self._insert(token_types, token_types.new_zeros(batch, self.length))
@@ -144,18 +142,20 @@ class Prompt(nn.Module):
         if not self.enabled:
             return args, kwargs
         kwargs = _as_keywords(module, args, kwargs)
-        mask = kwargs.get("attention_mask")
-        if mask is None:
-            return (), kwargs
         encoder_outputs = kwargs.get("encoder_outputs")
         if encoder_outputs is not None:
             source_length = encoder_outputs[0].shape[1] - self.length
         else:
             source = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else kwargs.get("inputs_embeds")
             source_length = None if source is None else source.shape[1]
-        if mask.shape[1] == source_length:
-            kwargs["attention_mask"] = self._insert(mask, mask.new_ones(mask.shape[0], self.length))
+        kwargs["attention_mask"] = self._extend_mask(kwargs.get("attention_mask"), source_length)
         return (), kwargs
+
+    def _extend_mask(self, mask: torch.Tensor | None, source_length: int | None) -> torch.Tensor | None:
+        """A mask over the source gets ones for the prompt; one that already covers it is left as it is."""
+        if mask is None or mask.shape[1] != source_length:
+            return mask
+        return self._insert(mask, mask.new_ones(mask.shape[0], self.length))
 
     def _insert(self, sequence: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
         return torch.cat([sequence[:, : self.position], prompt, sequence[:, self.position:]], dim=1)

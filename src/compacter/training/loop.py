@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..attach import apply, parameter_groups, trainable_parameters
 from ..compiling import compile_model
-from ..models import build_model, load_config
+from ..models import build_model, enable_activation_checkpointing, load_config
 from ..params import count_parameters
 from ..saving import WEIGHTS_FILE, atomic_write, save
 from . import distributed
@@ -73,7 +73,7 @@ def _train(config: TrainConfig, output: Path, processes: distributed.Processes, 
         model.config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     apply(model, config.method, **config.method_overrides)
     if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(model)
     model.to(processes.device)
     encoded = {split: encode(tokenizer, data.task, examples, text_to_text=text_to_text,
                              source_length=config.max_source_length, target_length=config.max_target_length)
