@@ -60,7 +60,8 @@ def test_glue_fixture_run_selects_on_validation_and_scores_test_with_the_best(wo
     sources = [source for source, _ in data.text_to_text("test")]
     encoded = tokenizer(sources, return_tensors="pt", padding=True, truncation=True, max_length=128)
     with torch.no_grad():
-        generated = model.eval().generate(**encoded, max_new_tokens=16, do_sample=False)
+        generated = model.eval().generate(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"],
+                                          max_new_tokens=16, do_sample=False)
     predictions = tokenizer.batch_decode(generated, skip_special_tokens=True)
     assert data.score("test", predictions) == results["test"]
 
