@@ -124,6 +124,36 @@ def test_two_processes_equal_one_with_the_same_global_batch(workspace, tmp_path)
         torch.testing.assert_close(double[name], single[name], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["bert", "t5"])
+def test_fsdp_over_two_processes_equals_one_process(kind, workspace, tmp_path):
+    if kind == "bert":
+        data = ["--task", str(workspace["csv"]), "--text-column", "review", "--label-column", "sentiment"]
+    else:
+        data = ["--task", "rte", "--data-dir", str(workspace["glue"]), "--method", "compacter", "--lr", "3e-2"]
+    arguments = ["train", "--model", str(workspace[kind]), *data, "--epochs", "2", "--batch-size", "16",
+                 "--warmup-steps", "0", "--device", "cpu", "--eval-batch-size", "5"]
+    one = subprocess.run([sys.executable, "-m", "compacter.cli", *arguments, "--output-dir", str(tmp_path / "one")],
+                         env=ENV, capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "compacter.cli", *arguments, "--fsdp", "--output-dir", str(tmp_path / "two")],
+                         env=ENV, capture_output=True, text=True)
+    assert two.returncode == 0, two.stderr[-3000:]
+    single, sharded = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "two"))
+    assert sharded["processes"] == 2 and sharded["test"]["n"] == single["test"]["n"]
+    assert [h["validation"]["score"] for h in sharded["history"]] == [h["validation"]["score"] for h in single["history"]]
+    for name, tensor in adapter_tensors(tmp_path / "one").items():  # whole tensors, gathered from the shards
+        torch.testing.assert_close(adapter_tensors(tmp_path / "two")[name], tensor, rtol=1e-4, atol=1e-5)
+    state = torch.load(tmp_path / "two" / "training_state.pt", weights_only=False)
+    assert all(not hasattr(t, "device_mesh") for t in state["trained"].values())
+    if kind == "bert":  # resuming loads the whole checkpoint back into shards, optimiser state included
+        (tmp_path / "two" / "results.json").unlink()
+        again = subprocess.run(two.args, env=ENV, capture_output=True, text=True)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert json.loads((tmp_path / "two" / "results.json").read_text())["test"] == sharded["test"]
+        assert "resumed at step" in (tmp_path / "two" / "train.log").read_text()
+
+
 def test_user_data_errors_name_the_file_and_the_fix(tmp_path):
     path = write_csv(tmp_path / "data.csv", [{"text": "a", "label": "x"}, {"text": "b", "label": "y"}] * 5)
     with pytest.raises(DataFileError, match=r"data.csv: no column 'sentence'; its columns are \['text', 'label'\]"):
@@ -136,6 +166,10 @@ def test_user_data_errors_name_the_file_and_the_fix(tmp_path):
         load_files(tmp_path / "empty.csv", text_column="text", label_column="label")
     with pytest.raises(ValueError, match="--text-column and --label-column"):
         load_files(path)
+    with pytest.raises(FileNotFoundError, match="'reviews.cvs' is not an existing CSV"):
+        TrainConfig(model="t5-small", task="reviews.cvs")
+    with pytest.raises(ValueError, match="Unknown task 'rtee'"):
+        TrainConfig(model="t5-small", task="rtee")
     (tmp_path / "no_train").mkdir()
     with pytest.raises(FileNotFoundError, match="has no train file: name it train.csv"):
         load_files(tmp_path / "no_train", text_column="text", label_column="label")

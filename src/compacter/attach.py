@@ -49,8 +49,13 @@ def apply(model: nn.Module, method: str | MethodConfig | dict = "compacter", **o
                             else "."))
     model.add_module("compacter", modules)
     # Banks build their weights once per forward of the model; this tells them a new one began.
-    model.register_forward_pre_hook(lambda module, args: modules.start_forward())
+    modules.start_hook = model.register_forward_pre_hook(start_forward)
     return model
+
+
+def start_forward(model: nn.Module, args: tuple) -> None:
+    """The model's forward pre-hook: tell its method's modules that a new forward pass began."""
+    model.compacter.start_forward()
 
 
 def attached_config(model: nn.Module) -> MethodConfig:

@@ -200,6 +200,7 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations to save memory")
     parser.add_argument("--random-init", action="store_true", help="random weights from the model's config (smoke tests)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the training forward (eager if it fails)")
+    parser.add_argument("--fsdp", action="store_true", help="under torchrun: shard the model (FSDP2) instead of DDP")
 
 
 def train_config(args: argparse.Namespace):
@@ -208,7 +209,7 @@ def train_config(args: argparse.Namespace):
     values = {field: getattr(args, field) for field, _, _ in TRAIN_OPTIONS.values() if getattr(args, field) is not None}
     return TrainConfig(model=args.model, task=args.task, method=args.method, method_overrides=method_overrides(args),
                        gradient_checkpointing=args.gradient_checkpointing, pretrained=not args.random_init,
-                       compile=args.compile, **values)
+                       compile=args.compile, fsdp=args.fsdp, **values)
 
 
 @command("train")

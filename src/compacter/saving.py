@@ -40,11 +40,17 @@ def _umask() -> int:
     return mask
 
 
-def save(model: nn.Module, directory: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
-    """Save the trained parameters of an attached model, with the method config and base fingerprint."""
+def save(model: nn.Module, directory: str | os.PathLike, metadata: dict[str, Any] | None = None,
+         tensors: dict[str, torch.Tensor] | None = None) -> Path:
+    """Save the trained parameters of an attached model, with the method config and base fingerprint.
+
+    ``tensors`` replaces the model's own trained parameters (e.g. full copies gathered from shards).
+    """
     config = attached_config(model)
     directory = Path(directory)
-    tensors = {name: p.detach().to("cpu").contiguous() for name, p in trainable_parameters(model).items()}
+    if tensors is None:
+        tensors = trainable_parameters(model)
+    tensors = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
     description = {
         "format": FORMAT,
         "compacter_version": __version__,

@@ -49,6 +49,7 @@ class TrainConfig:
     precision: str = "fp32"  # fp32, bf16 or fp16 (autocast)
     gradient_checkpointing: bool = False
     compile: bool = False  # torch.compile the training forward; falls back to eager if compiling fails
+    fsdp: bool = False  # shard the model over the processes (FSDP2) instead of replicating it (DDP)
     pretrained: bool = True  # False: random weights from the model's config (tests, benchmarks)
     tokenizer: str | None = None  # default: the model's
     text_column: str | None = None
@@ -65,6 +66,9 @@ class TrainConfig:
             raise ValueError("gradient_accumulation must be at least 1.")
         get_config(self.method, **self.method_overrides)  # unknown methods and settings fail here, early
         if not self.is_custom:
+            if "/" in self.task or "." in self.task:
+                raise FileNotFoundError(f"{self.task!r} is not an existing CSV / JSON-lines / parquet file or folder, "
+                                        "nor a GLUE/SuperGLUE task name.")
             get_task(self.task)
 
     @property

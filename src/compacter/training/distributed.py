@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 
 @dataclass(frozen=True)
@@ -62,3 +64,56 @@ def gather(items: list, processes: Processes) -> list[list]:
 def barrier(processes: Processes) -> None:
     if processes.world > 1:
         dist.barrier()
+
+
+def shard(model: nn.Module) -> None:
+    """FSDP (fully_shard): each transformer block is one unit, the rest of the model (embeddings, the
+    method's modules) the root unit. Call after compacter.apply and before making the optimiser."""
+    from torch.distributed.fsdp import fully_shard
+
+    from ..attach import start_forward
+
+    lists = [name for name, module in model.named_modules() if isinstance(module, nn.ModuleList) and name
+             and not name.startswith("compacter")]
+    outermost = [name for name in lists if not any(name.startswith(other + ".") for other in lists)]
+    for name in outermost:
+        for block in model.get_submodule(name):
+            if any(True for _ in block.parameters()):
+                fully_shard(block)
+    # the method's weights are built in a forward pre-hook, which must run after FSDP gathered them
+    model.compacter.start_hook.remove()
+    fully_shard(model)
+    model.compacter.start_hook = model.register_forward_pre_hook(start_forward)
+
+
+def full_tensors(parameters: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Whole CPU copies of (possibly sharded) tensors; a collective call when any is sharded."""
+    return {name: (p.full_tensor() if isinstance(p, DTensor) else p).detach().cpu() for name, p in parameters.items()}
+
+
+def copy_into(parameter: torch.Tensor, value: torch.Tensor) -> None:
+    """Load a whole tensor into a parameter, sharding it first where the parameter is sharded."""
+    value = value.to(parameter.device, parameter.dtype)
+    if isinstance(parameter, DTensor):
+        value = distribute_tensor(value, parameter.device_mesh, parameter.placements)
+    parameter.copy_(value)
+
+
+def full_optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
+    """The optimiser's state with whole CPU tensors (gathered from shards: a collective call under FSDP)."""
+    state = optimizer.state_dict()
+    state["state"] = {index: {key: (value.full_tensor() if isinstance(value, DTensor) else value).cpu()
+                              if torch.is_tensor(value) else value for key, value in values.items()}
+                      for index, values in sorted(state["state"].items())}
+    return state
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load a state written by full_optimizer_state, sharding each tensor like its parameter."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for index, values in state["state"].items():
+        param = params[index]
+        for key, value in values.items():
+            if isinstance(param, DTensor) and torch.is_tensor(value) and value.shape == param.shape:
+                values[key] = distribute_tensor(value.to(param.device), param.device_mesh, param.placements)
+    optimizer.load_state_dict(state)

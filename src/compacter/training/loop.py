@@ -75,6 +75,11 @@ def _train(config: TrainConfig, output: Path, processes: distributed.Processes, 
     if config.gradient_checkpointing:
         enable_activation_checkpointing(model)
     model.to(processes.device)
+    if config.fsdp:
+        if processes.world == 1:
+            raise ValueError("--fsdp shards the model over several processes: launch with torchrun --nproc_per_node N "
+                             "(or accelerate launch); with one process leave --fsdp out.")
+        distributed.shard(model)
     encoded = {split: encode(tokenizer, data.task, examples, text_to_text=text_to_text,
                              source_length=config.max_source_length, target_length=config.max_target_length)
                for split, examples in data.splits.items()}
@@ -101,7 +106,7 @@ def _train(config: TrainConfig, output: Path, processes: distributed.Processes, 
     autocast = (torch.autocast(processes.device.type, dtype=torch.bfloat16 if config.precision == "bf16" else torch.float16)
                 if config.precision != "fp32" else contextlib.nullcontext())
     network = model
-    if processes.world > 1:
+    if processes.world > 1 and not config.fsdp:
         network = DistributedDataParallel(model, device_ids=[processes.device.index] if processes.device.type == "cuda"
                                           else None)
     forward = compile_model(network) if config.compile else network
@@ -111,7 +116,7 @@ def _train(config: TrainConfig, output: Path, processes: distributed.Processes, 
     if state is not None:
         _check_same_run(config, state["config"], output / STATE_FILE)
         _load_trained(trained, state["trained"])
-        optimizer.load_state_dict(state["optimizer"])
+        distributed.load_optimizer_state(optimizer, state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         restore_rng(state["rng"])
@@ -128,9 +133,10 @@ def _train(config: TrainConfig, output: Path, processes: distributed.Processes, 
         return data.score(split, predictions)
 
     def checkpoint() -> None:
+        whole = distributed.full_tensors(trained)  # every process takes part in gathering shards
+        optimizer_state = distributed.full_optimizer_state(optimizer)
         if processes.main:
-            save_state(output, {"trained": {n: p.detach().cpu() for n, p in trained.items()},
-                                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            save_state(output, {"trained": whole, "optimizer": optimizer_state, "scheduler": scheduler.state_dict(),
                                 "scaler": scaler.state_dict(), "rng": rng_state(), "step": step, "best": best,
                                 "history": history, "elapsed": elapsed, "config": config.to_dict()})
         distributed.barrier(processes)
@@ -153,7 +159,9 @@ def _train(config: TrainConfig, output: Path, processes: distributed.Processes, 
         for index, part in enumerate(rows):
             batch = {k: v.to(processes.device) for k, v in collate(part, pad_id).items()}
             sync = index == len(rows) - 1 or processes.world == 1
-            with (contextlib.nullcontext() if sync else network.no_sync()), autocast:
+            if config.fsdp:
+                model.set_requires_gradient_sync(sync)
+            with (contextlib.nullcontext() if sync or config.fsdp else network.no_sync()), autocast:
                 summed = _summed_loss(forward, model, batch, text_to_text)
                 # DDP averages gradients over processes: scale back to the global sum / global count
                 scaler.scale(summed * processes.world / count).backward()
@@ -176,8 +184,9 @@ def _train(config: TrainConfig, output: Path, processes: distributed.Processes, 
             improved = best is None or metrics["score"] > best["score"]
             if improved:
                 best = {"score": metrics["score"], "step": step, "metrics": metrics}
+                whole = distributed.full_tensors(trained)
                 if processes.main:
-                    save(model, output / BEST_DIR, metadata={"step": step, "validation": metrics})
+                    save(model, output / BEST_DIR, metadata={"step": step, "validation": metrics}, tensors=whole)
             history.append({"step": step, "epoch": step / steps_per_epoch, "loss": loss, "validation": metrics})
             log.info("step %d  loss %.4f  validation score %.2f%s", step, loss, metrics["score"],
                      "  (best so far)" if improved else "")
@@ -237,21 +246,31 @@ def predict(model, rows: list[dict], data: TaskSplits, text_to_text: bool, confi
             processes: distributed.Processes, pad_id: int, tokenizer, autocast) -> list[str]:
     """Predictions as strings (label names, scores or generated text), in the split's order."""
     indices = list(range(processes.rank, len(rows), processes.world))
-    mine = []
-    batches = range(0, len(indices), config.eval_batch_size)
-    for start in tqdm(batches, desc="evaluating", leave=False, disable=not processes.main):
-        part = [rows[i] for i in indices[start: start + config.eval_batch_size]]
+    size, mine = config.eval_batch_size, []
+    # A sharded model runs collectives in every forward: all processes run as many batches as the one
+    # with the most examples (a short one repeats an example) and generate until all are done.
+    sharded = config.fsdp and processes.world > 1
+    if sharded:
+        model.unshard()  # generate() calls the encoder directly, outside the root unit's forward
+    starts = range(0, len(range(0, len(rows), processes.world)) if sharded else len(indices), size)
+    for start in tqdm(starts, desc="evaluating", leave=False, disable=not processes.main):
+        chosen = indices[start: start + size]
+        part = [rows[i] for i in (chosen or indices[-1:] or [0])]
         batch = {k: v.to(processes.device) for k, v in collate(part, pad_id).items() if k != "labels"}
         with autocast:
             if text_to_text:
-                generated = model.generate(**batch, max_new_tokens=config.max_target_length, num_beams=1, do_sample=False)
-                mine += tokenizer.batch_decode(generated, skip_special_tokens=True)
+                generated = model.generate(**batch, max_new_tokens=config.max_target_length, num_beams=1,
+                                           do_sample=False, synced_gpus=sharded)
+                outputs = tokenizer.batch_decode(generated, skip_special_tokens=True)
             else:
                 logits = model(**batch).logits.float()
                 if logits.shape[-1] == 1:
-                    mine += [f"{v:.4f}" for v in logits.squeeze(-1).tolist()]
+                    outputs = [f"{v:.4f}" for v in logits.squeeze(-1).tolist()]
                 else:
-                    mine += [data.task.labels[i] for i in logits.argmax(-1).tolist()]
+                    outputs = [data.task.labels[i] for i in logits.argmax(-1).tolist()]
+        mine += outputs[: len(chosen)]
+    if sharded:
+        model.reshard()
     ordered: list[str | None] = [None] * len(rows)
     for rank, predictions in enumerate(distributed.gather(mine, processes)):
         for index, prediction in zip(range(rank, len(rows), processes.world), predictions):
@@ -262,7 +281,7 @@ def predict(model, rows: list[dict], data: TaskSplits, text_to_text: bool, confi
 def _load_trained(trained: dict[str, torch.nn.Parameter], tensors: dict[str, torch.Tensor]) -> None:
     with torch.no_grad():
         for name, param in trained.items():
-            param.copy_(tensors[name])
+            distributed.copy_into(param, tensors[name])
 
 
 def _peak_memory(processes: distributed.Processes) -> int:
