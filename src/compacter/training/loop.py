@@ -163,7 +163,7 @@ def _train(config: TrainConfig, output: Path, processes: distributed.Processes, 
                 model.set_requires_gradient_sync(sync)
             with (contextlib.nullcontext() if sync or config.fsdp else network.no_sync()), autocast:
                 summed = _summed_loss(forward, model, batch, text_to_text)
-                # DDP averages gradients over processes: scale back to the global sum / global count
+                # DDP and FSDP average gradients over processes: scale back to the global sum / global count
                 scaler.scale(summed * processes.world / count).backward()
             loss_sum += summed.item()
         scaler.unscale_(optimizer)
