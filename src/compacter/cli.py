@@ -260,6 +260,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="compacter", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
+    p = sub.add_parser("demo", help="offline: MiniLM on BBC News, Compacter++ vs full fine-tuning vs a linear probe")
+    p.add_argument("--output-dir", default="runs/demo")
+    p.add_argument("--methods", default="compacter++,full,linear-probe")
+    p.add_argument("--epochs", type=int, default=3)
+
+    p = sub.add_parser("train", help="fine-tune a model on a task with a method; resumable; torchrun-ready")
+    add_train_options(p)
+
+    p = sub.add_parser("sweep", help="run a grid of models × tasks × methods × lrs × seeds (× sizes); resumable")
+    p.add_argument("config", help="a YAML file; see compacter.experiments.sweep for its keys")
+
+    p = sub.add_parser("report", help="the paper's tables (Markdown, CSV) and figures (PNG) from a runs folder")
+    p.add_argument("runs_dir")
+    p.add_argument("--output", help="default: RUNS_DIR/report")
+
     p = sub.add_parser("params", help="count the parameters a method trains (offline, in seconds)")
     p.add_argument("--model", default="t5-base", help="t5-small|base|large|3b|11b, a local folder or a hub name")
     p.add_argument("--method", default="compacter", help=f"one of: {', '.join(METHODS)}")
@@ -282,21 +297,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--predictions", required=True, help='JSON lines: "text" or {"prediction": "text"}')
     p.add_argument("--references", required=True,
                    help='JSON lines: the examples (from data show --export) or {"target": "label text"}')
-
-    p = sub.add_parser("sweep", help="run a grid of models × tasks × methods × lrs × seeds (× sizes); resumable")
-    p.add_argument("config", help="a YAML file; see compacter.experiments.sweep for its keys")
-
-    p = sub.add_parser("report", help="the paper's tables (Markdown, CSV) and figures (PNG) from a runs folder")
-    p.add_argument("runs_dir")
-    p.add_argument("--output", help="default: RUNS_DIR/report")
-
-    p = sub.add_parser("demo", help="offline: MiniLM on BBC News, Compacter++ vs full fine-tuning vs a linear probe")
-    p.add_argument("--output-dir", default="runs/demo")
-    p.add_argument("--methods", default="compacter++,full,linear-probe")
-    p.add_argument("--epochs", type=int, default=3)
-
-    p = sub.add_parser("train", help="fine-tune a model on a task with a method; resumable; torchrun-ready")
-    add_train_options(p)
 
     p = sub.add_parser("bench", help="step time and memory of each method relative to full fine-tuning (Table 3)")
     p.add_argument("--model", default="t5-small", help="t5-small|t5-base|..., a local folder or hub name (random weights)")
