@@ -1,4 +1,8 @@
-"""One process or many: torchrun and `accelerate launch` both set RANK / WORLD_SIZE / LOCAL_RANK."""
+"""One process or many: joining the process group, collectives, and FSDP sharding with whole-tensor saves.
+
+torchrun and `accelerate launch` both set RANK / WORLD_SIZE / LOCAL_RANK; without them a run is
+one process and every helper here is a no-op.
+"""
 
 from __future__ import annotations
 
