@@ -1,7 +1,7 @@
 """One process or many: joining the process group, collectives, and FSDP sharding with whole-tensor saves.
 
 torchrun and `accelerate launch` both set RANK / WORLD_SIZE / LOCAL_RANK; without them a run is
-one process and every helper here is a no-op.
+one process and the collectives here return at once.
 """
 
 from __future__ import annotations
