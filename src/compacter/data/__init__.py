@@ -31,6 +31,15 @@ class TaskData:
     def score(self, split: str, predictions: list[str]) -> dict:
         return compute_metrics(self.task, predictions, self.splits[split])
 
+    @property
+    def num_labels(self) -> int:
+        """Classification head size: the label count, or 1 for a regression (STS-B)."""
+        if self.task.labels is None:
+            if self.task.name != "stsb":
+                raise ValueError(f"{self.task.name} has free-text answers; train it text-to-text with a seq2seq model (T5).")
+            return 1
+        return len(self.task.labels)
+
 
 def load_task(name: str, data_dir: str | Path | None = None, *, seed: int = PAPER_SEED,
               train_size: int | None = None) -> TaskData:

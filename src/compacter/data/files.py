@@ -17,6 +17,7 @@ first becomes the "original" validation set.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -120,4 +121,4 @@ def _complete_splits(task: Task, raw: dict[str, list[dict]], seed: int) -> dict[
     if "test" in raw:
         return raw
     large = len(raw["train"]) >= LARGE_TRAIN_SIZE
-    return paper_splits(Task(task.name, "custom", "", task.fields, task.labels, task.metrics, large=large), raw, seed)
+    return paper_splits(dataclasses.replace(task, large=large), raw, seed)

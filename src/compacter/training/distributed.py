@@ -70,7 +70,7 @@ def barrier(processes: Processes) -> None:
         dist.barrier()
 
 
-def shard(model: nn.Module) -> None:
+def shard_model(model: nn.Module) -> None:
     """FSDP (fully_shard): each transformer block is one unit, the rest of the model (embeddings, the
     method's modules) the root unit. Call after compacter.apply and before making the optimiser."""
     from torch.distributed.fsdp import fully_shard

@@ -6,44 +6,23 @@ another number of processes) sees exactly the same global batches as an uninterr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from ..data import compute_metrics, load_task
+from ..data import TaskData, load_task
 from ..data.files import load_files
 from ..data.splits import low_resource
 from ..data.tasks import Task
 from .config import TrainConfig
 
 
-@dataclass
-class TaskSplits:
-    task: Task
-    splits: dict[str, list[dict]]  # train / validation / test examples
-
-    @property
-    def num_labels(self) -> int:
-        """Classification head size: the label count, or 1 for a regression (STS-B)."""
-        if self.task.labels is None:
-            if self.task.name != "stsb":
-                raise ValueError(f"{self.task.name} has free-text answers; train it text-to-text with a seq2seq model (T5).")
-            return 1
-        return len(self.task.labels)
-
-    def score(self, split: str, predictions: list[str]) -> dict:
-        return compute_metrics(self.task, predictions, self.splits[split])
-
-
-def load_splits(config: TrainConfig) -> TaskSplits:
+def load_splits(config: TrainConfig) -> TaskData:
     if config.is_custom:
         task, splits = load_files(config.task, text_column=config.text_column, text_pair_column=config.text_pair_column,
                                   label_column=config.label_column, source_column=config.source_column,
                                   target_column=config.target_column, seed=config.seed)
         splits["train"] = low_resource(splits["train"], config.train_size, config.seed)
-        return TaskSplits(task, splits)
-    data = load_task(config.task, config.data_dir, train_size=config.train_size)
-    return TaskSplits(data.task, data.splits)
+        return TaskData(task, splits)
+    return load_task(config.task, config.data_dir, train_size=config.train_size)
 
 
 def encode(tokenizer, task: Task, examples: list[dict], *, text_to_text: bool, source_length: int,

@@ -34,13 +34,14 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..attach import apply, parameter_groups, trainable_parameters
 from ..compiling import compile_model
+from ..data import TaskData
 from ..models import build_model, enable_activation_checkpointing, load_config
 from ..params import count_parameters
 from ..saving import WEIGHTS_FILE, atomic_write, save
 from . import distributed
 from .checkpoint import STATE_FILE, load_state, restore_rng, rng_state, save_state
 from .config import TrainConfig
-from .inputs import TaskSplits, collate, encode, global_batches, load_splits, shard
+from .inputs import collate, encode, global_batches, load_splits, shard
 
 RESULTS_FILE = "results.json"
 PAPER_WARMUP_STEPS = 500
@@ -79,7 +80,7 @@ def _train(config: TrainConfig, output: Path, processes: distributed.Processes, 
         if processes.world == 1:
             raise ValueError("--fsdp shards the model over several processes: launch with torchrun --nproc_per_node N "
                              "(or accelerate launch); with one process leave --fsdp out.")
-        distributed.shard(model)
+        distributed.shard_model(model)
     encoded = {split: encode(tokenizer, data.task, examples, text_to_text=text_to_text,
                              source_length=config.max_source_length, target_length=config.max_target_length)
                for split, examples in data.splits.items()}
@@ -242,7 +243,7 @@ def _summed_loss(forward, model, batch: dict, text_to_text: bool) -> torch.Tenso
 
 
 @torch.no_grad()
-def predict(model, rows: list[dict], data: TaskSplits, text_to_text: bool, config: TrainConfig,
+def predict(model, rows: list[dict], data: TaskData, text_to_text: bool, config: TrainConfig,
             processes: distributed.Processes, pad_id: int, tokenizer, autocast) -> list[str]:
     """Predictions as strings (label names, scores or generated text), in the split's order."""
     indices = list(range(processes.rank, len(rows), processes.world))
