@@ -210,3 +210,17 @@ def test_baselines_save_and_load(method, seq2seq_batch, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(model(**seq2seq_batch).logits, loaded(**seq2seq_batch).logits, rtol=0, atol=0)
     assert (tmp_path / "adapter_model.safetensors").stat().st_size < 10_000
+
+
+def test_intrinsic_weights_are_reused_without_gradients_only_while_unchanged(seq2seq_batch, tmp_path):
+    model = compacter.apply(tiny_t5(seed=5), "intrinsic-said", dimension=1000).eval()
+    with torch.no_grad():
+        first = model(**seq2seq_batch).logits
+        assert torch.equal(model(**seq2seq_batch).logits, first)  # reused
+        model.compacter.intrinsic.vector.normal_()  # changed in place: the cached weights are stale now
+        second = model(**seq2seq_batch).logits
+    assert not torch.allclose(first, second)
+    compacter.save(model, tmp_path)
+    with torch.no_grad():
+        torch.testing.assert_close(compacter.load(tiny_t5(seed=5), tmp_path)(**seq2seq_batch).logits, second,
+                                   rtol=0, atol=0)

@@ -23,6 +23,12 @@ class CompacterModules(nn.Module):
             if module is not self and hasattr(module, "start_forward"):
                 module.start_forward()
 
+    def invalidate(self) -> None:
+        """Drop weights cached across forwards (after parameters were loaded behind autograd's back)."""
+        for module in self.modules():
+            if module is not self and hasattr(module, "invalidate"):
+                module.invalidate()
+
 
 @dataclass
 class MethodConfig(abc.ABC):

@@ -89,20 +89,30 @@ class IntrinsicProjection(nn.Module):
         self._cache_key: tuple | None = None
 
     def start_forward(self) -> None:
-        """Build every tensor now, outside any block that gradient checkpointing would recompute."""
-        self._clear()
+        """Build every tensor now, outside any block that gradient checkpointing would recompute.
+
+        A forward with gradients needs a graph of its own, so it rebuilds; without gradients
+        (evaluation, each token of ``generate``) the tensors are reused while θ_d and λ are unchanged.
+        """
+        if torch.is_grad_enabled():
+            self.invalidate()
         for index in range(len(self.base)):
             self.weight(index)
 
-    def _clear(self) -> None:
+    def invalidate(self) -> None:
         self._deltas.clear()
         self._weights.clear()
+        self._cache_key = None
+
+    def _apply(self, fn, recurse=True):
+        self.invalidate()  # .to(), .half(), ... replace the tensors the weights were built from
+        return super()._apply(fn, recurse)
 
     def weight(self, index: int) -> torch.Tensor:
         """θ0 + λ·P(θ_d) for tensor ``index``, built with the rest of its size group once per forward."""
         key = (torch.is_grad_enabled(), self.vector._version, None if self.scales is None else self.scales._version)
         if key != self._cache_key:
-            self._clear()
+            self.invalidate()
             self._cache_key = key
         if index not in self._weights:
             group, row = self.group_of[index]

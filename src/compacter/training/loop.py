@@ -116,7 +116,7 @@ def _train(config: TrainConfig, output: Path, processes: distributed.Processes, 
     step, best, history, elapsed = 0, None, [], 0.0
     if state is not None:
         _check_same_run(config, state["config"], output / STATE_FILE)
-        _load_trained(trained, state["trained"])
+        _load_trained(model, trained, state["trained"])
         distributed.load_optimizer_state(optimizer, state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
@@ -197,7 +197,7 @@ def _train(config: TrainConfig, output: Path, processes: distributed.Processes, 
     progress.close()
     elapsed = time.perf_counter() - started
 
-    _load_trained(trained, load_file(str(output / BEST_DIR / WEIGHTS_FILE)))
+    _load_trained(model, trained, load_file(str(output / BEST_DIR / WEIGHTS_FILE)))
     model.eval()
     test = evaluate("test")
     log.info("test score %.2f with the best validation checkpoint (step %d)", test["score"], best["step"])
@@ -279,10 +279,11 @@ def predict(model, rows: list[dict], data: TaskData, text_to_text: bool, config:
     return ordered
 
 
-def _load_trained(trained: dict[str, torch.nn.Parameter], tensors: dict[str, torch.Tensor]) -> None:
+def _load_trained(model, trained: dict[str, torch.nn.Parameter], tensors: dict[str, torch.Tensor]) -> None:
     with torch.no_grad():
         for name, param in trained.items():
             distributed.copy_into(param, tensors[name])
+    model.compacter.invalidate()  # sharded parameters change without their gathered copies' versions
 
 
 def _peak_memory(processes: distributed.Processes) -> int:
