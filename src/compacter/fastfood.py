@@ -96,9 +96,13 @@ class FastfoodFunction(torch.autograd.Function):
         return grad_x, None, None, None, None
 
 
+def next_power_of_two(size: int) -> int:
+    return 1 << max(0, math.ceil(math.log2(size)))
+
+
 def draw_fastfood(count: int, in_size: int, out_size: int, seed: int) -> dict[str, torch.Tensor]:
     """The random diagonals and permutations of c transforms, in full: B and Π over all L entries."""
-    length = 1 << max(0, math.ceil(math.log2(max(out_size, in_size))))
+    length = next_power_of_two(max(out_size, in_size))
     generator = torch.Generator().manual_seed(seed)
     signs = (torch.randint(0, 2, (count, length), generator=generator) * 2 - 1).to(torch.int8)
     permutation = torch.stack([torch.randperm(length, generator=generator) for _ in range(count)])
@@ -118,19 +122,18 @@ class Fastfood(nn.Module):
 
     def __init__(self, count: int, in_size: int, out_size: int, seed: int, device: torch.device | str | None = None):
         super().__init__()
-        self.length = 1 << max(0, math.ceil(math.log2(max(out_size, in_size))))
-        self.block = 1 << max(0, math.ceil(math.log2(in_size)))
+        length, block = next_power_of_two(max(out_size, in_size)), next_power_of_two(in_size)
         self.in_size, self.out_size = in_size, out_size
-        index_dtype = torch.int16 if self.block <= 2**15 else torch.int32
+        index_dtype = torch.int16 if block <= 2**15 else torch.int32
         if torch.device(device or "cpu").type == "meta":  # sizes only (parameter counts): draw nothing
-            shapes = {"signs": ((count, self.block), torch.int8), "block_index": ((count, self.length), index_dtype),
-                      "gains": ((count, self.length), torch.float32)}
+            shapes = {"signs": ((count, block), torch.int8), "block_index": ((count, length), index_dtype),
+                      "gains": ((count, length), torch.float32)}
             for name, (shape, dtype) in shapes.items():
                 self.register_buffer(name, torch.empty(shape, dtype=dtype, device="meta"), persistent=False)
             return
         drawn = draw_fastfood(count, in_size, out_size, seed)
-        self.register_buffer("signs", drawn["signs"][:, : self.block].to(device), persistent=False)
-        block_index = (drawn["permutation"] % self.block).to(index_dtype)
+        self.register_buffer("signs", drawn["signs"][:, :block].to(device), persistent=False)
+        block_index = (drawn["permutation"] % block).to(index_dtype)
         self.register_buffer("block_index", block_index.to(device), persistent=False)
         self.register_buffer("gains", drawn["gains"].to(device), persistent=False)
 
