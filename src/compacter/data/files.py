@@ -49,17 +49,18 @@ def load_files(path: str | Path, *, text_column: str | None = None, text_pair_co
     if not source_column and not (text_column and label_column):
         raise ValueError(f"Say which columns of {path} to use: --text-column and --label-column (optionally "
                          "--text-pair-column) for classification, or --source-column and --target-column for text-to-text.")
-    frames = {split: _read(file) for split, file in _split_files(path).items()}
+    files = _split_files(path)
+    frames = {split: _read(file) for split, file in files.items()}
     columns = [source_column, target_column] if source_column else [text_column, text_pair_column, label_column]
     for split, frame in frames.items():
         missing = [c for c in columns if c and c not in frame.columns]
         if missing:
-            raise DataFileError(f"{_split_files(path)[split]}: no column {missing[0]!r}; its columns are "
+            raise DataFileError(f"{files[split]}: no column {missing[0]!r}; its columns are "
                                 f"{list(frame.columns)}. Pass the right --*-column option.")
         for column in filter(None, columns):
             empty = frame.index[frame[column].isna()]
             if len(empty):
-                raise DataFileError(f"{_split_files(path)[split]}: column {column!r} is empty in {len(empty)} row(s), "
+                raise DataFileError(f"{files[split]}: column {column!r} is empty in {len(empty)} row(s), "
                                     f"the first being data row {empty[0] + 1}. Fill or drop those rows.")
     name = path.stem if path.is_file() else path.name
     if source_column:
