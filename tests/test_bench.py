@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 from conftest import tiny_t5
 
 from compacter.bench import SavedTensorMeter, parse_memory
@@ -26,6 +27,9 @@ def test_bench_writes_ratios_table_and_plot(tiny_model_dir, tmp_path, capsys):
         row = report["methods"][method]
         assert row["step_time_ratio"] > 0 and 0 < row["memory_ratio"] < 1  # frozen backbone: no grads, no Adam state
         assert row["percent_trained"] < 10
+    settings = report["settings"]
+    assert settings["device"] == "cpu" and settings["cpu_threads"] == torch.get_num_threads()
+    assert settings["device_name"] and settings["device_name"] != "cuda"
     assert out.with_suffix(".png").stat().st_size > 1000
     assert "| compacter++ |" in out.with_suffix(".md").read_text()
     assert "| full |" in capsys.readouterr().out
@@ -41,7 +45,6 @@ def test_memory_budget_picks_the_largest_batch_that_fits(tiny_model_dir, tmp_pat
 
 
 def test_saved_tensor_meter_counts_each_storage_once():
-    import torch
     meter = SavedTensorMeter()
     x = torch.randn(100, 10, requires_grad=True)
     with meter.hooks():

@@ -193,6 +193,31 @@ def test_compile_falls_back_to_eager_with_a_warning(monkeypatch, seq2seq_batch):
     assert forward.failed and torch.equal(out.logits, model(**seq2seq_batch).logits)
 
 
+@pytest.mark.parametrize("method,overrides", [("compacter++", {}), ("intrinsic-said", {"dimension": 1000})])
+def test_torch_compile_traces_one_graph_and_matches_eager(method, overrides, seq2seq_batch):
+    """The per-forward weight caches must not break the graph: a break there hit dynamo's recompile
+    limit and silently ran most of the model eagerly. aot_eager runs dynamo and AOT autograd, the
+    stages that see our code, without the minute-long C++ build of the inductor backend."""
+    import torch._dynamo
+
+    model = compacter.apply(tiny_t5(), method, **overrides).eval()
+    torch._dynamo.reset()
+    assert torch._dynamo.explain(model)(**seq2seq_batch).graph_break_count == 0
+    results = []
+    for forward in (model, torch.compile(model, backend="aot_eager")):
+        for _ in range(2):  # the second call reuses the compiled graph
+            loss = forward(**seq2seq_batch).loss
+            loss.backward()
+            results.append((loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
+            model.zero_grad(set_to_none=True)
+    (eager, eager_grads), *compiled = results
+    for loss, grads in compiled:
+        torch.testing.assert_close(loss, eager)
+        assert grads.keys() == eager_grads.keys()
+        for name in grads:
+            torch.testing.assert_close(grads[name], eager_grads[name])
+
+
 @pytest.mark.parametrize("method,overrides", [("compacter", {}), ("intrinsic-said", {"dimension": 1000}),
                                               ("prompt-r", {"num_tokens": 4}), ("adapter-lowrank", {})])
 def test_gradient_checkpointing_gives_the_same_gradients(method, overrides, seq2seq_batch):

@@ -257,6 +257,22 @@ def largest_batch(model_name: str, method: str, budget_bytes: int, *, source_len
     return low
 
 
+def device_name(device: str) -> str:
+    """The GPU's name, or the CPU's model: ratios differ between machines, so results record which."""
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine() or "cpu"
+
+
 def parse_memory(text: str) -> int:
     """'24GB', '24GiB', '512MB' → bytes (GB read as GiB, as GPU memory is quoted)."""
     units = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}

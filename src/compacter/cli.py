@@ -63,14 +63,13 @@ def run_params(args: argparse.Namespace) -> int:
 
 @command("bench")
 def run_bench(args: argparse.Namespace) -> int:
-    import platform
     from pathlib import Path
 
     import torch
     from tqdm import tqdm
 
     from . import __version__
-    from .bench import available_peers, largest_batch, markdown_table, parse_memory, plot, run_benchmark
+    from .bench import available_peers, device_name, largest_batch, markdown_table, parse_memory, plot, run_benchmark
     from .methods import METHODS
 
     methods = ([m for m in METHODS if m != "linear-probe"] if args.methods == "all"  # no head on a seq2seq model
@@ -98,7 +97,7 @@ def run_bench(args: argparse.Namespace) -> int:
     settings = {"model": args.model, "batch_size": args.batch_size, "memory_budget": args.memory_budget,
                 "dtype": args.dtype, "steps": args.steps, "source_length": args.source_length,
                 "target_length": args.target_length, "device": device, "compile": args.compile,
-                "device_name": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
+                "device_name": device_name(device), "cpu_threads": torch.get_num_threads(),
                 "torch": torch.__version__, "compacter": __version__}
     if args.json:
         out = {"settings": settings, "methods": {r.method: r.to_dict() for r in results}}

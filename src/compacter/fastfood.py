@@ -58,7 +58,9 @@ def fwht(x: torch.Tensor) -> torch.Tensor:
         block_bits = min(HADAMARD_BLOCK_BITS, bits)
         block = 1 << block_bits
         after //= block
-        hadamard = hadamard_matrix(block, x.dtype, x.device)
+        # Compiled, the matrix is traced into the graph as a constant; the cache is for eager calls.
+        build = hadamard_matrix.__wrapped__ if torch.compiler.is_compiling() else hadamard_matrix
+        hadamard = build(block, x.dtype, x.device)
         # Axis of size `block` with `after` elements below it: (…, before, block, after).
         x = torch.matmul(hadamard, x.reshape(-1, block, after)) if after > 1 else x.reshape(-1, block) @ hadamard
         bits -= block_bits

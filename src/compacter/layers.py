@@ -196,16 +196,22 @@ class ProjectionBank(nn.Module):
         """Build the weights now, at the start of the model's forward: built lazily inside a block that
         gradient checkpointing recomputes, they would be saved in one pass and cached in the other."""
         self._cache = None
-        self._weights()
+        if not torch.compiler.is_compiling():
+            self._weights()
 
     def _weights(self) -> tuple[tuple[torch.Tensor, ...], tuple]:
+        if torch.compiler.is_compiling():  # the compiler's own CSE merges the repeated builds
+            return self._build()
         key = (torch.is_grad_enabled(), tuple(p._version for p in self._inputs()))
         if self._cache is None or self._cache[0] != key:
-            # unbind: one view per projection, whose backward is a single stack
-            weights = self.build_weights().unbind(0)
-            biases = self.bias.unbind(0) if self.bias is not None else (None,) * self.count
-            self._cache = (key, weights, biases)
+            self._cache = (key, *self._build())
         return self._cache[1], self._cache[2]
+
+    def _build(self) -> tuple[tuple[torch.Tensor, ...], tuple]:
+        # unbind: one view per projection, whose backward is a single stack
+        weights = self.build_weights().unbind(0)
+        biases = self.bias.unbind(0) if self.bias is not None else (None,) * self.count
+        return weights, biases
 
     def projection(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         weights, biases = self._weights()

@@ -94,8 +94,10 @@ class IntrinsicProjection(nn.Module):
         A forward with gradients needs a graph of its own, so it rebuilds; without gradients
         (evaluation, each token of ``generate``) the tensors are reused while θ_d and λ are unchanged.
         """
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
             self.invalidate()
+        if torch.compiler.is_compiling():
+            return  # built lazily inside the model's graph: stored from a hook, they would split it in two
         for index in range(len(self.base)):
             self.weight(index)
 
@@ -110,10 +112,12 @@ class IntrinsicProjection(nn.Module):
 
     def weight(self, index: int) -> torch.Tensor:
         """θ0 + λ·P(θ_d) for tensor ``index``, built with the rest of its size group once per forward."""
-        key = (torch.is_grad_enabled(), self.vector._version, None if self.scales is None else self.scales._version)
-        if key != self._cache_key:
-            self.invalidate()
-            self._cache_key = key
+        if not torch.compiler.is_compiling():  # a compiled forward starts afresh; it cannot guard on versions
+            key = (torch.is_grad_enabled(), self.vector._version,
+                   None if self.scales is None else self.scales._version)
+            if key != self._cache_key:
+                self.invalidate()
+                self._cache_key = key
         if index not in self._weights:
             group, row = self.group_of[index]
             if group not in self._deltas:
