@@ -227,8 +227,9 @@ def run_train(args: argparse.Namespace) -> int:
 def run_sweep_command(args: argparse.Namespace) -> int:
     from .experiments import read_sweep, run_sweep, sweep_root, write_report
 
-    results = run_sweep(args.config, progress=lambda line: print(line, file=sys.stderr))
-    output = write_report(sweep_root(read_sweep(args.config)))
+    spec = read_sweep(args.config)
+    results = run_sweep(spec, progress=lambda line: print(line, file=sys.stderr))
+    output = write_report(sweep_root(spec))
     print(f"{len(results)} runs finished; tables (Markdown, CSV) and plots (PNG) in {output}/")
     return 0
 

@@ -67,8 +67,9 @@ def expand(spec: dict[str, Any]) -> Iterator[TrainConfig]:
         yield TrainConfig(**{**config.to_dict(), "output_dir": str(root / name)})
 
 
-def run_sweep(path: str | Path, progress=print) -> list[dict]:
-    configs = list(expand(read_sweep(path)))
+def run_sweep(spec: dict[str, Any], progress=print) -> list[dict]:
+    """Train every run of ``spec`` (from :func:`read_sweep`) that has not finished; returns their results."""
+    configs = list(expand(spec))
     results = []
     for index, config in enumerate(configs, 1):
         done = (Path(config.output_dir) / RESULTS_FILE).is_file()
