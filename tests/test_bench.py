@@ -2,11 +2,12 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from conftest import tiny_t5
 
-from compacter.bench import SavedTensorMeter, parse_memory
+from compacter.bench import SavedTensorMeter, paired_ratio, parse_memory
 from compacter.cli import main
 
 
@@ -26,6 +27,8 @@ def test_bench_writes_ratios_table_and_plot(tiny_model_dir, tmp_path, capsys):
     for method in ("compacter", "compacter++"):
         row = report["methods"][method]
         assert row["step_time_ratio"] > 0 and 0 < row["memory_ratio"] < 1  # frozen backbone: no grads, no Adam state
+        low, high = row["step_time_ratio_iqr"]
+        assert low <= row["step_time_ratio"] <= high
         assert row["percent_trained"] < 10
     settings = report["settings"]
     assert settings["device"] == "cpu" and settings["cpu_threads"] == torch.get_num_threads()
@@ -58,3 +61,14 @@ def test_bad_bench_input():
     with pytest.raises(ValueError, match="write it like 24GB"):
         parse_memory("lots")
     assert main(["bench", "--methods", "compactor"]) == 2
+
+
+def test_paired_ratio_is_the_median_and_quartiles_of_per_round_ratios():
+    times, reference = [2.0, 3.0, 9.0, 4.0, 5.0], [4.0, 4.0, 10.0, 4.0, 10.0]
+    per_round = np.array(times) / np.array(reference) * 2  # a method at half full's batch: ×2 per example
+    ratio, (low, high) = paired_ratio(times, reference, scale=2.0)
+    assert ratio == pytest.approx(np.median(per_round))
+    assert (low, high) == pytest.approx(tuple(np.percentile(per_round, [25, 75])))
+    assert paired_ratio([3.0], [6.0]) == (0.5, (0.5, 0.5))
+    with pytest.raises(ValueError):
+        paired_ratio([1.0, 2.0], [1.0])

@@ -1,8 +1,10 @@
 """Training-step time and memory of each method, relative to full fine-tuning in the same run.
 
 Every method gets its own copy of the same random model. Steps are interleaved round-robin over
-the methods so that machine noise (other processes, clock changes) hits all of them alike; each
-method's time is the median of its steps. Memory is the CUDA allocator's peak on a GPU; on the
+the methods so that machine noise (other processes, clock changes) hits all of them alike. A
+method's time ratio is the median over rounds of its step time divided by full fine-tuning's in
+the same round, given with the interquartile range of those per-round ratios, which shows how
+much the machine moved it; its step time is the median of its steps. Memory is the CUDA allocator's peak on a GPU; on the
 CPU, where there is no such counter, it is what training holds at the peak of a step: parameters,
 gradients, optimizer state and the tensors autograd saved for the backward pass.
 """
@@ -34,7 +36,8 @@ class BenchResult:
     percent_trained: float
     step_time_s: float
     peak_memory_bytes: int
-    step_time_ratio: float = 1.0  # relative to full fine-tuning
+    step_time_ratio: float = 1.0  # relative to full fine-tuning, per example
+    step_time_ratio_iqr: tuple[float, float] = (1.0, 1.0)  # its 25th and 75th percentile over rounds
     memory_ratio: float = 1.0
     epoch_time_h: float = 0.0  # projected time of one MNLI epoch at this batch size
     batch_size: int = 0
@@ -185,6 +188,19 @@ class MethodRunner:
             torch.cuda.empty_cache()
 
 
+def paired_ratio(times: list[float], reference: list[float], scale: float = 1.0) -> tuple[float, tuple[float, float]]:
+    """Median and interquartile range of ``scale · times[r] / reference[r]`` over rounds r.
+
+    Pairing each step with the reference's step of the same round cancels the slow drifts of a
+    shared machine that a ratio of two medians would keep.
+    """
+    ratios = [scale * mine / theirs for mine, theirs in zip(times, reference, strict=True)]
+    if len(ratios) == 1:
+        return ratios[0], (ratios[0], ratios[0])
+    low, median, high = statistics.quantiles(ratios, n=4, method="inclusive")
+    return median, (low, high)
+
+
 def run_benchmark(model_name: str = "t5-small", methods: list[str] | None = None, *, batch_size: int = 8,
                   source_length: int = 128, target_length: int = 8, steps: int = 5, warmup: int = 2,
                   dtype: str = "fp32", device: str | None = None, batch_sizes: dict[str, int] | None = None,
@@ -198,8 +214,7 @@ def run_benchmark(model_name: str = "t5-small", methods: list[str] | None = None
     for method in methods:
         if method not in METHODS and method not in PEERS:
             raise ValueError(f"Unknown method {method!r}; known: {', '.join([*METHODS, *PEERS])}.")
-    if "full" not in methods:
-        methods.insert(0, "full")
+    methods = ["full", *(m for m in methods if m != "full")]  # the reference, stepped first in every round
     batch_sizes = batch_sizes or {}
     runners = [MethodRunner(model_name, m, batch_sizes.get(m, batch_size), source_length, target_length, device, dtype,
                             compile=compile) for m in methods]
@@ -211,18 +226,19 @@ def run_benchmark(model_name: str = "t5-small", methods: list[str] | None = None
             runner.step()
             if progress:
                 progress(runner.method)
+    full = runners[0]
     results = []
     for runner in runners:
         seconds = statistics.median(runner.times)
         size = runner.batch["input_ids"].shape[0]
-        results.append(BenchResult(runner.method, runner.percent, seconds, runner.peak_memory,
-                                   epoch_time_h=seconds * MNLI_TRAIN_EXAMPLES / size / 3600, batch_size=size))
-        runner.release()
-    full = next(r for r in results if r.method == "full")
-    for result in results:
         # per example, so that methods with their own (memory-budget) batch sizes compare fairly
-        result.step_time_ratio = (result.step_time_s / result.batch_size) / (full.step_time_s / full.batch_size)
-        result.memory_ratio = result.peak_memory_bytes / full.peak_memory_bytes
+        ratio, spread = paired_ratio(runner.times, full.times, full.batch["input_ids"].shape[0] / size)
+        results.append(BenchResult(runner.method, runner.percent, seconds, runner.peak_memory,
+                                   step_time_ratio=ratio, step_time_ratio_iqr=spread,
+                                   memory_ratio=runner.peak_memory / full.peak_memory,
+                                   epoch_time_h=seconds * MNLI_TRAIN_EXAMPLES / size / 3600, batch_size=size))
+    for runner in runners:
+        runner.release()
     return results
 
 
@@ -309,10 +325,11 @@ def plot(results: list[BenchResult], path) -> None:
 
 
 def markdown_table(results: list[BenchResult]) -> str:
-    lines = ["| method | % trained | batch | step time (s) | time vs full | peak memory (MiB) | memory vs full "
-             "| MNLI epoch (h) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| method | % trained | batch | step time (s) | time vs full (IQR over rounds) | peak memory (MiB) "
+             "| memory vs full | MNLI epoch (h) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
+        low, high = r.step_time_ratio_iqr
         lines.append(f"| {r.method} | {r.percent_trained:.3f} | {r.batch_size} | {r.step_time_s:.4f} | "
-                     f"{r.step_time_ratio:.2f} | "
+                     f"{r.step_time_ratio:.2f} ({low:.2f}–{high:.2f}) | "
                      f"{r.peak_memory_bytes / 2**20:.0f} | {r.memory_ratio:.2f} | {r.epoch_time_h:.2f} |")
     return "\n".join(lines)
