@@ -72,3 +72,25 @@ def test_paired_ratio_is_the_median_and_quartiles_of_per_round_ratios():
     assert paired_ratio([3.0], [6.0]) == (0.5, (0.5, 0.5))
     with pytest.raises(ValueError):
         paired_ratio([1.0, 2.0], [1.0])
+
+
+def test_method_settings_apply_to_every_method_but_full(tiny_model_dir, tmp_path, capsys):
+    """`--set train_layer_norms=false` is how to compare with libraries that train the adapters alone."""
+    from compacter import apply, count_parameters
+    from compacter.models import build_model
+
+    out = tmp_path / "out.json"
+    assert main(["bench", "--model", tiny_model_dir, "--methods", "compacter++", "--set", "train_layer_norms=false",
+                 "--batch-size", "2", "--source-length", "8", "--target-length", "4", "--steps", "1",
+                 "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["methods"]) == {"full", "compacter++ (train_layer_norms=False)"}
+    assert report["settings"]["method_overrides"] == {"train_layer_norms": False}
+    expected = count_parameters(apply(build_model(tiny_model_dir, pretrained=False), "compacter++",
+                                      train_layer_norms=False)).percent
+    assert report["methods"]["compacter++ (train_layer_norms=False)"]["percent_trained"] == pytest.approx(expected)
+    assert report["methods"]["full"]["percent_trained"] == 100.0
+    # a setting that leaves a method nothing to train is an error that names the method
+    assert main(["bench", "--model", tiny_model_dir, "--methods", "layer-norms", "--set", "train_layer_norms=false",
+                 "--steps", "1"]) == 2
+    assert "layer-norms" in capsys.readouterr().err

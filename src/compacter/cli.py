@@ -82,7 +82,7 @@ def run_bench(args: argparse.Namespace) -> int:
         methods += peers
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     common = {"source_length": args.source_length, "target_length": args.target_length, "dtype": args.dtype,
-              "device": device, "compile": args.compile}
+              "device": device, "compile": args.compile, "overrides": method_overrides(args)}
     batch_sizes = None
     if args.memory_budget:
         budget = parse_memory(args.memory_budget)
@@ -97,6 +97,7 @@ def run_bench(args: argparse.Namespace) -> int:
     settings = {"model": args.model, "batch_size": args.batch_size, "memory_budget": args.memory_budget,
                 "dtype": args.dtype, "steps": args.steps, "source_length": args.source_length,
                 "target_length": args.target_length, "device": device, "compile": args.compile,
+                "method_overrides": common["overrides"],
                 "device_name": device_name(device), "cpu_threads": torch.get_num_threads(),
                 "torch": torch.__version__, "compacter": __version__}
     if args.json:
@@ -311,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--peers", action="store_true", help="add PEFT's LoRA and AdapterHub's adapters when importable")
     p.add_argument("--compile", action="store_true", help="torch.compile each model (eager, with a warning, if it fails)")
+    add_method_options(p)  # applied to every method but full, e.g. --set train_layer_norms=false
     p.add_argument("--json", help="write results here (and a .md table and a .png plot beside it)")
     p.add_argument("--plot", help="write the plot here")
     return parser
