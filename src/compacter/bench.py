@@ -4,9 +4,11 @@ Every method gets its own copy of the same random model. Steps are interleaved r
 the methods so that machine noise (other processes, clock changes) hits all of them alike. A
 method's time ratio is the median over rounds of its step time divided by full fine-tuning's in
 the same round, given with the interquartile range of those per-round ratios, which shows how
-much the machine moved it; its step time is the median of its steps. Memory is the CUDA allocator's peak on a GPU; on the
-CPU, where there is no such counter, it is what training holds at the peak of a step: parameters,
-gradients, optimizer state and the tensors autograd saved for the backward pass.
+much the machine moved it; its step time is the median of its steps.
+
+Memory is the CUDA allocator's peak on a GPU; on the CPU, where there is no such counter, it is
+what training holds at the peak of a step: parameters, gradients, optimizer state and the
+tensors autograd saved for the backward pass.
 """
 
 from __future__ import annotations
