@@ -60,6 +60,11 @@ def write_tiny_pretrained(directory, kind: str, texts: list[str], seed: int = 0)
     vocab = max(32, fast.vocab_size)
     if kind == "t5":
         model = tiny_t5(seed, vocab_size=vocab)
+    elif kind == "llama":
+        torch.manual_seed(seed)
+        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+            vocab_size=vocab, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, pad_token_id=0))
     else:
         torch.manual_seed(seed)
         model = transformers.BertModel(transformers.BertConfig(

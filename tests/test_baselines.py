@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
-from conftest import tiny_bert, tiny_gpt2, tiny_t5
+import transformers
+from conftest import tiny_bert, tiny_gpt2, tiny_llama, tiny_t5
 from test_methods import train_steps
 
 import compacter
@@ -195,9 +196,44 @@ def test_bert_prompt_goes_after_cls_and_a_too_long_input_is_refused():
         model(input_ids=torch.ones(1, limit, dtype=torch.long))
 
 
-def test_prompt_refuses_decoder_only_models_with_an_alternative():
-    with pytest.raises(ValueError, match="decoder-only. Use an adapter method such as 'compacter\\+\\+'"):
-        compacter.apply(tiny_gpt2(), "prompt-t")
+def test_prompt_refuses_decoder_only_language_models_with_an_alternative():
+    for model in (tiny_gpt2(), tiny_llama()):
+        with pytest.raises(ValueError, match="decoder-only language models .* Use an adapter method such as "
+                                             "'compacter\\+\\+'"):
+            compacter.apply(model, "prompt-t")
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_decoder_classifier_prompt_goes_in_front_and_the_head_reads_the_last_real_token(family):
+    """The head finds the last non-padding token from input_ids; the prompt must not shift what it reads."""
+    language_model = tiny_gpt2() if family == "gpt2" else tiny_llama()
+    config = language_model.config
+    config.pad_token_id, config.num_labels = 0, 3
+    torch.manual_seed(1)
+    base = transformers.AutoModelForSequenceClassification.from_config(config).eval()
+    model = compacter.apply(copy.deepcopy(base), "prompt-r", num_tokens=4)
+    assert set(compacter.parameter_groups(model).values()) == {"prompt", "head"}
+    ids = torch.randint(5, 100, (2, 6))
+    padded = torch.cat([ids, torch.zeros(2, 3, dtype=torch.long)], 1)
+    padded[1, 4:] = 0  # the second row is 4 tokens long
+    mask = (padded != 0).long()
+    with torch.no_grad():
+        out = model(input_ids=padded, attention_mask=mask).logits
+        prompt = model.compacter.prompt.embeddings.expand(2, -1, -1)
+        embeds = torch.cat([prompt, base.get_input_embeddings()(padded)], 1)
+        hidden = base.base_model(inputs_embeds=embeds, attention_mask=torch.cat([torch.ones(2, 4).long(), mask], 1))[0]
+        last = mask.sum(1) - 1 + 4  # the last real token, behind the prompt
+        by_hand = base.score(hidden[torch.arange(2), last])
+        torch.testing.assert_close(out, by_hand)
+        alone = model(input_ids=ids[1:, :4]).logits  # unpadded: the same as its padded row
+        torch.testing.assert_close(alone, out[1:])
+        model.compacter.prompt.enabled = False
+        torch.testing.assert_close(model(input_ids=padded, attention_mask=mask).logits,
+                                   base(input_ids=padded, attention_mask=mask).logits)
+    if family == "gpt2":  # absolute positions: the prompt counts against them
+        with pytest.raises(ValueError, match="An input of 64 tokens and a prompt of 4 tokens"):
+            model.compacter.prompt.enabled = True
+            model(input_ids=torch.ones(1, 64, dtype=torch.long))
 
 
 @pytest.mark.parametrize("method", ["prompt-t", "intrinsic-said"])

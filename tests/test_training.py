@@ -66,12 +66,19 @@ def test_glue_fixture_run_selects_on_validation_and_scores_test_with_the_best(wo
     assert data.score("test", predictions) == results["test"]
 
 
-def test_user_csv_trains_a_classifier_that_learns(workspace, tmp_path):
-    results = train(csv_config(workspace, tmp_path / "csv"))
+@pytest.mark.parametrize("kind,head,method,settings", [
+    ("bert", "classifier.", "compacter++", {}),
+    ("llama", "score.", "compacter++", {}),
+    # 100 prompt vectors would drown these ~10-token reviews in a random 2-layer model
+    ("llama", "score.", "prompt-r", {"method_overrides": {"num_tokens": 4}}),
+])
+def test_user_csv_trains_a_classifier_that_learns(kind, head, method, settings, workspace, tmp_path):
+    """An encoder under a new classifier, and a decoder-only model under its last-token head."""
+    results = train(csv_config(workspace, tmp_path / "csv", model=str(workspace[kind]), method=method, **settings))
     assert results["test"]["accuracy"] >= 90.0 and set(results["test"]) >= {"accuracy", "f1_macro", "score"}
     assert results["train_examples"] == 128  # 160 rows: 20% held out, then halved into validation and test
     saved = adapter_tensors(tmp_path / "csv")
-    assert any(name.startswith("classifier.") for name in saved)  # the new head trains and is saved
+    assert any(name.startswith(head) for name in saved)  # the new head trains and is saved
     assert sum(t.numel() for t in saved.values()) == results["parameters"]["trainable"]
 
 

@@ -35,8 +35,9 @@ def corpus() -> list[str]:
 
 
 def make_workspace(root: Path) -> dict[str, Path]:
-    """GLUE fixture files, a user CSV, and tiny T5 / BERT folders sharing one tokenizer vocabulary."""
+    """GLUE fixture files, a user CSV, and tiny T5 / BERT / Llama folders sharing one tokenizer vocabulary."""
     paths = {"glue": write_benchmarks(root / "glue"), "csv": write_csv(root / "reviews.csv", sentiment_rows(160))}
     paths["t5"] = write_tiny_pretrained(root / "tiny-t5", "t5", corpus())
     paths["bert"] = write_tiny_pretrained(root / "tiny-bert", "bert", corpus())
+    paths["llama"] = write_tiny_pretrained(root / "tiny-llama", "llama", corpus())
     return paths

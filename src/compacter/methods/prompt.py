@@ -13,10 +13,14 @@ Where the prompt goes:
 * encoder-decoder models (T5): in front of the encoder input; the attention mask is extended both
   for the encoder and for the decoder's cross-attention, also during ``generate``;
 * encoder models (BERT): right after the first token, so that a [CLS] pooler still pools [CLS];
-  models with absolute positions refuse an input that no longer fits with the prompt.
+* decoder-only classifiers (GPT-2, Llama ... ``ForSequenceClassification``): in front, so that
+  every token attends to it; their head reads the last non-padding token, which it finds from
+  ``input_ids``, so the prompt's positions are dropped from the head's output to keep that index
+  right.
 
-Decoder-only models are refused: their generation loop tracks cache positions the prompt would
-shift; use an adapter method on them.
+Models with absolute positions refuse an input that no longer fits with the prompt. Decoder-only
+language models (``ForCausalLM``) are refused: their generation loop tracks cache positions the
+prompt would shift; use an adapter method on them.
 """
 
 from __future__ import annotations
@@ -58,20 +62,27 @@ class PromptConfig(MethodConfig):
 
     def attach(self, model: nn.Module, modules: CompacterModules) -> None:
         config = getattr(model, "config", None)
+        head = None
         if getattr(config, "is_encoder_decoder", False):
             position, encoder = 0, model.get_encoder()
         elif _is_decoder_only(model):
-            raise ValueError(f"Prompt tuning supports encoder-decoder (T5) and encoder (BERT) models; this "
-                             f"{model_type(model)!r} model is decoder-only. Use an adapter method such as "
-                             "'compacter++' or 'adapter' on it.")
+            head = getattr(model, "score", None)
+            if _generates(model) or head is None:
+                raise ValueError(f"Prompt tuning does not support decoder-only language models such as this "
+                                 f"{type(model).__name__}: their generation loop would misplace the prompt. Use an "
+                                 "adapter method such as 'compacter++' or 'adapter' on it, or prompt-tune its "
+                                 "ForSequenceClassification model for a classification task.")
+            position, encoder = 0, model.base_model
         else:
             position, encoder = 1, getattr(model, "base_model", model)
         embedding = encoder.get_input_embeddings()
-        prompt = Prompt(self._initial_vectors(model, embedding.weight), position,
-                        getattr(config, "max_position_embeddings", None) if position else None)
+        max_positions = None if getattr(config, "is_encoder_decoder", False) else _max_positions(config)
+        prompt = Prompt(self._initial_vectors(model, embedding.weight), position, max_positions)
         modules.add_module("prompt", prompt)
         encoder.register_forward_pre_hook(prompt.extend_encoder_input, with_kwargs=True)
-        if encoder is not model:
+        if head is not None:
+            head.register_forward_hook(prompt.drop_prompt_positions)
+        elif encoder is not model:
             model.register_forward_pre_hook(prompt.extend_top_level_mask, with_kwargs=True)
 
     def _initial_vectors(self, model: nn.Module, embeddings: torch.Tensor) -> torch.Tensor:
@@ -93,10 +104,29 @@ class PromptConfig(MethodConfig):
         return embeddings.detach()[chosen.to(embeddings.device)].clone()
 
 
+def _generates(model: nn.Module) -> bool:
+    return type(model).__name__.endswith(("ForCausalLM", "LMHeadModel"))
+
+
 def _is_decoder_only(model: nn.Module) -> bool:
-    name = type(model).__name__
-    is_decoder = getattr(getattr(model, "config", None), "is_decoder", False)
-    return name.endswith(("ForCausalLM", "LMHeadModel")) or bool(is_decoder)
+    """A causal LM, or a family that has a causal LM and no masked LM (GPT-2, Llama, ...; not BERT)."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    config = getattr(model, "config", None)
+    kind = getattr(config, "model_type", None)
+    family = kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    return _generates(model) or bool(getattr(config, "is_decoder", False)) or family
+
+
+def _max_positions(config) -> int | None:
+    """The length limit of absolute position embeddings; None for rotary / relative positions."""
+    if getattr(config, "position_embedding_type", "absolute") != "absolute" or hasattr(config, "rope_theta") \
+            or getattr(config, "rope_parameters", None) is not None:
+        return None
+    return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
 
 
 class Prompt(nn.Module):
@@ -136,6 +166,13 @@ class Prompt(nn.Module):
         if kwargs.get("position_ids") is not None:
             raise ValueError("Prompt tuning cannot shift explicit position_ids; leave position_ids unset.")
         return (), kwargs
+
+    def drop_prompt_positions(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        """A decoder classifier's per-position head output without the prompt's positions: the model
+        then picks its last non-padding token at the index it finds in ``input_ids``."""
+        if not self.enabled:
+            return output
+        return torch.cat([output[:, : self.position], output[:, self.position + self.length:]], dim=1)
 
     def extend_top_level_mask(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         """Extend the mask the decoder's cross-attention gets (the encoder output includes the prompt)."""
