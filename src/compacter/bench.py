@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .attach import apply
+from .attach import apply, count_unique
 from .compiling import compile_model
 from .methods import METHODS, AdapterConfig, MethodConfig, get_config
 from .models import build_model
@@ -81,9 +81,9 @@ class SavedTensorMeter:
 
 
 def _state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
-    params = {id(p): p for p in model.parameters()}.values()
+    params = list(model.parameters())  # each tensor once: tied weights are one
     total = sum(p.numel() * p.element_size() for p in params)
-    total += sum(b.numel() * b.element_size() for b in {id(b): b for b in model.buffers()}.values())
+    total += sum(b.numel() * b.element_size() for b in model.buffers())
     total += sum(p.numel() * p.element_size() for p in params if p.requires_grad)  # gradients
     for state in optimizer.state.values():
         total += sum(v.numel() * v.element_size() for v in state.values() if torch.is_tensor(v))
@@ -141,19 +141,19 @@ class MethodRunner:
                  overrides: dict | None = None) -> None:
         torch.manual_seed(seed)
         model = build_model(model_name, pretrained=False)
-        base_count = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+        base_count = count_unique(model.parameters())
         if method in PEERS:
             model = PEERS[method][1](model)
             self.method = method
             trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
             self.percent = 100.0 * trained / base_count
         else:
-            paper = get_config(method)
+            paper = get_config(method).to_dict()
             overrides = (overrides or {}) if method != "full" else {}
             config = get_config(method, **overrides)
             if "n" not in overrides:  # the paper's n=12 does not divide T5-small's sizes; a chosen n stays
                 config = fit_hypercomplex_dimension(config, model)
-            changed = [f"{key}={value}" for key, value in config.to_dict().items() if value != paper.to_dict()[key]]
+            changed = [f"{key}={value}" for key, value in config.to_dict().items() if value != paper[key]]
             self.method = f"{method} ({', '.join(changed)})" if changed else method
             apply(model, config)
             self.percent = count_parameters(model).percent

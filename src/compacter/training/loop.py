@@ -15,6 +15,7 @@ accumulation steps gives the same gradient as one process with the whole batch.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import resource
@@ -99,7 +100,11 @@ def _train(config: TrainConfig, output: Path, processes: distributed.Processes, 
                          f"a batch size and a training set of at least {parts} examples each (batch size "
                          f"{config.batch_size}, {len(encoded['train'])} training examples). Raise --batch-size or "
                          "use fewer processes / accumulation steps.")
-    steps_per_epoch = len(global_batches(len(encoded["train"]), config.batch_size, config.seed, 0, parts))
+    @functools.lru_cache(maxsize=1)  # an epoch's order is drawn once, not at every step
+    def epoch_batches(epoch: int) -> list[list[int]]:
+        return global_batches(len(encoded["train"]), config.batch_size, config.seed, epoch, parts)
+
+    steps_per_epoch = len(epoch_batches(0))
     total_steps = steps_per_epoch * config.epochs
     warmup = config.warmup_steps if config.warmup_steps is not None else min(PAPER_WARMUP_STEPS, total_steps // 10)
     scheduler = transformers.get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
@@ -150,7 +155,7 @@ def _train(config: TrainConfig, output: Path, processes: distributed.Processes, 
     model.train()
     while step < total_steps:
         epoch, position = divmod(step, steps_per_epoch)
-        batch_indices = global_batches(len(encoded["train"]), config.batch_size, config.seed, epoch, parts)[position]
+        batch_indices = epoch_batches(epoch)[position]
         mine = shard(batch_indices, processes.world, processes.rank)
         micro = [shard(mine, config.gradient_accumulation, i) for i in range(config.gradient_accumulation)]
         micro = [m for m in micro if m]
