@@ -13,7 +13,8 @@ import importlib.util
 import json
 from pathlib import Path
 
-from .saving import WEIGHTS_FILE, atomic_write
+from .io import atomic_write
+from .saving import WEIGHTS_FILE
 from .training import TrainConfig, train
 
 DEMO_METHODS = ("compacter++", "full", "linear-probe")

@@ -24,7 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ..saving import atomic_write  # noqa: E402
+from ..io import atomic_write  # noqa: E402
 from ..training import RESULTS_FILE  # noqa: E402
 
 CELL = ["model", "method", "train_size", "task"]

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..saving import atomic_write
+from ..io import atomic_write
 
 STATE_FILE = "training_state.pt"
 

@@ -36,9 +36,10 @@ from .. import __version__
 from ..attach import apply, parameter_groups, trainable_parameters
 from ..compiling import compile_model
 from ..data import TaskData
+from ..io import atomic_write
 from ..models import build_model, enable_activation_checkpointing, load_config
 from ..params import count_parameters
-from ..saving import WEIGHTS_FILE, atomic_write, save
+from ..saving import WEIGHTS_FILE, save
 from . import distributed
 from .checkpoint import STATE_FILE, load_state, restore_rng, rng_state, save_state
 from .config import TrainConfig
