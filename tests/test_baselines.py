@@ -82,8 +82,8 @@ def test_intrinsic_said_counts_d_prime_and_starts_at_the_pretrained_model(seq2se
     model = compacter.apply(copy.deepcopy(base), "intrinsic-said", dimension=2_000)
     tensors = len({id(p) for p in base.parameters()})
     trained = compacter.trainable_parameters(model)
-    assert set(trained) == {"compacter.intrinsic.vector", "compacter.intrinsic.scales"}
-    assert trained["compacter.intrinsic.scales"].numel() == tensors
+    assert set(trained) == {"compacter.tasks.default.intrinsic.vector", "compacter.tasks.default.intrinsic.scales"}
+    assert trained["compacter.tasks.default.intrinsic.scales"].numel() == tensors
     assert compacter.count_parameters(model).trainable == 2_000
     with torch.no_grad():
         torch.testing.assert_close(model(**seq2seq_batch).logits, base(**seq2seq_batch).logits)
@@ -91,7 +91,7 @@ def test_intrinsic_said_counts_d_prime_and_starts_at_the_pretrained_model(seq2se
 
 def test_intrinsic_said_weights_are_base_plus_scaled_projection():
     model = compacter.apply(tiny_t5(), "intrinsic-said", dimension=500)
-    projection = model.compacter.intrinsic
+    projection = model.compacter.task().intrinsic
     with torch.no_grad():
         projection.vector.normal_()
         projection.scales.uniform_(0.5, 2.0)
@@ -129,12 +129,11 @@ def test_prompt_removed_leaves_the_model_unchanged_and_present_changes_it(seq2se
     assert compacter.count_parameters(model).groups == {"prompt": 6 * 128}
     with torch.no_grad():
         prompted = model(**seq2seq_batch).logits
-        model.compacter.prompt.enabled = False
-        torch.testing.assert_close(model(**seq2seq_batch).logits, base(**seq2seq_batch).logits, rtol=0, atol=0)
-        model.compacter.prompt.enabled = True
+        with compacter.disabled(model):
+            torch.testing.assert_close(model(**seq2seq_batch).logits, base(**seq2seq_batch).logits, rtol=0, atol=0)
         assert not torch.allclose(prompted, base(**seq2seq_batch).logits)
         # a prompt is the same as writing its vectors in front of the input embeddings
-        embeds = torch.cat([model.compacter.prompt.embeddings.expand(4, -1, -1), base.shared(seq2seq_batch["input_ids"])], 1)
+        embeds = torch.cat([model.compacter.task().prompt.embeddings.expand(4, -1, -1), base.shared(seq2seq_batch["input_ids"])], 1)
         mask = torch.cat([torch.ones(4, 6, dtype=torch.long), seq2seq_batch["attention_mask"]], 1)
         by_hand = base(inputs_embeds=embeds, attention_mask=mask, labels=seq2seq_batch["labels"]).logits
         torch.testing.assert_close(prompted, by_hand)
@@ -173,7 +172,7 @@ def test_prompt_t_copies_frequent_token_embeddings_not_the_first_rows():
     model = tiny_t5(vocab_size=6000)
     embeddings = model.shared.weight.detach().clone()
     compacter.apply(model, "prompt-t", num_tokens=20)
-    vectors = model.compacter.prompt.embeddings.detach()
+    vectors = model.compacter.task().prompt.embeddings.detach()
     rows = [int(torch.where((embeddings == v).all(1))[0][0]) for v in vectors]
     assert all(3 <= r < 5003 for r in rows) and len(set(rows)) == 20 and rows != list(range(3, 23))
 
@@ -187,7 +186,7 @@ def test_bert_prompt_goes_after_cls_and_a_too_long_input_is_refused():
     with torch.no_grad():
         out = model(input_ids=ids, token_type_ids=torch.zeros_like(ids), attention_mask=torch.ones_like(ids))
         embeds = base.bert.embeddings.word_embeddings(ids)
-        prompt = model.compacter.prompt.embeddings.expand(2, -1, -1)
+        prompt = model.compacter.task().prompt.embeddings.expand(2, -1, -1)
         by_hand = base(inputs_embeds=torch.cat([embeds[:, :1], prompt, embeds[:, 1:]], 1)).logits
     torch.testing.assert_close(out.logits, by_hand)
     limit = base.config.max_position_embeddings
@@ -219,7 +218,7 @@ def test_decoder_classifier_prompt_goes_in_front_and_the_head_reads_the_last_rea
     mask = (padded != 0).long()
     with torch.no_grad():
         out = model(input_ids=padded, attention_mask=mask).logits
-        prompt = model.compacter.prompt.embeddings.expand(2, -1, -1)
+        prompt = model.compacter.task().prompt.embeddings.expand(2, -1, -1)
         embeds = torch.cat([prompt, base.get_input_embeddings()(padded)], 1)
         hidden = base.base_model(inputs_embeds=embeds, attention_mask=torch.cat([torch.ones(2, 4).long(), mask], 1))[0]
         last = mask.sum(1) - 1 + 4  # the last real token, behind the prompt
@@ -227,12 +226,11 @@ def test_decoder_classifier_prompt_goes_in_front_and_the_head_reads_the_last_rea
         torch.testing.assert_close(out, by_hand)
         alone = model(input_ids=ids[1:, :4]).logits  # unpadded: the same as its padded row
         torch.testing.assert_close(alone, out[1:])
-        model.compacter.prompt.enabled = False
-        torch.testing.assert_close(model(input_ids=padded, attention_mask=mask).logits,
-                                   base(input_ids=padded, attention_mask=mask).logits)
+        with compacter.disabled(model):
+            torch.testing.assert_close(model(input_ids=padded, attention_mask=mask).logits,
+                                       base(input_ids=padded, attention_mask=mask).logits)
     if family == "gpt2":  # absolute positions: the prompt counts against them
         with pytest.raises(ValueError, match="An input of 64 tokens and a prompt of 4 tokens"):
-            model.compacter.prompt.enabled = True
             model(input_ids=torch.ones(1, 64, dtype=torch.long))
 
 
@@ -253,7 +251,7 @@ def test_intrinsic_weights_are_reused_without_gradients_only_while_unchanged(seq
     with torch.no_grad():
         first = model(**seq2seq_batch).logits
         assert torch.equal(model(**seq2seq_batch).logits, first)  # reused
-        model.compacter.intrinsic.vector.normal_()  # changed in place: the cached weights are stale now
+        model.compacter.task().intrinsic.vector.normal_()  # changed in place: the cached weights are stale now
         second = model(**seq2seq_batch).logits
     assert not torch.allclose(first, second)
     compacter.save(model, tmp_path)

@@ -5,7 +5,6 @@ import torch
 from conftest import tiny_bert, tiny_gpt2, tiny_llama, tiny_t5
 
 import compacter
-from compacter.layers import BottleneckAdapter
 from compacter.models import enable_activation_checkpointing
 
 ADAPTER_METHODS = ["adapter", "pfeiffer", "adapterdrop", "adapter-lowrank", "phm-adapter", "compacter", "compacter++"]
@@ -14,8 +13,8 @@ ADAPTER_METHODS = ["adapter", "pfeiffer", "adapterdrop", "adapter-lowrank", "phm
 SMALL_MODEL_OVERRIDES = {"adapterdrop": {"skip_first_layers": 1}, "phm-adapter": {"n": 4}}
 
 
-def adapter_sites(model):
-    return sorted(name.removesuffix(".adapter") for name, m in model.named_modules() if isinstance(m, BottleneckAdapter))
+def adapter_sites(model, name=None):
+    return sorted(model.compacter.task(name).adapters)
 
 
 def train_steps(model, batch, steps=8, lr=3e-2):
@@ -50,12 +49,13 @@ def test_adapter_output_is_applied_before_the_residual():
     ff = model.encoder.block[0].layer[1]
     plain = ff.DenseReluDense(ff.layer_norm(x))
     compacter.apply(model, "adapter")
+    slot = model.compacter.task().adapters["encoder.block.0.layer.1.DenseReluDense.wo"]
     with torch.no_grad():
-        adapter = ff.DenseReluDense.wo.adapter
-        expected = x + adapter(plain)
-        torch.testing.assert_close(ff(x), expected)
-        torch.testing.assert_close(adapter(plain), plain + model.compacter.up(
-            torch.nn.functional.gelu(model.compacter.down(plain, adapter.index)), adapter.index))
+        slot.up.bias.normal_()  # zero at init: make the whole formula visible
+        down = torch.nn.functional.linear(plain, slot.down.weight[slot.index], slot.down.bias[slot.index])
+        adapted = plain + torch.nn.functional.linear(torch.nn.functional.gelu(down), slot.up.weight[slot.index],
+                                                     slot.up.bias[slot.index])
+        torch.testing.assert_close(ff(x), x + adapted)
 
 
 @pytest.mark.parametrize("method", ADAPTER_METHODS + ["bitfit", "full"])
@@ -94,7 +94,8 @@ def test_gradient_accumulation_and_eval_between_steps(seq2seq_batch):
 def test_bert_classification_head_trains_with_adapters():
     model = compacter.apply(tiny_bert(), "compacter++")
     groups = compacter.parameter_groups(model)
-    assert {n for n, g in groups.items() if g == "head"} == {"classifier.weight", "classifier.bias"}
+    assert {n for n, g in groups.items() if g == "head"} == {"compacter.tasks.default.base.classifier.weight",
+                                                             "compacter.tasks.default.base.classifier.bias"}
     assert adapter_sites(model) == [f"bert.encoder.layer.{i}.output.dense" for i in range(2)]
     batch = {"input_ids": torch.randint(2, 128, (8, 6), generator=torch.Generator().manual_seed(0)),
              "labels": torch.arange(8) % 3}
@@ -159,7 +160,7 @@ def test_bad_settings_are_refused_clearly():
     with pytest.raises(ValueError, match="sublayers must be"):
         compacter.apply(tiny_t5(), "adapter", sublayers=["cross_attention"])
     model = compacter.apply(tiny_t5(), "adapter")
-    with pytest.raises(ValueError, match="already has the method 'adapter' attached"):
+    with pytest.raises(ValueError, match="already has a task named 'default' \\(method 'adapter'\\). Choose another name="):
         compacter.apply(model, "compacter")
 
 

@@ -32,7 +32,8 @@ def test_file_holds_only_trained_parameters(tmp_path):
     from safetensors.torch import load_file
     tensors = load_file(str(tmp_path / WEIGHTS_FILE))
     assert sum(t.numel() for t in tensors.values()) == compacter.count_parameters(model).trainable
-    assert set(tensors) == set(compacter.trainable_parameters(model))
+    assert set(tensors) == {name.removeprefix("compacter.tasks.default.") for name in compacter.trainable_parameters(model)}
+    assert {"down.s", "up.t", "shared.A", "base.encoder.final_layer_norm.weight"} <= set(tensors)
 
 
 def test_classifier_round_trip(tmp_path):
@@ -52,7 +53,7 @@ def test_mismatched_base_model_is_refused_with_the_difference(tmp_path):
         compacter.load(tiny_t5(num_layers=3, num_decoder_layers=3), tmp_path)
     with pytest.raises(ValueError, match=r"model_type: saved for 't5', this model has 'bert'"):
         compacter.load(tiny_bert(), tmp_path)
-    with pytest.raises(ValueError, match="already has a method attached"):
+    with pytest.raises(ValueError, match="already has a task named 'default'"):
         compacter.load(compacter.apply(tiny_t5(), "adapter"), tmp_path)
     with pytest.raises(FileNotFoundError, match="not a folder written by compacter.save"):
         compacter.load(tiny_t5(), tmp_path / "missing")
@@ -62,7 +63,7 @@ def test_save_replaces_files_atomically(tmp_path):
     model = compacter.apply(tiny_t5(), "compacter")
     compacter.save(model, tmp_path)
     compacter.save(model, tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([CONFIG_FILE, WEIGHTS_FILE])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([CONFIG_FILE, WEIGHTS_FILE, "README.md"])
 
 
 def test_saved_files_get_the_usual_permissions_not_mkstemps_private_ones(tmp_path):

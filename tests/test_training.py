@@ -78,7 +78,7 @@ def test_user_csv_trains_a_classifier_that_learns(kind, head, method, settings, 
     assert results["test"]["accuracy"] >= 90.0 and set(results["test"]) >= {"accuracy", "f1_macro", "score"}
     assert results["train_examples"] == 128  # 160 rows: 20% held out, then halved into validation and test
     saved = adapter_tensors(tmp_path / "csv")
-    assert any(name.startswith(head) for name in saved)  # the new head trains and is saved
+    assert any(name.startswith(f"base.{head}") for name in saved)  # the new head trains and is saved (its own copy)
     assert sum(t.numel() for t in saved.values()) == results["parameters"]["trainable"]
 
 

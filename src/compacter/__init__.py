@@ -1,19 +1,35 @@
 """compacter: parameter-efficient fine-tuning with hypercomplex adapters (Compacter, NeurIPS 2021).
 
     import compacter
-    compacter.apply(model, "compacter++")      # attach a method, freeze the rest
-    compacter.count_parameters(model)          # exact trained-parameter accounting
-    compacter.save(model, "out/rte")           # a few hundred kB: only what trained
-    compacter.load(fresh_model, "out/rte")     # bit-identical outputs
+    compacter.apply(model, "compacter++")          # attach a method, freeze the rest
+    compacter.count_parameters(model)              # exact trained-parameter accounting
+    compacter.save(model, "out/rte")               # a few hundred kB: only what trained
+    compacter.load(base_model, "out/rte")          # bit-identical outputs
+
+    compacter.apply(model, "compacter++", name="mrpc")      # many tasks on one frozen base
+    with compacter.route(model, ["rte", "mrpc", "rte"]):    # each row of a batch its own task
+        model.generate(**batch)
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-from .attach import apply, attached_config, parameter_groups, trainable_parameters  # noqa: E402
+from .api import apply, from_pretrained, load  # noqa: E402
+from .attach import (  # noqa: E402
+    active_task,
+    attached_config,
+    delete,
+    disabled,
+    parameter_groups,
+    route,
+    set_active,
+    tasks,
+    trainable_parameters,
+    unload,
+)
 from .methods import METHODS, MethodConfig, get_config, register_method  # noqa: E402
 from .params import ParameterReport, count_parameters  # noqa: E402
-from .saving import load, save  # noqa: E402
+from .saving import save  # noqa: E402
 
-__all__ = ["METHODS", "MethodConfig", "ParameterReport", "__version__", "apply", "attached_config",
-           "count_parameters", "get_config", "load", "parameter_groups", "register_method", "save",
-           "trainable_parameters"]
+__all__ = ["METHODS", "MethodConfig", "ParameterReport", "__version__", "active_task", "apply", "attached_config",
+           "count_parameters", "delete", "disabled", "from_pretrained", "get_config", "load", "parameter_groups",
+           "register_method", "route", "save", "set_active", "tasks", "trainable_parameters", "unload"]

@@ -90,7 +90,8 @@ def resolve_spec(model: nn.Module, attention_output: str | None, feed_forward_ou
 
 
 def _first_block_linears(model: nn.Module) -> list[str]:
-    names = [name for name, module in model.named_modules() if _output_width(module) is not None]
+    names = [name for name, module in model.named_modules()
+             if _output_width(module) is not None and name.split(".")[0] != "compacter"]
     with_index = [name for name in names if re.search(r"\.0\.", name)]
     return (with_index or names)[:12]
 
@@ -107,6 +108,8 @@ def find_sites(model: nn.Module, spec: ArchitectureSpec, sublayers: tuple[str, .
     sites = []
     patterns = {"attention": re.compile(spec.attention_output), "feed_forward": re.compile(spec.feed_forward_output)}
     for name, module in model.named_modules():
+        if name.split(".")[0] == "compacter":  # the tasks already attached, not the base model
+            continue
         for sublayer in sublayers:
             if not patterns[sublayer].search(name):
                 continue

@@ -1,68 +1,274 @@
-"""Attaching a method to a model: the one public call, freezing, and what trains where."""
+"""Attaching tasks to a model, switching between them, and taking them off again; what trains where."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+import torch
 from torch import nn
 
 from .architectures import head_parameter_names, is_norm, model_type, output_layer_parameter_names
-from .methods import CompacterModules, MethodConfig, get_config
+from .container import CompacterModules, Override, Routing, parameter_holders
+from .methods import MethodConfig, get_config
+from .methods.base import TaskModules
+from .methods.prompt import Prompt
 
 GROUPS = ("adapters", "shared", "prompt", "intrinsic", "layer_norms", "biases", "head", "output_layer", "backbone")
+DEFAULT_TASK = "default"
+ROUTABLE_HOLDERS = (nn.Linear, nn.LayerNorm, nn.RMSNorm)
 
 
-def apply(model: nn.Module, method: str | MethodConfig | dict = "compacter", **overrides: Any) -> nn.Module:
-    """Attach ``method`` to ``model`` in place and freeze all it does not train; returns the model.
+def apply(model: nn.Module, method: str | MethodConfig | dict = "compacter", *, name: str = DEFAULT_TASK,
+          **overrides: Any) -> nn.Module:
+    """Attach ``method`` to ``model`` in place as task ``name``, make it the active task; returns the model.
 
     ``compacter.apply(model, "compacter++")``, ``compacter.apply(model, "compacter", n=8)`` or
-    ``compacter.apply(model, compacter.get_config("adapter", reduction_factor=16))``.
-    The model then trains, evaluates and generates as before, with the method's modules in it.
+    ``compacter.apply(model, compacter.get_config("adapter", reduction_factor=16))``. The base model
+    is frozen; the model then trains, evaluates and generates as before, with the task's modules in
+    it. Apply again with another ``name`` to add a task on the same frozen base.
     """
-    if isinstance(getattr(model, "compacter", None), CompacterModules):
-        raise ValueError(f"This model already has the method {model.compacter.config.name!r} attached. "
-                         "Load a fresh copy of the base model to attach another.")
     config = get_config(method, **overrides)
-    fingerprint = architecture_fingerprint(model)
-    base_count = count_unique(model.parameters())
-    model.requires_grad_(False)
-    modules = CompacterModules()
-    modules.config = config
-    modules.fingerprint = fingerprint
-    modules.base_parameter_count = base_count
-    config.attach(model, modules)
-    if config.train_layer_norms:
-        for module in model.modules():
-            if is_norm(module):
-                module.requires_grad_(True)
-    named = dict(model.named_parameters(remove_duplicate=False))
-    if config.train_head:
-        for name in head_parameter_names(model):
-            named[name].requires_grad_(True)
-    if config.train_output_layer:
-        for name in output_layer_parameter_names(model):
-            named[name].requires_grad_(True)
-    if not any(p.requires_grad for p in model.parameters()) and not any(p.requires_grad for p in modules.parameters()):
-        raise ValueError(f"The method {config.name!r} leaves nothing to train on this {type(model).__name__}"
-                         + (" (it trains only a new task head, and this model has none)." if config.kind == "linear-probe"
-                            else "."))
-    model.add_module("compacter", modules)
-    # Banks build their weights once per forward of the model; this tells them a new one began.
-    modules.start_hook = model.register_forward_pre_hook(start_forward)
+    container = getattr(model, "compacter", None)
+    if container is not None and not isinstance(container, CompacterModules):
+        raise ValueError("This model has a submodule named 'compacter' that compacter did not attach.")
+    _check_new_task(container, name, config)
+    first = container is None
+    restore_point = RestorePoint(model)
+    if first:
+        fingerprint, base_count = architecture_fingerprint(model), count_unique(p for _, p in base_parameters(model))
+        container = CompacterModules(model, fingerprint, base_count)
+        model.requires_grad_(False)
+    task = TaskModules(name, config)
+    try:
+        config.attach(model, task)
+        overrides_ = _train_base_parameters(model, task)
+        if not any(p.requires_grad for p in task.parameters()) and not any(
+                p.requires_grad for _, p in base_parameters(model)):
+            raise ValueError(f"The method {config.name!r} leaves nothing to train on this {type(model).__name__}"
+                             + (" (it trains only a new task head, and this model has none)."
+                                if config.kind == "linear-probe" else "."))
+    except BaseException:
+        task.remove_hooks()
+        restore_point.restore()
+        raise
+    if config.in_base:
+        container.restore_point = restore_point  # a failed load takes the task off again (rollback)
+    if first:
+        model.add_module("compacter", container)
+        _add_boundaries(model, container)
+    container.add_task(task, overrides_)
+    container.set_active(name)
     return model
 
 
-def start_forward(model: nn.Module, args: tuple) -> None:
-    """The model's forward pre-hook: tell its method's modules that a new forward pass began."""
-    model.compacter.start_forward()
+def _check_new_task(container: CompacterModules | None, name: str, config: MethodConfig) -> None:
+    if not isinstance(name, str) or not name or "." in name:
+        raise ValueError(f"A task name must be a non-empty string without dots, got {name!r}.")
+    if container is None:
+        return
+    if name in container.tasks:
+        raise ValueError(f"This model already has a task named {name!r} (method "
+                         f"{container.tasks[name].config.name!r}). Choose another name=, or remove it first with "
+                         f"compacter.delete(model, {name!r}).")
+    in_base = [t.config.name for t in container.tasks.values() if t.config.in_base]
+    if in_base or config.in_base:
+        method = in_base[0] if in_base else config.name
+        raise ValueError(f"The method {method!r} trains the base model's own parameters in place, so it cannot share "
+                         "a model with other tasks. Attach it to a fresh copy of the base model.")
 
 
-def attached_config(model: nn.Module) -> MethodConfig:
+def _add_boundaries(model: nn.Module, container: CompacterModules) -> None:
+    """The model, and the parts of it that generate() (or a user) calls directly."""
+    entries = [model]
+    for getter in ("get_encoder", "get_decoder"):
+        part = getattr(model, getter, None)
+        part = part() if callable(part) else None
+        if isinstance(part, nn.Module):
+            entries.append(part)
+    base = getattr(model, "base_model", None)
+    if isinstance(base, nn.Module):
+        entries.append(base)
+    for entry in dict.fromkeys(entries):
+        container.add_boundary(entry)
+
+
+def _train_base_parameters(model: nn.Module, task: TaskModules) -> list[Override]:
+    """Mark what the task trains of the base model: layer norms, a new task head, the output layer.
+
+    Methods that train the base in place do it there; every other task gets fp32 copies of these
+    parameters of its own (the base's stay frozen and untouched) and an Override says where they go.
+    """
+    config = task.config
+    named = dict(base_parameters(model, remove_duplicate=False))
+    targets: dict[str, str] = {}  # name → group
+    if config.train_layer_norms:
+        for module_name, module in base_modules(model):
+            if is_norm(module):
+                for attribute, param in module._parameters.items():
+                    if param is not None:
+                        targets.setdefault(f"{module_name}.{attribute}".lstrip("."), "layer_norms")
+    heads = head_parameter_names(model) if config.train_head else set()
+    outputs = output_layer_parameter_names(model) if config.train_output_layer else set()
+    for param_name in named:  # in the model's order (the optimizer's order must not depend on set hashing)
+        if param_name in heads:
+            targets.setdefault(param_name, "head")
+        elif param_name in outputs:
+            targets.setdefault(param_name, "output_layer")
+    if config.in_base:
+        for param_name in targets:
+            named[param_name].requires_grad_(True)
+        return []
+    holders = parameter_holders(model)
+    first_name = {}
+    for param_name, param in named.items():
+        first_name.setdefault(id(param), param_name)
+    overrides, seen = [], set()
+    for param_name, group in targets.items():
+        param = named[param_name]
+        key = first_name[id(param)]
+        if key in seen:
+            continue
+        seen.add(key)
+        task.add_base_copy(key, param)
+        overrides.append(Override(key, group, tuple(h for h in holders[id(param)] if not _is_ours(model, h[0]))))
+    return overrides
+
+
+def _restore_requires_grad(model: nn.Module, container: CompacterModules) -> None:
+    for param_name, param in model.named_parameters():
+        if param_name in container.base_requires_grad:
+            param.requires_grad_(container.base_requires_grad[param_name])
+
+
+class RestorePoint:
+    """The structure of a model (which parameters each module holds, its attributes, what trains), to undo an
+    attach that failed half-way. Values are not kept: nothing changes a value before an attach succeeded."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.parameters = {module: dict(module._parameters) for module in model.modules()}
+        self.attributes = {module: set(module.__dict__) for module in model.modules()}
+        self.requires_grad = [(p, p.requires_grad) for p in model.parameters()]
+
+    def restore(self) -> None:
+        for module, parameters in self.parameters.items():
+            module._parameters.clear()
+            module._parameters.update(parameters)
+        for module, attributes in self.attributes.items():
+            for attribute in set(module.__dict__) - attributes:
+                del module.__dict__[attribute]
+        for param, flag in self.requires_grad:
+            param.requires_grad_(flag)
+
+
+def rollback(model: nn.Module) -> None:
+    """Take off a task that trains the base in place, right after it was attached (its load failed)."""
+    container = container_of(model)
+    container.remove_all_hooks()
+    del model._modules["compacter"]
+    container.restore_point.restore()
+
+
+def container_of(model: nn.Module) -> CompacterModules:
     modules = getattr(model, "compacter", None)
     if not isinstance(modules, CompacterModules):
         raise ValueError("This model has no compacter method attached; call compacter.apply(model, method) first.")
-    return modules.config
+    return modules
+
+
+def attached_config(model: nn.Module, name: str | None = None) -> MethodConfig:
+    """The method config of task ``name`` (default: the active task)."""
+    return container_of(model).task(name).config
+
+
+def tasks(model: nn.Module) -> list[str]:
+    """The names of the tasks attached to ``model``, in the order they were attached."""
+    modules = getattr(model, "compacter", None)
+    return list(modules.tasks) if isinstance(modules, CompacterModules) else []
+
+
+def active_task(model: nn.Module) -> str | None:
+    return container_of(model).active
+
+
+def set_active(model: nn.Module, name: str | None) -> None:
+    """Make task ``name`` the one the model runs (None: none, the base model)."""
+    container_of(model).set_active(name)
+
+
+@contextlib.contextmanager
+def disabled(model: nn.Module) -> Iterator[nn.Module]:
+    """``with compacter.disabled(model):`` the base model's own outputs, no task applied."""
+    container = container_of(model)
+    _refuse_in_base(container, "be disabled")
+    with container.switched(enabled=False):
+        yield model
+
+
+@contextlib.contextmanager
+def route(model: nn.Module, row_tasks: Sequence[str]) -> Iterator[nn.Module]:
+    """``with compacter.route(model, ["rte", "mrpc", ...]):`` row i of every batch runs task ``row_tasks[i]``.
+
+    Forward passes, losses and their gradients (each row's reaches only its own task's parameters)
+    and ``generate`` (beam search and ``num_return_sequences`` included) all follow the routing.
+    """
+    container = container_of(model)
+    _refuse_in_base(container, "be routed per row")
+    if isinstance(row_tasks, str) or not isinstance(row_tasks, Sequence) or not row_tasks:
+        raise ValueError("route() takes one task name per row of the batch, e.g. ['rte', 'mrpc', 'rte'].")
+    for name in row_tasks:
+        container.task(name)
+    distinct = tuple(dict.fromkeys(row_tasks))
+    for name in distinct:
+        task = container.tasks[name]
+        if any(isinstance(m, Prompt) for m in task.modules()):
+            raise ValueError(f"Task {name!r} is a prompt-tuning task: its prompt changes the length of the input, "
+                             "so it cannot share a batch with other tasks. Run its rows in a batch of their own.")
+        for key in task.base_copies:
+            override = container._overrides[key]
+            unroutable = [type(m).__name__ for m, _ in override.holders
+                          if not isinstance(m, ROUTABLE_HOLDERS) and not is_norm(m)]
+            if unroutable:
+                raise ValueError(f"Task {name!r} trains {key} (held by a {unroutable[0]}), which cannot differ from "
+                                 "row to row. Run its rows in a batch of their own.")
+    index = {name: i for i, name in enumerate(distinct)}
+    device = next(container.parameters(), torch.empty(0)).device
+    routing = Routing(distinct, torch.tensor([index[name] for name in row_tasks], device=device))
+    with container.switched(routing=routing):
+        yield model
+
+
+def delete(model: nn.Module, name: str) -> None:
+    """Take task ``name`` off the model (the last task: the model is the base model again)."""
+    container = container_of(model)
+    container.task(name)
+    _refuse_in_base(container, "be deleted")
+    if len(container.tasks) == 1:
+        unload(model)
+    else:
+        container.remove_task(name)
+
+
+def unload(model: nn.Module) -> nn.Module:
+    """Take every task off and return the base model, exactly as it was (its ``state_dict`` bit-identical)."""
+    container = container_of(model)
+    _refuse_in_base(container, "be unloaded")
+    container.remove_all_hooks()
+    del model._modules["compacter"]
+    _restore_requires_grad(model, container)
+    for module in model.modules():
+        module.__dict__.pop("_compacter_saved", None)
+    model.__dict__.pop("save_pretrained", None)  # the adapter-only one compacter bound to the instance
+    return model
+
+
+def _refuse_in_base(container: CompacterModules, action: str) -> None:
+    for task in container.tasks.values():
+        if task.config.in_base:
+            raise ValueError(f"Task {task.name!r} ({task.config.name}) trains the base model's own parameters in "
+                             f"place, so it cannot {action}: reload the base model instead.")
 
 
 def count_unique(parameters) -> int:
@@ -71,49 +277,95 @@ def count_unique(parameters) -> int:
     for param in parameters:
         if id(param) not in seen:
             seen.add(id(param))
-            total += param.numel()
+            total += logical_numel(param)
     return total
 
 
-def parameter_groups(model: nn.Module) -> dict[str, str]:
-    """Which of GROUPS each trainable parameter of an attached model belongs to, by name."""
-    heads, outputs = head_parameter_names(model), output_layer_parameter_names(model)
-    norm_params = {id(p) for module in model.modules() if is_norm(module) for p in module.parameters(recurse=False)}
+def logical_numel(param: torch.Tensor) -> int:
+    """Elements of the tensor a parameter stands for (a packed 4-bit weight stands for its unpacked shape)."""
+    return int(torch.Size(logical_shape(param)).numel())
+
+
+def logical_shape(param: torch.Tensor) -> tuple[int, ...]:
+    quant_state = getattr(param, "quant_state", None)  # bitsandbytes' 4-bit weights are packed bytes
+    if quant_state is not None and getattr(quant_state, "shape", None) is not None:
+        return tuple(quant_state.shape)
+    return tuple(param.shape)
+
+
+def _is_ours(model: nn.Module, module: nn.Module) -> bool:
+    container = getattr(model, "compacter", None)
+    return isinstance(container, CompacterModules) and any(module is m for m in container.modules())
+
+
+def base_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """The base model's modules, without compacter's."""
+    for module_name, module in model.named_modules():
+        if module_name != "compacter" and not module_name.startswith("compacter."):
+            yield module_name, module
+
+
+def base_parameters(model: nn.Module, remove_duplicate: bool = True) -> Iterator[tuple[str, nn.Parameter]]:
+    """The base model's parameters by name, without compacter's."""
+    for param_name, param in model.named_parameters(remove_duplicate=remove_duplicate):
+        if not param_name.startswith("compacter."):
+            yield param_name, param
+
+
+def parameter_groups(model: nn.Module, name: str | None = None) -> dict[str, str]:
+    """Which of GROUPS each parameter task ``name`` (default: active) trains belongs to, by model name."""
+    container = container_of(model)
+    task = container.task(name)
+    prefix = f"compacter.tasks.{task.name}."
     groups = {}
-    for name, param in model.named_parameters():
+    for param_name, param in task.named_parameters():
         if not param.requires_grad:
             continue
-        if name.startswith("compacter."):
-            part = name.split(".")[1]
-            groups[name] = part if part in ("shared", "prompt", "intrinsic") else "adapters"
-        elif name in heads:
-            groups[name] = "head"
-        elif name in outputs:
-            groups[name] = "output_layer"
-        elif id(param) in norm_params:
-            groups[name] = "layer_norms"
-        elif name.endswith("bias"):
-            groups[name] = "biases"
+        if param_name.startswith("base."):
+            groups[prefix + param_name] = container._overrides[param_name[len("base."):]].group
         else:
-            groups[name] = "backbone"
+            part = param_name.split(".")[0]
+            groups[prefix + param_name] = part if part in ("shared", "prompt", "intrinsic") else "adapters"
+    if task.config.in_base:
+        heads, outputs = head_parameter_names(model), output_layer_parameter_names(model)
+        norm_params = {id(p) for _, module in base_modules(model) if is_norm(module)
+                       for p in module.parameters(recurse=False)}
+        for param_name, param in base_parameters(model):
+            if not param.requires_grad:
+                continue
+            if param_name in heads:
+                groups[param_name] = "head"
+            elif param_name in outputs:
+                groups[param_name] = "output_layer"
+            elif id(param) in norm_params:
+                groups[param_name] = "layer_norms"
+            elif param_name.endswith("bias"):
+                groups[param_name] = "biases"
+            else:
+                groups[param_name] = "backbone"
     return groups
 
 
-def trainable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
-    """Every parameter that trains, by name, each tensor once."""
-    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+def trainable_parameters(model: nn.Module, name: str | None = None) -> dict[str, nn.Parameter]:
+    """Every parameter task ``name`` (default: the active task) trains, by model name, each tensor once."""
+    named = dict(model.named_parameters())
+    return {param_name: named[param_name] for param_name in parameter_groups(model, name)}
 
 
 def architecture_fingerprint(model: nn.Module) -> dict[str, Any]:
-    """What a saved adapter must match: the model type, its main sizes and every parameter's shape."""
+    """What a saved adapter must match: the model type, its main sizes and every parameter's logical shape.
+
+    It describes the architecture, not how the weights are stored: a base quantized to 8 or 4 bits
+    (whose packed weights have other storage shapes) has the fingerprint of the unquantized base.
+    """
     config = getattr(model, "config", None)
-    shapes = "\n".join(f"{name}:{tuple(p.shape)}" for name, p in model.named_parameters())
+    shapes = "\n".join(f"{name}:{logical_shape(p)}" for name, p in base_parameters(model))
     summary = {"model_type": model_type(model), "class": type(model).__name__}
     for key in ("d_model", "hidden_size", "num_layers", "num_decoder_layers", "num_hidden_layers",
                 "vocab_size", "d_ff", "intermediate_size", "num_heads", "num_attention_heads"):
         value = getattr(config, key, None)
         if isinstance(value, int):
             summary[key] = value
-    summary["parameters"] = count_unique(model.parameters())
+    summary["parameters"] = count_unique(p for _, p in base_parameters(model))
     summary["shapes_sha256"] = hashlib.sha256(shapes.encode()).hexdigest()
     return summary

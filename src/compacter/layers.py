@@ -19,7 +19,9 @@ projection's weight together:
   single (batched) matmul plus one reshaping copy.
 
 That is a handful of kernels per step for the whole model instead of several per layer, and the
-layers themselves then run one ``F.linear`` each, exactly like a plain adapter. Applying the
+adapters themselves then run one ``F.linear`` per projection (:func:`bottleneck`), exactly like a
+plain adapter. When the weights are built, and for how long they are reused, is decided above
+this module (``cache.py``); here they are only computed. Applying the
 factors to ``x`` directly would need fewer FLOPs, but three small-matmul kernels per layer and
 larger saved activations; building ``W`` costs O(out·in·n) per projection once per step,
 negligible next to the O(tokens·out·in) of using it.
@@ -110,11 +112,6 @@ class ProjectionBank(nn.Module):
     kind ``"dense"``: a full weight per projection; ``"low_rank"``: ``u vᵀ`` of rank ``rank``;
     ``"phm"``: ``Σ A_h ⊗ B_h`` with full ``B_h`` (``rank=None``) or ``B_h = s_h t_hᵀ`` (LPHM).
     A PHM bank either owns one A per projection or uses ``shared`` (one A for the whole model).
-
-    ``projection(index)`` returns the (weight, bias) of one projection. The weights of all
-    projections are computed once and cached until the parameters change or
-    :meth:`start_forward` is called (the attaching code calls it at every forward of the model),
-    so that no autograd graph is ever reused across backward passes.
     """
 
     def __init__(
@@ -170,13 +167,18 @@ class ProjectionBank(nn.Module):
         else:
             raise ValueError(f"Unknown projection kind {kind!r}; use 'dense', 'low_rank' or 'phm'.")
         self.bias = nn.Parameter(torch.zeros(count, out_features, **factory)) if bias else None
-        self._cache: tuple[tuple, tuple[torch.Tensor, ...], tuple] | None = None
 
     @property
     def A_tensor(self) -> torch.Tensor:
-        return self._shared[0].A if self._shared else self.A
+        if not self._shared:
+            return self.A
+        A = self._shared[0].A
+        device = next(self.parameters()).device
+        # on a model spread over devices, the one shared A meets banks on every device
+        return A if A.device == device else A.to(device)
 
-    def _inputs(self) -> list[torch.Tensor]:
+    def inputs(self) -> list[torch.Tensor]:
+        """Every tensor the weights are built from (the shared A included)."""
         params = list(self.parameters())
         if self._shared:
             params.append(self._shared[0].A)
@@ -192,38 +194,11 @@ class ProjectionBank(nn.Module):
             return phm_weight(self.A_tensor, self.B)
         return lphm_weight(self.A_tensor, self.s, self.t)
 
-    def start_forward(self) -> None:
-        """Build the weights now, at the start of the model's forward: built lazily inside a block that
-        gradient checkpointing recomputes, they would be saved in one pass and cached in the other."""
-        self._cache = None
-        if not torch.compiler.is_compiling():
-            self._weights()
-
-    def _weights(self) -> tuple[tuple[torch.Tensor, ...], tuple]:
-        if torch.compiler.is_compiling():  # the compiler's own CSE merges the repeated builds
-            return self._build()
-        key = (torch.is_grad_enabled(), tuple(p._version for p in self._inputs()))
-        if self._cache is None or self._cache[0] != key:
-            self._cache = (key, *self._build())
-        return self._cache[1], self._cache[2]
-
-    def _build(self) -> tuple[tuple[torch.Tensor, ...], tuple]:
-        # unbind: one view per projection, whose backward is a single stack
+    def build(self) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor | None, ...]]:
+        """(weights, biases), one of each per projection; unbind gives views whose backward is one stack."""
         weights = self.build_weights().unbind(0)
         biases = self.bias.unbind(0) if self.bias is not None else (None,) * self.count
         return weights, biases
-
-    def projection(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        weights, biases = self._weights()
-        return weights[index], biases[index]
-
-    def forward(self, x: torch.Tensor, index: int) -> torch.Tensor:
-        weight, bias = self.projection(index)
-        return F.linear(x, weight, bias)
-
-    def _apply(self, fn, recurse=True):
-        self._cache = None  # .to(), .half(), ... replace the parameters the cache was built from
-        return super()._apply(fn, recurse)
 
     def extra_repr(self) -> str:
         extra = f", n={self.n}, rank={self.rank}, shared_A={bool(self._shared)}" if self.kind == "phm" else ""
@@ -232,26 +207,7 @@ class ProjectionBank(nn.Module):
         return f"count={self.count}, {self.in_features}→{self.out_features}, kind={self.kind}{extra}"
 
 
-class BottleneckAdapter(nn.Module):
-    """``adapter(h) = h + U(act(D(h)))`` with D and U taken from two banks (SPEC §1).
-
-    The adapter holds no parameters of its own: it points at its slot in the banks, which belong
-    to the model's compacter container (so each parameter is registered exactly once).
-    """
-
-    def __init__(self, down: ProjectionBank, up: ProjectionBank, index: int, activation: str = "gelu") -> None:
-        super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"Unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}.")
-        self._banks = (down, up)
-        self.index = index
-        self.activation = activation
-        self._act = ACTIVATIONS[activation]
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        down, up = self._banks
-        return hidden + up(self._act(down(hidden, self.index)), self.index)
-
-    def extra_repr(self) -> str:
-        down, up = self._banks
-        return f"slot={self.index}, {down.in_features}→{down.out_features}→{up.out_features}, act={self.activation}"
+def bottleneck(hidden: torch.Tensor, down_weight: torch.Tensor, down_bias: torch.Tensor | None,
+               up_weight: torch.Tensor, up_bias: torch.Tensor | None, activation: str) -> torch.Tensor:
+    """``adapter(h) = h + U(act(D(h)))`` (SPEC §1), with D and U given as built weights and biases."""
+    return hidden + F.linear(ACTIVATIONS[activation](F.linear(hidden, down_weight, down_bias)), up_weight, up_bias)

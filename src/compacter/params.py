@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 from torch import nn
 
-from .attach import GROUPS, attached_config, parameter_groups
+from .attach import GROUPS, container_of, parameter_groups
 
 
 @dataclass
@@ -27,15 +27,15 @@ class ParameterReport:
         return "\n".join(lines)
 
 
-def count_parameters(model: nn.Module) -> ParameterReport:
-    """How many parameters an attached method trains, in total and by group (GROUPS)."""
-    config = attached_config(model)
-    groups = parameter_groups(model)
+def count_parameters(model: nn.Module, name: str | None = None) -> ParameterReport:
+    """How many parameters task ``name`` (default: the active task) trains, in total and by group (GROUPS)."""
+    container = container_of(model)
+    config = container.task(name).config
     params = dict(model.named_parameters())
     by_group = {group: 0 for group in GROUPS}
-    for name, group in groups.items():
-        by_group[group] += params[name].numel()
+    for param_name, group in parameter_groups(model, name).items():
+        by_group[group] += params[param_name].numel()
     trainable = sum(by_group.values())
-    total = model.compacter.base_parameter_count
+    total = container.base_parameter_count
     return ParameterReport(config.name, trainable, total, 100.0 * trainable / total,
                            {g: c for g, c in by_group.items() if c})

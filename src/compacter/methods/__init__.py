@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .adapters import AdapterConfig
-from .base import CompacterModules, MethodConfig
+from .base import MethodConfig, TaskModules
 from .bitfit import BitFitConfig
 from .full import FullConfig
 from .intrinsic import IntrinsicSAIDConfig
@@ -80,5 +80,5 @@ def get_config(method: str | MethodConfig | dict, **overrides: Any) -> MethodCon
         raise error
 
 
-__all__ = ["METHODS", "AdapterConfig", "BitFitConfig", "CompacterModules", "FullConfig", "IntrinsicSAIDConfig",
-           "LayerNormsConfig", "LinearProbeConfig", "MethodConfig", "PromptConfig", "get_config", "register_method"]
+__all__ = ["METHODS", "AdapterConfig", "BitFitConfig", "FullConfig", "IntrinsicSAIDConfig", "LayerNormsConfig",
+           "LinearProbeConfig", "MethodConfig", "PromptConfig", "TaskModules", "get_config", "register_method"]

@@ -9,11 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import torch
 from torch import nn
 
 from ..architectures import SUBLAYERS, Site, find_sites, resolve_spec
-from ..layers import ACTIVATIONS, BottleneckAdapter, ProjectionBank, SharedHypercomplexWeights, check_divisible
-from .base import CompacterModules, MethodConfig
+from ..layers import ACTIVATIONS, ProjectionBank, SharedHypercomplexWeights, check_divisible
+from .base import MethodConfig, TaskModules
 
 
 @dataclass
@@ -58,35 +59,34 @@ class AdapterConfig(MethodConfig):
         return [site for site in sites if site.layer >= self.skip_first_layers
                 and (self.layers is None or site.layer in self.layers)]
 
-    def attach(self, model: nn.Module, modules: CompacterModules) -> None:
+    def attach(self, model: nn.Module, task: TaskModules) -> None:
         sites = self.selected_sites(model)
         if not sites:
             raise ValueError("The layer selection (layers / skip_first_layers) leaves no block with an adapter.")
-        reference = next(model.parameters())
-        factory = {"device": reference.device, "dtype": reference.dtype}
-        by_width: dict[int, list[Site]] = {}
+        # One bank per hidden size and device: a model spread over devices (device_map="auto") keeps
+        # each adapter on its site's device. Trained parameters are fp32 whatever the base's dtype.
+        groups: dict[tuple[int, torch.device], list[Site]] = {}
         for site in sites:
-            by_width.setdefault(site.width, []).append(site)
+            groups.setdefault((site.width, _device_of(site.module)), []).append(site)
         shared = None
         if self.projection == "phm":
-            for width in by_width:
+            for width, _ in groups:
                 check_divisible(self.n, width, self.bottleneck(width))
             if self.share_A:
-                shared = SharedHypercomplexWeights(self.n, **factory)
-                modules.add_module("shared", shared)
-        for width, group in by_width.items():
+                shared = SharedHypercomplexWeights(self.n, device=_device_of(sites[0].module), dtype=torch.float32)
+                task.add_module("shared", shared)
+        for number, ((width, device), group) in enumerate(groups.items()):
             k = self.bottleneck(width)
-            options = {"n": self.n, "rank": self.rank, "shared": shared, **factory}
+            options = {"n": self.n, "rank": self.rank, "shared": shared, "device": device, "dtype": torch.float32}
             down = ProjectionBank(len(group), width, k, self.projection, **options)
             up = ProjectionBank(len(group), k, width, self.projection, **options)
-            suffix = "" if len(by_width) == 1 else f"_{width}"
-            modules.add_module(f"down{suffix}", down)
-            modules.add_module(f"up{suffix}", up)
+            suffix = "" if len(groups) == 1 else f"_{number}"
+            task.add_module(f"down{suffix}", down)
+            task.add_module(f"up{suffix}", up)
             for index, site in enumerate(group):
-                adapter = BottleneckAdapter(down, up, index, self.activation)
-                site.module.add_module("adapter", adapter)
-                site.module.register_forward_hook(_run_adapter)
+                task.add_adapter(site.name, down, up, index, self.activation)
 
 
-def _run_adapter(module: nn.Module, args: tuple, output):
-    return module.adapter(output)
+def _device_of(module: nn.Module) -> torch.device:
+    tensor = next(module.parameters(), None)
+    return tensor.device if tensor is not None else torch.device("cpu")

@@ -1,4 +1,4 @@
-"""What every method config shares, and the container that holds a method's new modules."""
+"""What every method config shares, and the module that holds one task's trained parameters."""
 
 from __future__ import annotations
 
@@ -7,27 +7,73 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from ..layers import ProjectionBank
 
 
-class CompacterModules(nn.Module):
-    """Holds every module a method adds to a model (banks, shared A, prompts, ...).
+@dataclass(frozen=True)
+class AdapterSlot:
+    """The adapter at one site: slot ``index`` of a down and an up bank."""
 
-    It is attached to the model as ``model.compacter`` so that its parameters move, save and
-    train with the model, and each new parameter is registered exactly once.
+    down: ProjectionBank
+    up: ProjectionBank
+    index: int
+    activation: str
+
+
+class TaskModules(nn.Module):
+    """One task's trained parameters, attached to a model under ``model.compacter.tasks[name]``.
+
+    It holds the modules a method adds (banks, the shared A, a prompt ...), the adapter of each
+    site (``adapters``, by site key), and under ``base`` its own copies of the base model's
+    parameters that it trains (layer norms, a task head), named as in the base model. The base
+    model itself is never changed by a task, except by the methods that train the base's own
+    parameters in place (``MethodConfig.in_base``), which are therefore alone on their model.
     """
 
-    def start_forward(self) -> None:
-        """Tell every module that caches per-forward results (banks, projections) that a new forward began."""
-        for module in self.modules():
-            if module is not self and hasattr(module, "start_forward"):
-                module.start_forward()
+    def __init__(self, name: str, config: MethodConfig) -> None:
+        super().__init__()
+        self.name = name
+        self.config = config
+        self.adapters: dict[str, AdapterSlot] = {}
+        self.hooks: list[RemovableHandle] = []  # what the method registered on the base model
+        self._copy_slots: dict[str, tuple[nn.Module, str]] = {}  # base parameter name → where its copy is registered
 
-    def invalidate(self) -> None:
-        """Drop weights cached across forwards (after parameters were loaded behind autograd's back)."""
-        for module in self.modules():
-            if module is not self and hasattr(module, "invalidate"):
-                module.invalidate()
+    def add_adapter(self, site: str, down: ProjectionBank, up: ProjectionBank, index: int, activation: str) -> None:
+        self.adapters[site] = AdapterSlot(down, up, index, activation)
+
+    def add_base_copy(self, key: str, value: torch.Tensor) -> nn.Parameter:
+        """This task's own trainable fp32 copy of base parameter ``key``, registered as ``base.<key>``."""
+        *path, leaf = f"base.{key}".split(".")
+        module: nn.Module = self
+        for part in path:
+            if part not in module._modules:
+                module.add_module(part, nn.Module())
+            module = module._modules[part]
+        copy = nn.Parameter(value.detach().clone().to(torch.float32))
+        module.register_parameter(leaf, copy)
+        self._copy_slots[key] = (module, leaf)
+        return copy
+
+    @property
+    def base_copies(self) -> dict[str, torch.Tensor]:
+        """Base parameter name → this task's copy, as registered now (FSDP and conversions swap the objects)."""
+        return {key: module._parameters[leaf] for key, (module, leaf) in self._copy_slots.items()}
+
+    def base_copy(self, key: str) -> torch.Tensor | None:
+        slot = self._copy_slots.get(key)
+        return None if slot is None else slot[0]._parameters[slot[1]]
+
+    def banks(self) -> list[ProjectionBank]:
+        return [module for module in self.modules() if isinstance(module, ProjectionBank)]
+
+    def remove_hooks(self) -> None:
+        for handle in self.hooks:
+            handle.remove()
+        self.hooks.clear()
 
 
 @dataclass
@@ -35,6 +81,9 @@ class MethodConfig(abc.ABC):
     """Settings shared by all methods. Subclasses add their own fields and implement attach()."""
 
     kind: ClassVar[str] = ""
+    # True for methods that train the base model's own parameters in place (full, bitfit, intrinsic-said):
+    # such a task cannot share its model with other tasks, be disabled or be unloaded.
+    in_base: ClassVar[bool] = False
     name: str = ""
     train_layer_norms: bool = True  # the paper trains the model's layer norms for every method
     train_output_layer: bool = False  # the pretrained output layer (lm_head) stays frozen
@@ -42,8 +91,8 @@ class MethodConfig(abc.ABC):
     learning_rate: float = 3e-4  # the paper's choice for this method (SPEC §2)
 
     @abc.abstractmethod
-    def attach(self, model: nn.Module, modules: CompacterModules) -> None:
-        """Insert this method's modules into ``model`` and mark what it trains."""
+    def attach(self, model: nn.Module, task: TaskModules) -> None:
+        """Insert this method's modules into ``task`` (and, for in-base methods, change ``model``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, **dataclasses.asdict(self)}

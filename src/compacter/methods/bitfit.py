@@ -9,16 +9,17 @@ import torch
 from torch import nn
 
 from ..architectures import is_norm
-from .base import CompacterModules, MethodConfig
+from .base import MethodConfig, TaskModules
 
 
 @dataclass
 class BitFitConfig(MethodConfig):
     kind: ClassVar[str] = "bitfit"
+    in_base: ClassVar[bool] = True
     train_layer_norms: bool = False
     add_missing_biases: bool = True  # T5 has no biases at all: the paper adds them (SPEC §2)
 
-    def attach(self, model: nn.Module, modules: CompacterModules) -> None:
+    def attach(self, model: nn.Module, task: TaskModules) -> None:
         for module in list(model.modules()):
             if self.add_missing_biases and getattr(module, "bias", "absent") is None:
                 width = _bias_width(module)
@@ -29,7 +30,7 @@ class BitFitConfig(MethodConfig):
             elif self.add_missing_biases and is_norm(module) and not hasattr(module, "bias"):
                 ref = module.weight
                 module.register_parameter("bias", nn.Parameter(torch.zeros_like(ref)))
-                module.register_forward_hook(_add_bias)
+                task.hooks.append(module.register_forward_hook(_add_bias))
         for name, param in model.named_parameters():
             if name.endswith("bias"):
                 param.requires_grad_(True)

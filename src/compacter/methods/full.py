@@ -7,13 +7,14 @@ from typing import ClassVar
 
 from torch import nn
 
-from .base import CompacterModules, MethodConfig
+from .base import MethodConfig, TaskModules
 
 
 @dataclass
 class FullConfig(MethodConfig):
     kind: ClassVar[str] = "full"
+    in_base: ClassVar[bool] = True
     train_output_layer: bool = True
 
-    def attach(self, model: nn.Module, modules: CompacterModules) -> None:
+    def attach(self, model: nn.Module, task: TaskModules) -> None:
         model.requires_grad_(True)

@@ -6,10 +6,11 @@ per tensor. θ_d has d' − m entries, so that with the m scales exactly d' numb
 ("structure aware"). With ``said=False`` there are no scales and θ_d has all d' entries (DID).
 
 How it attaches: each projected parameter is taken out of its module(s) and kept, frozen, in
-``model.compacter.intrinsic.base``; a forward pre-hook on each module that used it sets the
-attribute to ``θ0 + λ·P(θ_d)`` before the module runs. Tensors of the same size are projected
-together in one batched Fastfood call, once per forward pass of the model (cached by the
-versions of θ_d and λ), so tied tensors (T5's embedding and lm_head) share one result.
+``model.compacter.tasks[name].intrinsic.base``; a forward pre-hook on each module that used it
+sets the attribute to ``θ0 + λ·P(θ_d)`` before the module runs. Tensors of the same size are
+projected together in one batched Fastfood call when a call into the model starts (and reused
+without gradients while θ_d and λ are unchanged, cache.py), so tied tensors (T5's embedding and
+lm_head) share one result. It trains the base's own weights, so it is alone on its model.
 """
 
 from __future__ import annotations
@@ -21,19 +22,21 @@ import torch
 from torch import nn
 
 from ..architectures import head_parameter_names
+from ..cache import DerivedTensors
 from ..fastfood import Fastfood
-from .base import CompacterModules, MethodConfig
+from .base import MethodConfig, TaskModules
 
 
 @dataclass
 class IntrinsicSAIDConfig(MethodConfig):
     kind: ClassVar[str] = "intrinsic-said"
+    in_base: ClassVar[bool] = True
     dimension: int = 20_000  # d': every trained number, the m scales included
     said: bool = True  # one trained scale λ per weight tensor, taken out of the d' budget
     seed: int = 0  # draws the Fastfood projections; a saved file rebuilds them from it
     train_layer_norms: bool = False  # the layer norms are projected like every other tensor
 
-    def attach(self, model: nn.Module, modules: CompacterModules) -> None:
+    def attach(self, model: nn.Module, task: TaskModules) -> None:
         heads = head_parameter_names(model) if self.train_head else set()
         targets: dict[int, nn.Parameter] = {}
         for name, param in model.named_parameters():
@@ -45,7 +48,7 @@ class IntrinsicSAIDConfig(MethodConfig):
                              f"tensors and Intrinsic-SAID spends one scale on each. Choose dimension > {count} "
                              "(the paper uses 20000), or said=False for no scales.")
         projection = IntrinsicProjection(list(targets.values()), self.dimension - count, self.said, self.seed)
-        modules.add_module("intrinsic", projection)
+        task.add_module("intrinsic", projection)
         index_of = {key: index for index, key in enumerate(targets)}
         for module in model.modules():
             owned = [(name, index_of[id(p)]) for name, p in module._parameters.items()
@@ -55,7 +58,7 @@ class IntrinsicSAIDConfig(MethodConfig):
             for name, index in owned:
                 del module._parameters[name]
                 setattr(module, name, projection.base[index].detach())  # a plain attribute until the first forward
-            module.register_forward_pre_hook(_weights_setter(projection, owned))
+            task.hooks.append(module.register_forward_pre_hook(_weights_setter(projection, owned)))
 
 
 def _weights_setter(projection: IntrinsicProjection, owned: list[tuple[str, int]]):
@@ -84,49 +87,32 @@ class IntrinsicProjection(nn.Module):
             Fastfood(len(members), size, numel, seed=seed * 1_000_003 + group, device=reference.device)
             for group, (numel, members) in enumerate(by_size.items())
         )
-        self._deltas: dict[int, tuple[torch.Tensor, ...]] = {}  # per size group
-        self._weights: dict[int, torch.Tensor] = {}  # per tensor: tied owners get the same one
-        self._cache_key: tuple | None = None
+        self._weights = DerivedTensors(self._inputs, self._build)
 
-    def start_forward(self) -> None:
-        """Build every tensor now, outside any block that gradient checkpointing would recompute.
+    def _inputs(self) -> list[torch.Tensor]:
+        return [self.vector] if self.scales is None else [self.vector, self.scales]
 
-        A forward with gradients needs a graph of its own, so it rebuilds; without gradients
-        (evaluation, each token of ``generate``) the tensors are reused while θ_d and λ are unchanged.
-        """
-        if torch.is_grad_enabled() or torch.compiler.is_compiling():
-            self.invalidate()
-        if torch.compiler.is_compiling():
-            return  # built lazily inside the model's graph: stored from a hook, they would split it in two
-        for index in range(len(self.base)):
-            self.weight(index)
+    def refresh_derived(self) -> None:
+        """Called at the start of every call into the model (see cache.py for when this rebuilds)."""
+        self._weights.refresh()
 
-    def invalidate(self) -> None:
-        self._deltas.clear()
-        self._weights.clear()
-        self._cache_key = None
-
-    def _apply(self, fn, recurse=True):
-        self.invalidate()  # .to(), .half(), ... replace the tensors the weights were built from
-        return super()._apply(fn, recurse)
+    def _build(self) -> list[torch.Tensor]:
+        """θ0 + λ·P(θ_d) for every tensor, each size group projected in one batched Fastfood call."""
+        weights: list[torch.Tensor | None] = [None] * len(self.base)
+        for group, members in enumerate(self.groups):
+            deltas = self.projections[group](self.vector)
+            if self.scales is not None:
+                deltas = deltas * self.scales[members].unsqueeze(1).to(deltas.dtype)
+            # unbind, not indexing: indexing row by row would backpropagate a zero-filled copy of the whole group per row
+            for index, delta in zip(members, deltas.unbind(0)):
+                base = self.base[index]
+                weights[index] = base + delta.view(base.shape).to(base.dtype)
+        return weights
 
     def weight(self, index: int) -> torch.Tensor:
-        """θ0 + λ·P(θ_d) for tensor ``index``, built with the rest of its size group once per forward."""
-        if not torch.compiler.is_compiling():  # a compiled forward starts afresh; it cannot guard on versions
-            key = (torch.is_grad_enabled(), self.vector._version,
-                   None if self.scales is None else self.scales._version)
-            if key != self._cache_key:
-                self.invalidate()
-                self._cache_key = key
-        if index not in self._weights:
-            group, row = self.group_of[index]
-            if group not in self._deltas:
-                deltas = self.projections[group](self.vector)
-                if self.scales is not None:
-                    deltas = deltas * self.scales[self.groups[group]].unsqueeze(1).to(deltas.dtype)
-                # unbind, not indexing: indexing row by row would backpropagate a zero-filled copy of the whole group per row
-                self._deltas[group] = deltas.unbind(0)
-            delta = self._deltas[group][row]
-            base = self.base[index]
-            self._weights[index] = base + delta.view(base.shape).to(base.dtype)
-        return self._weights[index]
+        """θ0 + λ·P(θ_d) for tensor ``index`` (tied owners get the same tensor)."""
+        return self._weights.value[index]
+
+    @property
+    def builds(self) -> int:
+        return self._weights.generation

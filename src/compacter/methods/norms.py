@@ -7,12 +7,12 @@ from typing import ClassVar
 
 from torch import nn
 
-from .base import CompacterModules, MethodConfig
+from .base import MethodConfig, TaskModules
 
 
 @dataclass
 class LayerNormsConfig(MethodConfig):
     kind: ClassVar[str] = "layer-norms"
 
-    def attach(self, model: nn.Module, modules: CompacterModules) -> None:
+    def attach(self, model: nn.Module, task: TaskModules) -> None:
         """Nothing to insert: apply() trains the layer norms (train_layer_norms=True)."""

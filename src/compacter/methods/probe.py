@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from torch import nn
 
-from .base import CompacterModules, MethodConfig
+from .base import MethodConfig, TaskModules
 
 
 @dataclass
@@ -15,5 +15,5 @@ class LinearProbeConfig(MethodConfig):
     kind: ClassVar[str] = "linear-probe"
     train_layer_norms: bool = False
 
-    def attach(self, model: nn.Module, modules: CompacterModules) -> None:
+    def attach(self, model: nn.Module, task: TaskModules) -> None:
         """Nothing to insert: apply() trains the head (train_head=True) and nothing else."""

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from ..architectures import model_type
-from .base import CompacterModules, MethodConfig
+from .base import MethodConfig, TaskModules
 
 FREQUENT_TOKEN_IDS = {
     "t5": (3, 5003),
@@ -60,7 +60,7 @@ class PromptConfig(MethodConfig):
         if self.num_tokens < 1:
             raise ValueError(f"num_tokens must be at least 1, got {self.num_tokens}.")
 
-    def attach(self, model: nn.Module, modules: CompacterModules) -> None:
+    def attach(self, model: nn.Module, task: TaskModules) -> None:
         config = getattr(model, "config", None)
         head = None
         if getattr(config, "is_encoder_decoder", False):
@@ -78,16 +78,16 @@ class PromptConfig(MethodConfig):
         embedding = encoder.get_input_embeddings()
         max_positions = None if getattr(config, "is_encoder_decoder", False) else _max_positions(config)
         prompt = Prompt(self._initial_vectors(model, embedding.weight), position, max_positions)
-        modules.add_module("prompt", prompt)
-        encoder.register_forward_pre_hook(prompt.extend_encoder_input, with_kwargs=True)
+        task.add_module("prompt", prompt)
+        task.hooks.append(encoder.register_forward_pre_hook(prompt.extend_encoder_input, with_kwargs=True))
         if head is not None:
-            head.register_forward_hook(prompt.drop_prompt_positions)
+            task.hooks.append(head.register_forward_hook(prompt.drop_prompt_positions))
         elif encoder is not model:
-            model.register_forward_pre_hook(prompt.extend_top_level_mask, with_kwargs=True)
+            task.hooks.append(model.register_forward_pre_hook(prompt.extend_top_level_mask, with_kwargs=True))
 
     def _initial_vectors(self, model: nn.Module, embeddings: torch.Tensor) -> torch.Tensor:
         shape = (self.num_tokens, embeddings.shape[1])
-        factory = {"device": embeddings.device, "dtype": embeddings.dtype}
+        factory = {"device": embeddings.device, "dtype": torch.float32}  # trained: fp32 whatever the base's dtype
         if self.init == "random":
             return torch.empty(shape, **factory).uniform_(-self.init_range, self.init_range)
         vocab_size = embeddings.shape[0]
@@ -101,7 +101,7 @@ class PromptConfig(MethodConfig):
             chosen = candidates[torch.randperm(len(candidates))[: self.num_tokens]]
         else:
             chosen = candidates[torch.randint(len(candidates), (self.num_tokens,))]
-        return embeddings.detach()[chosen.to(embeddings.device)].clone()
+        return embeddings.detach()[chosen.to(embeddings.device)].to(torch.float32)
 
 
 def _generates(model: nn.Module) -> bool:
@@ -137,7 +137,7 @@ class Prompt(nn.Module):
         self.embeddings = nn.Parameter(vectors)
         self.position = position  # inserted before this input position
         self.max_positions = max_positions
-        self.enabled = True  # False runs the frozen model unchanged
+        self.enabled = True  # False runs the frozen model unchanged (set while its task is not the active one)
 
     @property
     def length(self) -> int:

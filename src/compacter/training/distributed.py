@@ -75,8 +75,6 @@ def shard_model(model: nn.Module) -> None:
     method's modules) the root unit. Call after compacter.apply and before making the optimiser."""
     from torch.distributed.fsdp import fully_shard
 
-    from ..attach import start_forward
-
     lists = [name for name, module in model.named_modules() if isinstance(module, nn.ModuleList) and name
              and not name.startswith("compacter")]
     outermost = [name for name in lists if not any(name.startswith(other + ".") for other in lists)]
@@ -84,10 +82,7 @@ def shard_model(model: nn.Module) -> None:
         for block in model.get_submodule(name):
             if any(True for _ in block.parameters()):
                 fully_shard(block)
-    # the method's weights are built in a forward pre-hook, which must run after FSDP gathered them
-    model.compacter.start_hook.remove()
-    fully_shard(model)
-    model.compacter.start_hook = model.register_forward_pre_hook(start_forward)
+    fully_shard(model)  # its pre-forward hook runs first (prepended): tasks build their weights from whole tensors
 
 
 def full_tensors(parameters: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -28,18 +28,17 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 import transformers
-from safetensors.torch import load_file
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..attach import apply, parameter_groups, trainable_parameters
+from ..attach import active_task, apply, parameter_groups, trainable_parameters
 from ..compiling import compile_model
 from ..data import TaskData
 from ..io import atomic_write
 from ..models import build_model, enable_activation_checkpointing, load_config
 from ..params import count_parameters
-from ..saving import WEIGHTS_FILE, save
+from ..saving import file_name, read_tensors, save
 from . import distributed
 from .checkpoint import STATE_FILE, load_state, restore_rng, rng_state, save_state
 from .config import TrainConfig
@@ -203,7 +202,8 @@ def _train(config: TrainConfig, output: Path, processes: distributed.Processes, 
     progress.close()
     elapsed = time.perf_counter() - started
 
-    _load_trained(model, trained, load_file(str(output / BEST_DIR / WEIGHTS_FILE)))
+    best_tensors = read_tensors(output / BEST_DIR)
+    _load_trained(model, trained, {name: best_tensors[file_name(name, active_task(model))] for name in trained})
     model.eval()
     test = evaluate("test")
     log.info("test score %.2f with the best validation checkpoint (step %d)", test["score"], best["step"])
@@ -289,7 +289,6 @@ def _load_trained(model, trained: dict[str, torch.nn.Parameter], tensors: dict[s
     with torch.no_grad():
         for name, param in trained.items():
             distributed.copy_into(param, tensors[name])
-    model.compacter.invalidate()  # sharded parameters change without their gathered copies' versions
 
 
 def _peak_memory(processes: distributed.Processes) -> int:

@@ -1,0 +1,74 @@
+"""The public calls that put tasks on a model, each leaving it ready for the Hugging Face paths users reach for.
+
+``apply`` and ``load`` also bind an adapter-only ``save_pretrained`` to the model instance, so that
+``model.save_pretrained(dir)`` (and ``transformers.Trainer``'s checkpoints) write the tasks' small files,
+not the whole base model, as PEFT does.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Any
+
+import transformers
+from torch import nn
+
+from . import attach, saving
+from .methods import MethodConfig
+
+
+def apply(model: nn.Module, method: str | MethodConfig | dict = "compacter", *, name: str = attach.DEFAULT_TASK,
+          **overrides: Any) -> nn.Module:
+    attach.apply(model, method, name=name, **overrides)
+    _bind_save_pretrained(model)
+    return model
+
+
+def load(model: nn.Module, directory: str | os.PathLike, *, name: str | None = None) -> nn.Module:
+    saving.load(model, directory, name=name)
+    _bind_save_pretrained(model)
+    return model
+
+
+apply.__doc__, load.__doc__ = attach.apply.__doc__, saving.load.__doc__
+
+
+def _bind_save_pretrained(model: nn.Module) -> None:
+    if hasattr(model, "save_pretrained"):
+        model.save_pretrained = functools.partial(saving.save_pretrained, model)
+
+
+def from_pretrained(base_name_or_path: str | os.PathLike, adapter_dir: str | os.PathLike | None = None, *,
+                    name: str | None = None, **from_pretrained_kwargs: Any) -> nn.Module:
+    """The base model with a saved task on it: ``compacter.from_pretrained("t5-base", "runs/rte/adapter")``.
+
+    With one argument, it is the adapter folder and the base model is the one recorded in it
+    (``base_model_name_or_path``). Other keyword arguments go to the base's ``from_pretrained``
+    (``torch_dtype``, ``device_map``, ``quantization_config`` ...). The model class is the one the task
+    was trained on (e.g. T5ForConditionalGeneration, BertForSequenceClassification with its label count).
+    """
+    if adapter_dir is None:
+        adapter_dir, base_name_or_path = base_name_or_path, None
+    description = saving.read_description(adapter_dir)
+    if base_name_or_path is None:
+        base_name_or_path = description.get("base_model_name_or_path")
+        if not base_name_or_path:
+            raise ValueError(f"{Path(adapter_dir) / saving.CONFIG_FILE} does not record its base model; pass it: "
+                             "compacter.from_pretrained(base_name_or_path, adapter_dir).")
+    model_class = _model_class(description["base_model"].get("class"))
+    num_labels = description.get("num_labels")
+    if num_labels is not None:
+        from_pretrained_kwargs.setdefault("num_labels", num_labels)
+    model = model_class.from_pretrained(str(base_name_or_path), **from_pretrained_kwargs)
+    return load(model, adapter_dir, name=name)
+
+
+def _model_class(class_name: str | None) -> type:
+    """transformers' class of that name (only a PreTrainedModel subclass: a file's text picks nothing else)."""
+    candidate = getattr(transformers, class_name, None) if isinstance(class_name, str) else None
+    if isinstance(candidate, type) and issubclass(candidate, transformers.PreTrainedModel):
+        return candidate
+    raise ValueError(f"The saved task's base model class {class_name!r} is not a transformers model class; build "
+                     "the base model yourself and call compacter.load(model, adapter_dir).")
