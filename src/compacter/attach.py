@@ -56,6 +56,10 @@ def apply(model: nn.Module, method: str | MethodConfig | dict = "compacter", **o
 def start_forward(model: nn.Module, args: tuple) -> None:
     """The model's forward pre-hook: tell its method's modules that a new forward pass began."""
     model.compacter.start_forward()
+    # Adapters of a module that runs at several layer positions (ALBERT) count its calls; they live
+    # on the model's modules, outside model.compacter, so they are reset here.
+    for adapter in getattr(model.compacter, "counted_adapters", ()):
+        adapter.start_forward()
 
 
 def attached_config(model: nn.Module) -> MethodConfig:

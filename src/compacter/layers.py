@@ -28,7 +28,7 @@ negligible next to the O(tokens·out·in) of using it.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import torch
@@ -237,21 +237,48 @@ class BottleneckAdapter(nn.Module):
 
     The adapter holds no parameters of its own: it points at its slot in the banks, which belong
     to the model's compacter container (so each parameter is registered exactly once).
+
+    ``index`` is one slot, or one slot per call for a module that runs at several layer positions
+    in one forward pass (ALBERT shares one block's weights across all layers): the adapter then
+    counts its calls, uses the slot of the current one (None: no adapter at that position), and
+    :meth:`start_forward` resets the count at the start of each forward pass of the model.
     """
 
-    def __init__(self, down: ProjectionBank, up: ProjectionBank, index: int, activation: str = "gelu") -> None:
+    def __init__(self, down: ProjectionBank, up: ProjectionBank, index: int | Sequence[int | None],
+                 activation: str = "gelu") -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"Unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}.")
         self._banks = (down, up)
-        self.index = index
+        self.slots = (index,) if isinstance(index, int) else tuple(index)
+        self.index = self.slots[0]
+        self.calls = 0
         self.activation = activation
         self._act = ACTIVATIONS[activation]
 
+    def start_forward(self) -> None:
+        self.calls = 0
+
+    def _slot(self) -> int | None:
+        if len(self.slots) == 1:
+            return self.index
+        if self.calls >= len(self.slots):
+            raise RuntimeError(
+                f"A module shared by {len(self.slots)} layer positions ran a {self.calls + 1}th time in one forward "
+                "pass. Its adapter counts calls from the start of each forward of the model compacter was applied "
+                "to: call that model rather than a part of it, and do not recompute its layers with activation "
+                "checkpointing.")
+        self.calls += 1
+        return self.slots[self.calls - 1]
+
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        slot = self._slot()
+        if slot is None:
+            return hidden
         down, up = self._banks
-        return hidden + up(self._act(down(hidden, self.index)), self.index)
+        return hidden + up(self._act(down(hidden, slot)), slot)
 
     def extra_repr(self) -> str:
         down, up = self._banks
-        return f"slot={self.index}, {down.in_features}→{down.out_features}→{up.out_features}, act={self.activation}"
+        slots = f"slot={self.index}" if len(self.slots) == 1 else f"slots={list(self.slots)}"
+        return f"{slots}, {down.in_features}→{down.out_features}→{up.out_features}, act={self.activation}"

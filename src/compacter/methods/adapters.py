@@ -6,6 +6,7 @@ factored B), whether A is shared, and which sublayers and blocks get an adapter.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -55,8 +56,11 @@ class AdapterConfig(MethodConfig):
     def selected_sites(self, model: nn.Module) -> list[Site]:
         spec = resolve_spec(model, self.attention_output, self.feed_forward_output)
         sites = find_sites(model, spec, tuple(self.sublayers))
-        return [site for site in sites if site.layer >= self.skip_first_layers
-                and (self.layers is None or site.layer in self.layers)]
+        return [site for site in sites if any(self.selects(layer) for layer in site.layers)]
+
+    def selects(self, layer: int) -> bool:
+        """Whether the block at this layer position gets an adapter."""
+        return layer >= self.skip_first_layers and (self.layers is None or layer in self.layers)
 
     def attach(self, model: nn.Module, modules: CompacterModules) -> None:
         sites = self.selected_sites(model)
@@ -74,19 +78,30 @@ class AdapterConfig(MethodConfig):
             if self.share_A:
                 shared = SharedHypercomplexWeights(self.n, **factory)
                 modules.add_module("shared", shared)
+        counted = []
         for width, group in by_width.items():
             k = self.bottleneck(width)
+            # One bank slot per selected layer position: a module that runs at several positions
+            # (ALBERT's shared block) gets a slot per position, None where that position has no adapter.
+            slot_count = itertools.count()
+            slots = [[next(slot_count) if self.selects(layer) else None for layer in site.layers] for site in group]
+            count = next(slot_count)
             options = {"n": self.n, "rank": self.rank, "shared": shared, **factory}
-            down = ProjectionBank(len(group), width, k, self.projection, **options)
-            up = ProjectionBank(len(group), k, width, self.projection, **options)
+            down = ProjectionBank(count, width, k, self.projection, **options)
+            up = ProjectionBank(count, k, width, self.projection, **options)
             suffix = "" if len(by_width) == 1 else f"_{width}"
             modules.add_module(f"down{suffix}", down)
             modules.add_module(f"up{suffix}", up)
-            for index, site in enumerate(group):
-                adapter = BottleneckAdapter(down, up, index, self.activation)
+            for site, site_slots in zip(group, slots):
+                adapter = BottleneckAdapter(down, up, site_slots[0] if site.calls == 1 else site_slots, self.activation)
                 site.module.add_module("adapter", adapter)
                 site.module.register_forward_hook(_run_adapter)
+                if site.calls > 1:
+                    counted.append(adapter)
+        modules.counted_adapters = tuple(counted)  # attach.start_forward resets their call counts
 
 
 def _run_adapter(module: nn.Module, args: tuple, output):
+    if isinstance(output, tuple):  # e.g. an MoE block's (hidden_states, router_logits) in transformers 4.57
+        return (module.adapter(output[0]), *output[1:])
     return module.adapter(output)
