@@ -3,6 +3,7 @@ save/load, generation, and the inference of sites for a model that is not in the
 
 from __future__ import annotations
 
+import types
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,9 +66,12 @@ def _llama_like(model_type, cls, config_cls, **extra):
                   ("model.layers.{}.self_attn.o_proj",), ("model.layers.{}.mlp.down_proj",))
 
 
-def _moe(model_type, cls, config_cls, **extra):
+def _moe(model_type, cls, config_cls, block="mlp", **extra):
     return Family(model_type, lambda: cls(config_cls(**MOE, **extra)), "causal",
-                  ("model.layers.{}.self_attn.o_proj",), ("model.layers.{}.mlp",))
+                  ("model.layers.{}.self_attn.o_proj",), (f"model.layers.{{}}.{block}",))
+
+
+TRANSFORMERS_4 = int(transformers.__version__.split(".")[0]) < 5
 
 
 def _albert(layers=3, groups=1):
@@ -108,7 +112,8 @@ FAMILIES = {family.model_type: family for family in [
     _llama_like("gemma2", transformers.Gemma2ForCausalLM, transformers.Gemma2Config),
     _llama_like("gemma3_text", transformers.Gemma3ForCausalLM, transformers.Gemma3TextConfig),
     _llama_like("qwen3", transformers.Qwen3ForCausalLM, transformers.Qwen3Config),
-    _moe("mixtral", transformers.MixtralForCausalLM, transformers.MixtralConfig, num_local_experts=4),
+    _moe("mixtral", transformers.MixtralForCausalLM, transformers.MixtralConfig, num_local_experts=4,
+         block="block_sparse_moe" if TRANSFORMERS_4 else "mlp"),  # the name of Mixtral's MoE block in 4.57
     # layer 0 a dense MLP, layer 1 a mixture of experts with a shared expert
     _moe("qwen2_moe", transformers.Qwen2MoeForCausalLM, transformers.Qwen2MoeConfig, num_experts=4,
          moe_intermediate_size=64, shared_expert_intermediate_size=128, mlp_only_layers=[0]),
@@ -337,6 +342,20 @@ def test_the_inferred_patterns_can_be_passed_back_and_overridden(monkeypatch):
         + [f"model.encoder.layers.{i}.fc2" for i in range(2)])
 
 
+def test_an_inferred_model_saves_and_loads(monkeypatch, tmp_path):
+    family = FAMILIES["mixtral"]
+    monkeypatch.delitem(architectures.ARCHITECTURES, "mixtral")
+    with pytest.warns(UserWarning, match="inferred"):
+        model = compacter.apply(build(family), "compacter", learning_rate=1e-2)
+    with torch.no_grad():
+        model.compacter.up.bias.add_(0.1)  # as if trained
+    compacter.save(model, tmp_path)
+    with pytest.warns(UserWarning, match="inferred"):
+        loaded = compacter.load(build(family), tmp_path)
+    assert adapter_sites(loaded) == family.sites()
+    assert torch.equal(logits(loaded, batch(family)), logits(model, batch(family)))
+
+
 def test_inference_enumerates_blocks_that_differ():
     found = {("model.layers", "mlp.down_proj"): [0], ("model.layers", "mlp"): [1, 2]}
     assert architectures._names_pattern(found, {"model.layers": 3}) == (
@@ -364,3 +383,36 @@ def test_a_non_linear_site_needs_a_hidden_size():
     net = torch.nn.Sequential(torch.nn.ModuleList([Block()]))
     with pytest.raises(ValueError, match=r"'0\.0\.mix' \(Identity\) is not a linear layer.*hidden_size"):
         compacter.apply(net, "adapter", bottleneck_size=2, attention_output=r"mix$", feed_forward_output=r"fc$")
+
+
+def test_a_site_that_returns_a_tuple_adapts_its_first_element_and_keeps_the_rest():
+    """transformers 4.57's MoE blocks return (hidden_states, router_logits)."""
+    class Mixture(torch.nn.Module):
+        def forward(self, x):
+            return 2 * x, x.sum(-1)
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn_out, self.moe = torch.nn.Linear(8, 8), Mixture()
+
+        def forward(self, x):
+            return self.moe(self.attn_out(x))
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.config = types.SimpleNamespace(hidden_size=8)
+            self.blocks = torch.nn.ModuleList([Block()])
+
+        def forward(self, x):
+            return self.blocks[0](x)
+
+    model = compacter.apply(Net(), "adapter", bottleneck_size=2, attention_output=r"attn_out$", feed_forward_output=r"moe$")
+    assert adapter_sites(model) == ["blocks.0.attn_out", "blocks.0.moe"]
+    x = torch.randn(3, 8)
+    hidden, router = model(x)
+    attended = model.blocks[0].attn_out(x)  # with its adapter
+    torch.testing.assert_close(hidden, model.blocks[0].moe.adapter(2 * attended))
+    assert not torch.allclose(hidden, 2 * attended)
+    torch.testing.assert_close(router, attended.sum(-1))
