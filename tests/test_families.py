@@ -248,6 +248,22 @@ def test_adapters_follow_the_models_dtype(name):
     out.loss.backward()
 
 
+def test_gemma3_with_vision_gets_adapters_in_its_language_model_only():
+    config = transformers.Gemma3Config(
+        text_config=dict(DECODER, vocab_size=300), mm_tokens_per_image=4, image_token_index=299, boi_token_index=297,
+        eoi_token_index=298, vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                                num_attention_heads=2, image_size=28, patch_size=14))
+    model = compacter.apply(build(Family("gemma3", lambda: transformers.Gemma3ForConditionalGeneration(config), "causal",
+                                         (), ())), "compacter")
+    assert model.config.model_type == "gemma3"
+    assert adapter_sites(model) == sorted(f"model.language_model.layers.{i}.{site}" for i in range(LAYERS)
+                                          for site in ("self_attn.o_proj", "mlp.down_proj"))
+    ids = torch.randint(3, 290, (2, 6), generator=torch.Generator().manual_seed(0))
+    model(input_ids=ids, labels=ids).loss.backward()
+    assert model.compacter.up.s.grad.abs().sum() > 0
+    assert model.generate(ids[:, :3], max_new_tokens=2, min_new_tokens=2, do_sample=False).shape == (2, 5)
+
+
 # --- ALBERT: one block's weights serve every layer position ----------------------------------------
 
 def test_albert_gets_an_adapter_per_layer_position():
