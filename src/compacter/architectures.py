@@ -305,35 +305,44 @@ def _block_lists(model: nn.Module) -> list[tuple[str, nn.ModuleList]]:
 def _block_sites(block: nn.Module) -> tuple[str, str] | None:
     """The names, inside ``block``, of its attention-output and feed-forward-output modules."""
     modules = dict(block.named_modules())
-    cross = [name for name in modules if name and _CROSS_ATTENTION_NAME.search(name.split(".")[-1])]
-    attentions = [name for name, module in modules.items()
-                  if name and _output_width(module) is None and _ATTENTION_NAME.search(name.split(".")[-1])
-                  and not _inside(name, cross) and _input_projections(name, modules)]
-    attentions = [name for name in attentions if not _inside(name, [a for a in attentions if a != name])]
+    cross = [name for name in modules if name and _CROSS_ATTENTION_NAME.search(_leaf(name))]
+    attentions = _outermost([name for name, module in modules.items()
+                             if name and _output_width(module) is None and _ATTENTION_NAME.search(_leaf(name))
+                             and not _inside(name, cross) and _input_projections(name, modules)])
     if len(attentions) != 1:
         return None
     attention = attentions[0]
-    width = _input_width(modules[_input_projections(attention, modules)[0]])
+    width = _input_width(modules[_input_projections(attention, modules)[0]])  # the block's hidden size
     attention_outputs = [name for name in _linears_inside(attention, modules, width)
-                         if not _INPUT_PROJECTION_NAME.fullmatch(name.split(".")[-1])]
-    if not attention_outputs:
+                         if not _INPUT_PROJECTION_NAME.fullmatch(_leaf(name))]
+    feed_forward_output = _feed_forward_output(modules, cross + [attention], width)
+    if not attention_outputs or feed_forward_output is None:
         return None
-    outside = cross + [attention]
-    mlps = [name for name, module in modules.items()
-            if name and _output_width(module) is None and _FEED_FORWARD_NAME.search(name.split(".")[-1])
-            and not _inside(name, outside) and (_linears_inside(name, modules, None) or _holds_experts(name, modules))]
-    mlps = [name for name in mlps if not _inside(name, [m for m in mlps if m != name])]
+    return attention_outputs[-1], feed_forward_output
+
+
+def _feed_forward_output(modules: dict[str, nn.Module], attentions: list[str], width: int) -> str | None:
+    mlps = _outermost([name for name, module in modules.items()
+                       if name and _output_width(module) is None and _FEED_FORWARD_NAME.search(_leaf(name))
+                       and not _inside(name, attentions)
+                       and (_linears_inside(name, modules, None) or _holds_experts(name, modules))])
     if len(mlps) > 1:
         return None
     if mlps and _holds_experts(mlps[0], modules):
-        feed_forward_outputs = mlps
-    elif mlps:
-        feed_forward_outputs = _linears_inside(mlps[0], modules, width)
-    else:
-        feed_forward_outputs = [name for name in _linears_inside("", modules, width) if not _inside(name, outside)]
-    if not feed_forward_outputs:
-        return None
-    return attention_outputs[-1], feed_forward_outputs[-1]
+        return mlps[0]  # a mixture of experts: its output, not one expert's, is the sublayer's
+    if mlps:
+        candidates = _linears_inside(mlps[0], modules, width)
+    else:  # the feed-forward's linears sit in the block itself (BART's fc2, BERT's output.dense)
+        candidates = [name for name in _linears_inside("", modules, width) if not _inside(name, attentions)]
+    return candidates[-1] if candidates else None
+
+
+def _leaf(name: str) -> str:
+    return name.rsplit(".", 1)[-1]
+
+
+def _outermost(names: list[str]) -> list[str]:
+    return [name for name in names if not _inside(name, [other for other in names if other != name])]
 
 
 def _inside(name: str, containers: list[str]) -> bool:
@@ -342,7 +351,7 @@ def _inside(name: str, containers: list[str]) -> bool:
 
 def _input_projections(container: str, modules: dict[str, nn.Module]) -> list[str]:
     return [name for name, module in modules.items() if _inside(name, [container]) and name != container
-            and _output_width(module) is not None and _INPUT_PROJECTION_NAME.fullmatch(name.split(".")[-1])]
+            and _output_width(module) is not None and _INPUT_PROJECTION_NAME.fullmatch(_leaf(name))]
 
 
 def _linears_inside(container: str, modules: dict[str, nn.Module], width: int | None) -> list[str]:
@@ -352,7 +361,7 @@ def _linears_inside(container: str, modules: dict[str, nn.Module], width: int | 
 
 
 def _holds_experts(container: str, modules: dict[str, nn.Module]) -> bool:
-    return any(name.split(".")[-1] == "experts" for name in modules if _inside(name, [container]) and name != container)
+    return any(_leaf(name) == "experts" for name in modules if _inside(name, [container]) and name != container)
 
 
 def _names_pattern(found: dict[tuple[str, str], list[int]], block_counts: dict[str, int]) -> str:
