@@ -133,7 +133,8 @@ def test_prompt_removed_leaves_the_model_unchanged_and_present_changes_it(seq2se
             torch.testing.assert_close(model(**seq2seq_batch).logits, base(**seq2seq_batch).logits, rtol=0, atol=0)
         assert not torch.allclose(prompted, base(**seq2seq_batch).logits)
         # a prompt is the same as writing its vectors in front of the input embeddings
-        embeds = torch.cat([model.compacter.task().prompt.embeddings.expand(4, -1, -1), base.shared(seq2seq_batch["input_ids"])], 1)
+        prompt = model.compacter.task().prompt.embeddings.expand(4, -1, -1)
+        embeds = torch.cat([prompt, base.shared(seq2seq_batch["input_ids"])], 1)
         mask = torch.cat([torch.ones(4, 6, dtype=torch.long), seq2seq_batch["attention_mask"]], 1)
         by_hand = base(inputs_embeds=embeds, attention_mask=mask, labels=seq2seq_batch["labels"]).logits
         torch.testing.assert_close(prompted, by_hand)

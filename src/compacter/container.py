@@ -38,7 +38,7 @@ from torch import nn
 
 from .cache import DerivedTensors
 from .layers import ACTIVATIONS, bottleneck
-from .methods.base import TaskModules
+from .methods.base import TaskModules, site_key
 from .methods.prompt import Prompt
 
 Prepared = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor | None, str]
@@ -93,7 +93,8 @@ class CompacterModules(nn.Module):
         object.__setattr__(self, "_model", model)  # not a submodule: the model holds us
         self._depth = 0
         self._handles: list = []
-        self._sites: dict[nn.Module, str] = {}  # site module → site key
+        self._sites: dict[nn.Module, tuple[str, int]] = {}  # site module → (its name, calls per forward)
+        self._calls: dict[nn.Module, int] = {}  # calls so far in this forward, of modules that run several times
         self._site_handles: dict[nn.Module, Any] = {}
         self._overrides: dict[str, Override] = {}  # by key: the base parameter's name
         self._held: dict[nn.Module, list[tuple[str, Override]]] = {}  # holder module → (attribute, override)
@@ -130,10 +131,10 @@ class CompacterModules(nn.Module):
                     self._override_handles[module] = [
                         module.register_forward_pre_hook(self._swap_in),
                         module.register_forward_hook(self._swap_out, always_call=True)]
-        for site in task.adapters:
-            module = self._model.get_submodule(site)
+        for slot in task.adapters.values():
+            module = self._model.get_submodule(slot.module)
             if module not in self._site_handles:
-                self._sites[module] = site
+                self._sites[module] = (slot.module, slot.calls)
                 self._site_handles[module] = module.register_forward_hook(self._adapt)
         self._weights[task.name] = DerivedTensors(lambda: [t for bank in task.banks() for t in bank.inputs()],
                                                   lambda: {id(bank): bank.build() for bank in task.banks()})
@@ -146,8 +147,8 @@ class CompacterModules(nn.Module):
         self._prepared.pop(name, None)
         self._cast = {key: value for key, value in self._cast.items() if key[0] != name}
         self._stacks.clear()
-        in_use = {site for other in self.tasks.values() for site in other.adapters}
-        for module, site in list(self._sites.items()):
+        in_use = {slot.module for other in self.tasks.values() for slot in other.adapters.values()}
+        for module, (site, _) in list(self._sites.items()):
             if site not in in_use:
                 self._site_handles.pop(module).remove()
                 del self._sites[module]
@@ -193,6 +194,7 @@ class CompacterModules(nn.Module):
             return
         self._depth += 1
         if self._depth == 1:
+            self._calls.clear()
             self.begin_call()
 
     def _exit(self, module: nn.Module, args: tuple, output: Any) -> None:
@@ -238,7 +240,7 @@ class CompacterModules(nn.Module):
         if not self.enabled:
             return output
         hidden = output[0] if isinstance(output, tuple) else output
-        site = self._sites[module]
+        site = self._site_key(module)
         self._ensure_call()
         if self.routing is not None:
             adapted = self._routed_adapters(site, hidden)
@@ -248,6 +250,19 @@ class CompacterModules(nn.Module):
             dtype = None if torch.is_autocast_enabled(hidden.device.type) else hidden.dtype
             adapted = bottleneck(hidden, *self.prepared(self.active, dtype)[site])
         return (adapted, *output[1:]) if isinstance(output, tuple) else adapted
+
+    def _site_key(self, module: nn.Module) -> str:
+        name, calls = self._sites[module]
+        if calls == 1:
+            return name
+        position = self._calls.get(module, 0)
+        if position >= calls:
+            raise RuntimeError(
+                f"{name} is shared by {calls} layer positions but ran a {position + 1}th time in one forward pass. Its "
+                "adapters count its calls from the start of each call of the model (or its encoder / decoder): call "
+                "the model rather than a part of it, and do not recompute its layers with activation checkpointing.")
+        self._calls[module] = position + 1
+        return site_key(name, position, calls)
 
     def _routed_adapters(self, site: str, hidden: torch.Tensor) -> torch.Tensor:
         routing = self.routing

@@ -6,6 +6,7 @@ factored B), whether A is shared, and which sublayers and blocks get an adapter.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -56,8 +57,11 @@ class AdapterConfig(MethodConfig):
     def selected_sites(self, model: nn.Module) -> list[Site]:
         spec = resolve_spec(model, self.attention_output, self.feed_forward_output)
         sites = find_sites(model, spec, tuple(self.sublayers))
-        return [site for site in sites if site.layer >= self.skip_first_layers
-                and (self.layers is None or site.layer in self.layers)]
+        return [site for site in sites if any(self.selects(layer) for layer in site.layers)]
+
+    def selects(self, layer: int) -> bool:
+        """Whether the block at this layer position gets an adapter."""
+        return layer >= self.skip_first_layers and (self.layers is None or layer in self.layers)
 
     def attach(self, model: nn.Module, task: TaskModules) -> None:
         sites = self.selected_sites(model)
@@ -77,14 +81,21 @@ class AdapterConfig(MethodConfig):
                 task.add_module("shared", shared)
         for number, ((width, device), group) in enumerate(groups.items()):
             k = self.bottleneck(width)
+            # One bank slot per selected layer position: a module that runs at several positions
+            # (ALBERT's shared block) gets a slot per position, none where that position has no adapter.
+            slot_count = itertools.count()
+            slots = [[next(slot_count) if self.selects(layer) else None for layer in site.layers] for site in group]
             options = {"n": self.n, "rank": self.rank, "shared": shared, "device": device, "dtype": torch.float32}
-            down = ProjectionBank(len(group), width, k, self.projection, **options)
-            up = ProjectionBank(len(group), k, width, self.projection, **options)
+            count = next(slot_count)
+            down = ProjectionBank(count, width, k, self.projection, **options)
+            up = ProjectionBank(count, k, width, self.projection, **options)
             suffix = "" if len(groups) == 1 else f"_{number}"
             task.add_module(f"down{suffix}", down)
             task.add_module(f"up{suffix}", up)
-            for index, site in enumerate(group):
-                task.add_adapter(site.name, down, up, index, self.activation)
+            for site, site_slots in zip(group, slots):
+                for position, index in enumerate(site_slots):
+                    if index is not None:
+                        task.add_adapter(site.name, down, up, index, self.activation, position, site.calls)
 
 
 def _device_of(module: nn.Module) -> torch.device:

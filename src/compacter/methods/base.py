@@ -16,12 +16,24 @@ from ..layers import ProjectionBank
 
 @dataclass(frozen=True)
 class AdapterSlot:
-    """The adapter at one site: slot ``index`` of a down and an up bank."""
+    """The adapter at one site: slot ``index`` of a down and an up bank.
+
+    A module that runs at several layer positions in one forward pass (ALBERT's shared block) has
+    a slot per position: ``position`` of ``calls``.
+    """
 
     down: ProjectionBank
     up: ProjectionBank
     index: int
     activation: str
+    module: str  # the site module's name in the model
+    position: int = 0
+    calls: int = 1
+
+
+def site_key(module: str, position: int = 0, calls: int = 1) -> str:
+    """How tasks name an adapter site: the module's name, and its call position when it runs several times."""
+    return module if calls == 1 else f"{module}@{position}"
 
 
 class TaskModules(nn.Module):
@@ -42,8 +54,9 @@ class TaskModules(nn.Module):
         self.hooks: list[RemovableHandle] = []  # what the method registered on the base model
         self._copy_slots: dict[str, tuple[nn.Module, str]] = {}  # base parameter name → where its copy is registered
 
-    def add_adapter(self, site: str, down: ProjectionBank, up: ProjectionBank, index: int, activation: str) -> None:
-        self.adapters[site] = AdapterSlot(down, up, index, activation)
+    def add_adapter(self, module: str, down: ProjectionBank, up: ProjectionBank, index: int, activation: str,
+                    position: int = 0, calls: int = 1) -> None:
+        self.adapters[site_key(module, position, calls)] = AdapterSlot(down, up, index, activation, module, position, calls)
 
     def add_base_copy(self, key: str, value: torch.Tensor) -> nn.Parameter:
         """This task's own trainable fp32 copy of base parameter ``key``, registered as ``base.<key>``."""
