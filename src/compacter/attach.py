@@ -236,8 +236,31 @@ def route(model: nn.Module, row_tasks: Sequence[str]) -> Iterator[nn.Module]:
     index = {name: i for i, name in enumerate(distinct)}
     device = next(container.parameters(), torch.empty(0)).device
     routing = Routing(distinct, torch.tensor([index[name] for name in row_tasks], device=device))
-    with container.switched(routing=routing):
-        yield model
+    generate = model.__dict__.get("generate")
+    if hasattr(model, "generate"):
+        model.generate = _routed_generate(model, routing)
+    try:
+        with container.switched(routing=routing):
+            yield model
+    finally:
+        if generate is None:
+            model.__dict__.pop("generate", None)
+        else:
+            model.generate = generate
+
+
+def _routed_generate(model: nn.Module, routing: Routing):
+    """generate() repeats each routed row for its beams and returned sequences: allowed only inside it."""
+    generate = model.generate
+
+    def routed(*args, **kwargs):
+        routing.check_batch(args, {**kwargs, "input_ids": kwargs.get("input_ids", kwargs.get("inputs"))})
+        routing.generating = True
+        try:
+            return generate(*args, **kwargs)
+        finally:
+            routing.generating = False
+    return routed
 
 
 def delete(model: nn.Module, name: str) -> None:

@@ -57,6 +57,16 @@ class Override:
 class Routing:
     tasks: tuple[str, ...]  # the distinct routed tasks, in first-seen order
     rows: torch.Tensor  # row → index into ``tasks``
+    generating: bool = False  # inside generate(), whose beams / returned sequences repeat each row
+
+    def check_batch(self, args: tuple, kwargs: dict) -> None:
+        """A call from outside must bring exactly one row per routed task name (generate() expands them itself)."""
+        if self.generating:
+            return
+        size = batch_size(args, kwargs)
+        if size is not None and size != self.rows.shape[0]:
+            raise ValueError(f"compacter.route() names the tasks of {self.rows.shape[0]} rows, but the model was called "
+                             f"with {size} rows. Give one task per row of the batch.")
 
     def row_index(self, hidden: torch.Tensor) -> torch.Tensor:
         """Each leading row of ``hidden``'s task index (rows repeated or flattened by the model included)."""
@@ -69,6 +79,14 @@ class Routing:
             raise ValueError(f"compacter.route() names the tasks of {batch} rows, but the model was called with "
                              f"{leading} rows. Give one task per row of the batch.")
         return rows.to(hidden.device)
+
+
+def batch_size(args: tuple, kwargs: dict) -> int | None:
+    """The leading size of a call's first tensor input (input_ids, inputs_embeds, ...), if it has one."""
+    for value in (*args, *(kwargs.get(k) for k in ("input_ids", "inputs_embeds", "decoder_input_ids"))):
+        if isinstance(value, torch.Tensor) and value.dim() > 0:
+            return value.shape[0]
+    return None
 
 
 def per_row(values: torch.Tensor, rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -192,6 +210,8 @@ class CompacterModules(nn.Module):
                              "to their tasks with `with compacter.route(model, tasks): ...`.")
         if torch.compiler.is_compiling():
             return
+        if self._depth == 0 and self.routing is not None:
+            self.routing.check_batch(args, kwargs)
         self._depth += 1
         if self._depth == 1:
             self._calls.clear()

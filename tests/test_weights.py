@@ -1,0 +1,168 @@
+"""Built adapter weights are right however the model is called, and built no more often than needed;
+trained parameters are fp32 whatever the base's dtype."""
+
+import pytest
+import torch
+from conftest import tiny_llama, tiny_t5
+from safetensors.torch import load_file
+
+import compacter
+from compacter.models import enable_activation_checkpointing
+from compacter.saving import WEIGHTS_FILE
+
+
+def batch():
+    generator = torch.Generator().manual_seed(7)
+    ids = torch.randint(2, 128, (3, 8), generator=generator)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.randint(2, 128, (3, 4),
+                                                                                                generator=generator)}
+
+
+def call_paths(model, inputs):
+    """The same inputs through every door: the model, its encoder and decoder alone, generate (greedy, beams)."""
+    with torch.no_grad():
+        encoded = model.get_encoder()(input_ids=inputs["input_ids"]).last_hidden_state
+        start = torch.zeros(3, 1, dtype=torch.long)
+        return {
+            "model": model(**inputs).logits,
+            "encoder": encoded,
+            "decoder": model.get_decoder()(input_ids=start, encoder_hidden_states=encoded).last_hidden_state,
+            "greedy": model.generate(input_ids=inputs["input_ids"], max_new_tokens=4, do_sample=False),
+            "beams": model.generate(input_ids=inputs["input_ids"], max_new_tokens=4, num_beams=2, do_sample=False),
+        }
+
+
+def assert_same(got, expected):
+    for path in expected:
+        assert torch.equal(got[path], expected[path]), path
+
+
+def trained_values(model):
+    return torch.nn.utils.parameters_to_vector(compacter.trainable_parameters(model).values()).detach()
+
+
+EDITS = {
+    # each changes the trained values behind autograd's back (none of the .data ones bumps a version counter)
+    "data.copy_": lambda params, new: [p.data.copy_(v) for p, v in zip(params, new)],
+    "vector_to_parameters": lambda params, new: torch.nn.utils.vector_to_parameters(
+        torch.nn.utils.parameters_to_vector(new), params),
+    "ema": lambda params, new: [p.data.mul_(0.5).add_(v, alpha=0.5) for p, v in zip(params, new)],
+    "no_grad copy_": lambda params, new: [p.copy_(v) for p, v in zip(params, new)],
+}
+
+
+@pytest.mark.parametrize("edit", EDITS)
+def test_every_call_path_sees_an_in_place_edit(edit, tmp_path):
+    model = compacter.apply(tiny_t5(seed=1), "compacter").eval()
+    inputs = batch()
+    call_paths(model, inputs)  # builds and keeps the weights
+    params = list(compacter.trainable_parameters(model).values())
+    new = [p.detach() + 0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(i))
+           for i, p in enumerate(params)]
+    with torch.no_grad():
+        EDITS[edit](params, new)
+    compacter.save(model, tmp_path)  # a fresh model with the edited values: the reference
+    reference = call_paths(compacter.load(tiny_t5(seed=1), tmp_path).eval(), inputs)
+    assert_same(call_paths(model, inputs), reference)
+
+
+def test_weights_are_built_once_across_decoding_steps_and_again_after_a_change(tmp_path):
+    model = compacter.apply(tiny_t5(seed=2), "compacter").eval()
+    inputs = batch()
+    builds = model.compacter.weight_builds
+    with torch.no_grad():
+        model.generate(input_ids=inputs["input_ids"], max_new_tokens=6, min_new_tokens=6, do_sample=False)
+        assert builds() == 1  # one build for the encoder and all 6 decoding steps
+        model.generate(input_ids=inputs["input_ids"], max_new_tokens=6, do_sample=False, num_beams=2)
+        model(**inputs)
+        assert builds() == 1  # and none for later requests while nothing changed
+    optimizer = torch.optim.AdamW(compacter.trainable_parameters(model).values(), lr=1e-2)
+    model.train()
+    model(**inputs).loss.backward()  # a forward with gradients builds a graph of its own
+    assert builds() == 2
+    optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        model(**inputs)
+        assert builds() == 3  # a training step changed the parameters
+        model(**inputs)
+        assert builds() == 3
+    compacter.save(model, tmp_path)
+    with torch.no_grad():
+        for param in compacter.trainable_parameters(model).values():
+            param.zero_()
+        model(**inputs)
+        assert builds() == 4
+        compacter.saving.load_tensors(model, compacter.saving.read_tensors(tmp_path))  # a load
+        model(**inputs)
+        assert builds() == 5
+
+
+def test_the_encoder_can_run_and_backpropagate_after_a_model_backward():
+    """A cached graph would have been freed by the first backward ("backward through the graph a second time")."""
+    model = compacter.apply(tiny_t5(), "compacter").train()
+    inputs = batch()
+    model(**inputs).loss.backward()
+    first = {n: p.grad.clone() for n, p in compacter.trainable_parameters(model).items() if p.grad is not None}
+    model.get_encoder()(input_ids=inputs["input_ids"]).last_hidden_state.square().mean().backward()
+    second = compacter.trainable_parameters(model)["compacter.tasks.default.down.s"].grad
+    assert not torch.equal(second, first["compacter.tasks.default.down.s"])  # the encoder's gradient was added
+
+
+def test_gradient_accumulation_over_separate_encoder_and_decoder_calls_matches_the_model_call():
+    inputs = batch()
+    grads = []
+    for split in (False, True):
+        model = compacter.apply(tiny_t5(seed=4), "compacter++").train()
+        if split:
+            encoded = model.get_encoder()(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+            loss = model(encoder_outputs=encoded, attention_mask=inputs["attention_mask"], labels=inputs["labels"]).loss
+        else:
+            loss = model(**inputs).loss
+        loss.backward()
+        grads.append({n: p.grad for n, p in compacter.trainable_parameters(model).items()})
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, rtol=1e-5, atol=1e-7)
+
+
+def test_gradient_checkpointing_recomputes_with_the_forwards_weights_in_generate_too():
+    model = compacter.apply(tiny_t5(seed=5), "compacter")
+    enable_activation_checkpointing(model)
+    model.train()
+    inputs = batch()
+    model(**inputs).loss.backward()
+    model.eval()
+    with torch.no_grad():
+        checkpointed = model.generate(input_ids=inputs["input_ids"], max_new_tokens=4, do_sample=False)
+    plain = compacter.apply(tiny_t5(seed=5), "compacter").eval()
+    with torch.no_grad():
+        for name, param in compacter.trainable_parameters(plain).items():
+            param.copy_(compacter.trainable_parameters(model)[name])
+        assert torch.equal(plain.generate(input_ids=inputs["input_ids"], max_new_tokens=4, do_sample=False),
+                           checkpointed)
+
+
+def test_a_bf16_base_trains_fp32_master_weights_that_one_step_moves(tmp_path):
+    """bf16's spacing near 1.0 is 0.0078: a bf16 layer norm weight would not move at lr 3e-4."""
+    model = tiny_llama().to(torch.bfloat16)
+    base = {n: p.detach().clone() for n, p in model.named_parameters()}
+    compacter.apply(model, "compacter++")
+    trained = compacter.trainable_parameters(model)
+    assert {p.dtype for p in trained.values()} == {torch.float32}
+    before = {n: p.detach().clone() for n, p in trained.items()}
+    optimizer = torch.optim.AdamW(trained.values(), lr=3e-4)
+    ids = torch.randint(2, 128, (2, 8), generator=torch.Generator().manual_seed(0))
+    model.train()
+    out = model(input_ids=ids, labels=ids)
+    assert out.logits.dtype == torch.bfloat16  # the computation stays in the base's dtype
+    out.loss.backward()
+    optimizer.step()
+    norm = "compacter.tasks.default.base.model.norm.weight"
+    assert (trained[norm] - before[norm]).abs().max() > 1e-4  # moved, by about the learning rate
+    assert all(not torch.equal(trained[n], before[n]) for n in trained if n.endswith((".s", ".t", "norm.weight")))
+    assert all(torch.equal(p, base[n]) for n, p in model.named_parameters() if n in base)  # the base: untouched
+    compacter.save(model, tmp_path)
+    assert {t.dtype for t in load_file(str(tmp_path / WEIGHTS_FILE)).values()} == {torch.float32}
+    loaded = compacter.load(tiny_llama().to(torch.bfloat16), tmp_path).eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(input_ids=ids).logits, model.eval()(input_ids=ids).logits)
