@@ -7,7 +7,7 @@ import pytest
 from compacter.cli import main
 
 PAPER_T5_BASE = {"adapter": "0.832", "pfeiffer": "0.427", "adapterdrop": "0.494", "adapter-lowrank": "0.073",
-                 "bitfit": "0.127", "phm-adapter": "0.179", "compacter": "0.073", "compacter++": "0.047",
+                 "bitfit": "0.126", "phm-adapter": "0.179", "compacter": "0.073", "compacter++": "0.047",
                  "prompt-r": "0.034", "prompt-t": "0.034", "intrinsic-said": "0.009"}
 
 
@@ -64,3 +64,10 @@ def test_errors_are_reported_not_raised(capsys):
     assert "n=5 does not divide" in capsys.readouterr().err
     assert main(["params", "--model", "/nonexistent/model", "--method", "adapter"]) == 2
     assert "Could not find a model config" in capsys.readouterr().err
+
+
+def test_bitfit_counts_the_authors_t5_biases(capsys):
+    """Every linear layer, the layer norms inside the blocks and the output layer; not the two final norms."""
+    report = params(capsys, "--model", "t5-base", "--method", "bitfit")
+    blocks = 12 * (4 * 768 + 3072 + 768 + 2 * 768) + 12 * (2 * 4 * 768 + 3072 + 768 + 3 * 768)  # linears + norms
+    assert report["trainable"] == blocks + 32_128 == 280_960
