@@ -222,17 +222,9 @@ def route(model: nn.Module, row_tasks: Sequence[str]) -> Iterator[nn.Module]:
         container.task(name)
     distinct = tuple(dict.fromkeys(row_tasks))
     for name in distinct:
-        task = container.tasks[name]
-        if any(isinstance(m, Prompt) for m in task.modules()):
-            raise ValueError(f"Task {name!r} is a prompt-tuning task: its prompt changes the length of the input, "
-                             "so it cannot share a batch with other tasks. Run its rows in a batch of their own.")
-        for key in task.base_copies:
-            override = container._overrides[key]
-            unroutable = [type(m).__name__ for m, _ in override.holders
-                          if not isinstance(m, ROUTABLE_HOLDERS) and not is_norm(m)]
-            if unroutable:
-                raise ValueError(f"Task {name!r} trains {key} (held by a {unroutable[0]}), which cannot differ from "
-                                 "row to row. Run its rows in a batch of their own.")
+        reason = unroutable_reason(model, name)
+        if reason:
+            raise ValueError(f"{reason} Run its rows in a batch of their own.")
     index = {name: i for i, name in enumerate(distinct)}
     device = next(container.parameters(), torch.empty(0)).device
     routing = Routing(distinct, torch.tensor([index[name] for name in row_tasks], device=device))
@@ -247,6 +239,22 @@ def route(model: nn.Module, row_tasks: Sequence[str]) -> Iterator[nn.Module]:
             model.__dict__.pop("generate", None)
         else:
             model.generate = generate
+
+
+def unroutable_reason(model: nn.Module, name: str) -> str | None:
+    """Why task ``name`` cannot share a batch with other tasks (None: it can)."""
+    container = container_of(model)
+    task = container.task(name)
+    if task.config.in_base:
+        return f"Task {name!r} ({task.config.name}) trains the base model's own parameters in place."
+    if any(isinstance(m, Prompt) for m in task.modules()):
+        return f"Task {name!r} is a prompt-tuning task: its prompt changes the length of the input."
+    for key in task.base_copies:
+        unroutable = [type(m).__name__ for m, _ in container._overrides[key].holders
+                      if not isinstance(m, ROUTABLE_HOLDERS) and not is_norm(m)]
+        if unroutable:
+            return f"Task {name!r} trains {key} (held by a {unroutable[0]}), which cannot differ from row to row."
+    return None
 
 
 def _routed_generate(model: nn.Module, routing: Routing):

@@ -78,4 +78,5 @@ def _flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     if not tensors:
         return torch.empty(0)
     device = tensors[0].device
-    return torch.cat([t.detach().reshape(-1).to(device, torch.float32) for t in tensors])
+    return torch.cat([t.detach().reshape(-1) if t.device == device and t.dtype == torch.float32
+                      else t.detach().reshape(-1).to(device, torch.float32) for t in tensors])

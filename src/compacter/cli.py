@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -63,8 +64,6 @@ def run_params(args: argparse.Namespace) -> int:
 
 @command("bench")
 def run_bench(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     import torch
     from tqdm import tqdm
 
@@ -161,6 +160,52 @@ def run_score(args: argparse.Namespace) -> int:
         references.append(row)
     print(json.dumps(compute_metrics(task, predictions, references), indent=2))
     return 0
+
+
+@command("predict")
+def run_predict(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .predict import DEFAULT_SOURCE_LENGTH, DEFAULT_TARGET_LENGTH, load_model, predict, read_requests, write_answers
+
+    base, tokenizer, adapters = args.model, args.tokenizer, {}
+    lengths = {"source_length": DEFAULT_SOURCE_LENGTH, "target_length": DEFAULT_TARGET_LENGTH}
+    if args.run:
+        run = _finished_run(args.run)
+        config = run["config"]
+        if not config.get("pretrained", True):
+            raise ValueError(f"{args.run} trained on a randomly initialised base (--random-init): there is no base model "
+                             "to predict with.")
+        base, tokenizer = base or config["model"], tokenizer or config.get("tokenizer")
+        adapters[run["task"]] = str(Path(args.run) / "adapter")
+        lengths = {"source_length": config["max_source_length"], "target_length": config["max_target_length"]}
+    for pair in args.adapter or []:
+        name, sep, directory = pair.partition("=")
+        if not sep or not name or not directory:
+            raise ValueError(f"--adapter expects NAME=DIR (e.g. rte=runs/rte/adapter), got {pair!r}.")
+        if name in adapters:
+            raise ValueError(f"--adapter names the task {name!r} twice; give each task one adapter.")
+        adapters[name] = directory
+    if not base:
+        raise ValueError("Say which base model serves the adapters: --model NAME_OR_PATH (or --run RUN_DIR).")
+    model, tokenizer, served = load_model(base, adapters, device=args.device, tokenizer=tokenizer)
+    requests = read_requests(args.input, served, default_task=next(iter(adapters)) if len(adapters) == 1 else None)
+    answers = predict(model, tokenizer, requests, served, batch_size=args.batch_size, **lengths,
+                      progress=lambda batches: tqdm(batches, desc="predicting", file=sys.stderr))
+    write_answers(args.output, answers)
+    counts = {name: sum(a["task"] == name for a in answers) for name in served}
+    print(json.dumps({"output": args.output, "requests": len(answers), "by_task": counts}, indent=2))
+    return 0
+
+
+def _finished_run(directory: str) -> dict:
+    path = Path(directory) / "results.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{directory} is not a finished run: it has no results.json (and so no best adapter yet).")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}).") from None
 
 
 TRAIN_OPTIONS = {  # CLI flag → (TrainConfig field, type, help)
@@ -268,6 +313,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="fine-tune a model on a task with a method; resumable; torchrun-ready")
     add_train_options(p)
+
+    p = sub.add_parser("predict", help="answer requests (JSON lines) for many tasks' adapters on one base, in mixed "
+                       "batches")
+    p.add_argument("--model", help="the base model (a hub name or local folder); default: the run's (--run)")
+    p.add_argument("--adapter", action="append", metavar="NAME=DIR",
+                   help="a task's adapter folder, as named in the requests' \"task\" (repeat for more tasks)")
+    p.add_argument("--run", help="a finished `compacter train` folder: its base model, tokenizer and best adapter")
+    p.add_argument("--input", required=True, help='JSON lines: {"task": NAME, "text": ...} or the task\'s own fields')
+    p.add_argument("--output", required=True, help='JSON lines written: {"task": NAME, "prediction": ...} per request')
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--tokenizer", help="default: the base model's")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: a GPU when there is one)")
 
     p = sub.add_parser("sweep", help="run a grid of models × tasks × methods × lrs × seeds (× sizes); resumable")
     p.add_argument("config", help="a YAML file; see compacter.experiments.sweep for its keys")

@@ -118,6 +118,7 @@ class CompacterModules(nn.Module):
         self._held: dict[nn.Module, list[tuple[str, Override]]] = {}  # holder module → (attribute, override)
         self._override_handles: dict[nn.Module, list] = {}
         self._weights: dict[str, DerivedTensors] = {}  # per task: its banks' built weights
+        self._refreshers: dict[str, list] = {}  # per task: its modules' own derived tensors (Intrinsic-SAID's)
         self._prepared: dict[str, tuple[int, dict[str, Prepared]]] = {}
         self._cast: dict[tuple[str, torch.dtype], tuple[int, dict[str, Prepared]]] = {}
         self._stacks: dict[tuple, tuple[tuple, Any]] = {}
@@ -154,14 +155,17 @@ class CompacterModules(nn.Module):
             if module not in self._site_handles:
                 self._sites[module] = (slot.module, slot.calls)
                 self._site_handles[module] = module.register_forward_hook(self._adapt)
-        self._weights[task.name] = DerivedTensors(lambda: [t for bank in task.banks() for t in bank.inputs()],
-                                                  lambda: {id(bank): bank.build() for bank in task.banks()})
+        banks = task.banks()  # modules stay put once attached (FSDP and conversions swap parameters, not modules)
+        self._weights[task.name] = DerivedTensors(lambda: [t for bank in banks for t in bank.inputs()],
+                                                  lambda: {id(bank): bank.build() for bank in banks})
+        self._refreshers[task.name] = [m.refresh_derived for m in task.modules() if hasattr(m, "refresh_derived")]
 
     def remove_task(self, name: str) -> None:
         task = self.tasks[name]
         task.remove_hooks()
         del self.tasks[name]
         self._weights.pop(name, None)
+        self._refreshers.pop(name, None)
         self._prepared.pop(name, None)
         self._cast = {key: value for key, value in self._cast.items() if key[0] != name}
         self._stacks.clear()
@@ -225,10 +229,8 @@ class CompacterModules(nn.Module):
         """Refresh the built weights of the tasks in use (rebuilt only where cache.py's rules say so)."""
         for name in self.tasks_in_use():
             self._weights[name].refresh()
-            for module in self.tasks[name].modules():
-                refresh = getattr(module, "refresh_derived", None)
-                if refresh is not None and module is not self.tasks[name]:
-                    refresh()
+            for refresh in self._refreshers[name]:
+                refresh()
 
     def _ensure_call(self) -> None:
         """A hooked module called on its own, outside any boundary: without gradients, check the weights for this

@@ -40,6 +40,27 @@ class Task:
     def target(self, example: dict) -> str:
         return self.template(example)[1]
 
+    def source(self, example: dict) -> str:
+        """The input string of an example that has no label (a request to answer)."""
+        placeholder = {"label": 0, "answers": [], "entities": [], "source": "", "target": ""}
+        return self.template({**placeholder, **example})[0]
+
+    def to_dict(self) -> dict:
+        """What a saved adapter records of its task, so that requests are formatted as in training."""
+        return {"name": self.name, "benchmark": self.benchmark, "fields": list(self.fields),
+                "labels": None if self.labels is None else list(self.labels), "metrics": list(self.metrics),
+                "classification_fields": None if self.classification_fields is None else list(self.classification_fields),
+                "template_name": self.template_name}
+
+    @classmethod
+    def from_dict(cls, fields: dict) -> Task:
+        if fields.get("name") in TASKS and fields.get("benchmark") != "custom":
+            return TASKS[fields["name"]]
+        tuples = {key: tuple(value) if isinstance(value, list) else value for key, value in fields.items()}
+        return cls(tuples["name"], tuples.get("benchmark", "custom"), "", tuples.get("fields", ()), tuples.get("labels"),
+                   tuples.get("metrics", ()), classification_fields=tuples.get("classification_fields"),
+                   template_name=tuples.get("template_name"))
+
 
 def _label_text(task: Task, label) -> str:
     if task.labels is None:

@@ -192,7 +192,9 @@ def _train(config: TrainConfig, output: Path, processes: distributed.Processes, 
                 best = {"score": metrics["score"], "step": step, "metrics": metrics}
                 whole = distributed.full_tensors(trained)
                 if processes.main:
-                    save(model, output / BEST_DIR, metadata={"step": step, "validation": metrics}, tensors=whole)
+                    save(model, output / BEST_DIR, tensors=whole, metadata={
+                        "step": step, "validation": metrics, "task": data.task.to_dict(),
+                        "max_source_length": config.max_source_length, "max_target_length": config.max_target_length})
             history.append({"step": step, "epoch": step / steps_per_epoch, "loss": loss, "validation": metrics})
             log.info("step %d  loss %.4f  validation score %.2f%s", step, loss, metrics["score"],
                      "  (best so far)" if improved else "")
