@@ -94,3 +94,29 @@ def test_method_settings_apply_to_every_method_but_full(tiny_model_dir, tmp_path
     assert main(["bench", "--model", tiny_model_dir, "--methods", "layer-norms", "--set", "train_layer_norms=false",
                  "--steps", "1"]) == 2
     assert "layer-norms" in capsys.readouterr().err
+
+
+def test_inference_bench_pairs_each_method_with_the_base_model(tiny_model_dir, tmp_path):
+    out = tmp_path / "inference.json"
+    assert main(["bench", "--inference", "--model", tiny_model_dir, "--methods", "compacter,compacter++",
+                 "--batch-size", "2", "--source-length", "8", "--new-tokens", "3", "--steps", "2",
+                 "--json", str(out)]) == 0
+    results = json.loads(out.read_text())["results"]
+    for kind in ("forward", "generate"):
+        assert set(results[kind]) == {"base model", "compacter", "compacter++"}
+        assert results[kind]["base model"]["ratio"] == 1.0
+        for method in ("compacter", "compacter++"):
+            low, high = results[kind][method]["ratio_iqr"]
+            assert low <= results[kind][method]["ratio"] <= high and results[kind][method]["seconds"] > 0
+    assert "| compacter++ |" in out.with_suffix(".md").read_text()
+
+
+def test_serving_bench_compares_the_four_setups_and_counts_the_adapters_memory(tiny_model_dir):
+    from compacter.inference_bench import run_serving_benchmark
+
+    results = run_serving_benchmark(tiny_model_dir, tasks=3, requests=6, source_length=8, new_tokens=2, rounds=1)
+    assert set(results["generate"]) == {"(a) mixed batch", "(b) single-task batch", "(c) one batch per task",
+                                        "(d) base model alone"}
+    assert results["forward"]["(b) single-task batch"].ratio == 1.0
+    # three tasks of one method and size: exactly three times one task's file
+    assert results["memory"]["tasks"] == 3 and results["memory"]["ratio_to_one_file"] == pytest.approx(3.0)

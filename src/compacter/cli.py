@@ -62,8 +62,35 @@ def run_params(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_inference_bench(args: argparse.Namespace) -> int:
+    from .inference_bench import markdown, run_inference_benchmark, run_serving_benchmark
+
+    if args.serve:
+        results = run_serving_benchmark(args.model, rounds=args.steps, source_length=args.source_length,
+                                        new_tokens=args.new_tokens or 8, device=args.device)
+        table = markdown(results, "(b)")
+        memory = results["memory"]
+        table += (f"\n\n{memory['tasks']} tasks' adapters hold {memory['all_tasks_bytes'] / 1e3:.0f} kB in memory, "
+                  f"{memory['ratio_to_one_file']:.2f}× one task's file ({memory['one_task_file_bytes'] / 1e3:.0f} kB).")
+    else:
+        methods = None if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
+        results = run_inference_benchmark(args.model, methods, batch_size=args.batch_size, rounds=args.steps,
+                                          source_length=args.source_length, target_length=args.target_length,
+                                          new_tokens=args.new_tokens or 16, device=args.device)
+        table = markdown(results, "base")
+    print(table)
+    if args.json:
+        plain = {kind: {name: timing.to_dict() if hasattr(timing, "to_dict") else timing for name, timing in part.items()}
+                 for kind, part in results.items()}
+        Path(args.json).write_text(json.dumps({"settings": vars(args), "results": plain}, indent=2, default=str))
+        Path(args.json).with_suffix(".md").write_text(table + "\n")
+    return 0
+
+
 @command("bench")
 def run_bench(args: argparse.Namespace) -> int:
+    if args.inference or args.serve:
+        return run_inference_bench(args)
     import torch
     from tqdm import tqdm
 
@@ -370,6 +397,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--peers", action="store_true", help="add PEFT's LoRA and AdapterHub's adapters when importable")
     p.add_argument("--compile", action="store_true", help="torch.compile each model (eager, with a warning, if it fails)")
     add_method_options(p)  # applied to every method but full, e.g. --set train_layer_norms=false
+    p.add_argument("--inference", action="store_true",
+                   help="inference instead of training: a forward pass and generate per method, relative to the base")
+    p.add_argument("--serve", action="store_true",
+                   help="many tasks on one base: a mixed batch vs a single-task batch vs one batch per task vs the base")
+    p.add_argument("--new-tokens", type=int, help="tokens generate() makes (default 16 with --inference, 8 with --serve)")
     p.add_argument("--json", help="write results here (and a .md table and a .png plot beside it)")
     p.add_argument("--plot", help="write the plot here")
     return parser
