@@ -309,3 +309,21 @@ def test_trainer_checkpoints_hold_only_the_tasks_and_resume(tmp_path):
     for name, param in compacter.trainable_parameters(resumed).items():
         torch.testing.assert_close(param, expected[name], rtol=0, atol=0)
     assert not torch.equal(param, compacter.trainable_parameters(compacter.apply(tiny_t5(seed=6), "compacter++"))[name])
+
+
+def test_a_deep_copy_has_tasks_of_its_own():
+    model = multi_task(tiny_t5, T5_TASKS)
+    batch = t5_batch()
+    model.train()
+    model(**batch).loss.backward()  # weights built with a graph: a copy must build its own
+    copied = copy.deepcopy(model).eval()
+    model.eval()
+    with torch.no_grad():
+        before = model(**batch).logits
+        assert torch.equal(copied(**batch).logits, before)
+        perturb(copied, "cola")
+        assert not torch.equal(copied(**batch).logits, before)
+        assert torch.equal(model(**batch).logits, before)
+    compacter.unload(copied)
+    with torch.no_grad():
+        assert torch.equal(model(**batch).logits, before)  # the original's hooks are its own

@@ -72,6 +72,10 @@ class DerivedTensors(Generic[T]):
     def clear(self) -> None:
         self._value = self._key = self._snapshot = None
 
+    def __getstate__(self) -> dict:
+        # a copy (copy.deepcopy of the model) builds its own: built tensors may be part of a graph, which cannot be copied
+        return {**self.__dict__, "_value": None, "_key": None, "_snapshot": None}
+
 
 def _flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     """All values in one tensor (on the first one's device), so that the comparison is one kernel and one sync."""

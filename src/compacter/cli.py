@@ -67,7 +67,7 @@ def run_inference_bench(args: argparse.Namespace) -> int:
 
     if args.serve:
         results = run_serving_benchmark(args.model, rounds=args.steps, source_length=args.source_length,
-                                        new_tokens=args.new_tokens or 8, device=args.device)
+                                        new_tokens=args.new_tokens or 8, device=args.device, peers=args.peers)
         table = markdown(results, "(b)")
         memory = results["memory"]
         table += (f"\n\n{memory['tasks']} tasks' adapters hold {memory['all_tasks_bytes'] / 1e3:.0f} kB in memory, "

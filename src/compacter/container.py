@@ -123,6 +123,11 @@ class CompacterModules(nn.Module):
         self._cast: dict[tuple[str, torch.dtype], tuple[int, dict[str, Prepared]]] = {}
         self._stacks: dict[tuple, tuple[tuple, Any]] = {}
 
+    def __getstate__(self) -> dict:
+        # copy.deepcopy(model): what was built from the weights is built again by the copy (a graph cannot be copied)
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
+        return {**state, "_prepared": {}, "_cast": {}, "_stacks": {}, "_calls": {}, "_depth": 0}
+
     # ------------------------------------------------------------------ tasks
     @property
     def config(self):
@@ -155,9 +160,8 @@ class CompacterModules(nn.Module):
             if module not in self._site_handles:
                 self._sites[module] = (slot.module, slot.calls)
                 self._site_handles[module] = module.register_forward_hook(self._adapt)
-        banks = task.banks()  # modules stay put once attached (FSDP and conversions swap parameters, not modules)
-        self._weights[task.name] = DerivedTensors(lambda: [t for bank in banks for t in bank.inputs()],
-                                                  lambda: {id(bank): bank.build() for bank in banks})
+        # bound methods, not closures: a deep copy of the model then builds from its own banks
+        self._weights[task.name] = DerivedTensors(task.bank_inputs, task.build_banks)
         self._refreshers[task.name] = [m.refresh_derived for m in task.modules() if hasattr(m, "refresh_derived")]
 
     def remove_task(self, name: str) -> None:
@@ -429,11 +433,11 @@ class CompacterModules(nn.Module):
         return self._weights[name or self.active].generation
 
 
-def _prepare(task: TaskModules, built: dict[int, tuple]) -> dict[str, Prepared]:
+def _prepare(task: TaskModules, built: dict) -> dict[str, Prepared]:
     prepared = {}
     for site, slot in task.adapters.items():
-        down_weights, down_biases = built[id(slot.down)]
-        up_weights, up_biases = built[id(slot.up)]
+        down_weights, down_biases = built[slot.down]
+        up_weights, up_biases = built[slot.up]
         prepared[site] = (down_weights[slot.index], down_biases[slot.index], up_weights[slot.index],
                           up_biases[slot.index], slot.activation)
     return prepared

@@ -46,17 +46,42 @@ def _requests(model: nn.Module, batch_size: int, source_length: int, seed: int =
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
 
-def _forward(model: nn.Module, inputs: dict, target_length: int) -> Callable[[], object]:
-    extra = {}
+def _forward(model: nn.Module, inputs: dict, target_length: int, **extra) -> Callable[[], object]:
     if getattr(model.config, "is_encoder_decoder", False):
         extra["decoder_input_ids"] = torch.zeros(inputs["input_ids"].shape[0], target_length, dtype=torch.long,
                                                  device=inputs["input_ids"].device)
     return lambda: model(**inputs, **extra)
 
 
-def _generate(model: nn.Module, inputs: dict, new_tokens: int) -> Callable[[], object]:
+def _generate(model: nn.Module, inputs: dict, new_tokens: int, **extra) -> Callable[[], object]:
     return lambda: model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                                  num_beams=1)
+                                  num_beams=1, **extra)
+
+
+def _peft_setups(base: nn.Module, names: list[str], row_tasks: list[str], inputs: dict, device: torch.device) -> dict:
+    """PEFT's LoRA (r=8 on the attention's query and value, its usual set-up) with one adapter per task:
+    its mixed batch (``adapter_names=``) and a single-adapter batch, in this same run."""
+    import peft
+
+    targets = ["q", "v"] if base.config.model_type in ("t5", "mt5") else ["query", "value"]
+    model = peft.get_peft_model(copy.deepcopy(base), peft.LoraConfig(r=8, lora_alpha=16, target_modules=targets),
+                                adapter_name=names[0])
+    for name in names[1:]:
+        model.add_adapter(name, peft.LoraConfig(r=8, lora_alpha=16, target_modules=targets))
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # LoRA's B starts at zero: as if trained
+        for param_name, param in model.named_parameters():
+            if "lora_B" in param_name:
+                param.add_(0.01 * torch.randn(param.shape, generator=generator))
+    model.to(device).eval()
+
+    def single(call):
+        def run():
+            model.set_adapter(names[0])
+            return call(model, inputs)()
+        return run
+    return {"(e) PEFT LoRA mixed batch": lambda call: call(model, inputs, adapter_names=row_tasks),
+            "(f) PEFT LoRA single-adapter batch": single}
 
 
 @torch.no_grad()
@@ -118,7 +143,7 @@ def run_inference_benchmark(model_name: str = "t5-small", methods: list[str] | N
 
 
 def run_serving_benchmark(model_name: str = "t5-small", *, tasks: int = 8, requests: int = 64, source_length: int = 128,
-                          new_tokens: int = 8, rounds: int = 6, method: str = "compacter++",
+                          new_tokens: int = 8, rounds: int = 6, method: str = "compacter++", peers: bool = False,
                           device: str | None = None) -> dict:
     """The four set-ups of the module docstring, forward and generate; ratios to (b), the single-task batch."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -157,7 +182,10 @@ def run_serving_benchmark(model_name: str = "t5-small", *, tasks: int = 8, reque
 
     setups = {"(a) mixed batch": mixed, "(b) single-task batch": single, "(c) one batch per task": switching,
               "(d) base model alone": lambda call: call(base, inputs)}
-    calls = {"forward": lambda model, x: _forward(model, x, 1), "generate": lambda model, x: _generate(model, x, new_tokens)}
+    if peers:
+        setups.update(_peft_setups(base, names, row_tasks, inputs, device))
+    calls = {"forward": lambda model, x, **kw: _forward(model, x, 1, **kw),
+             "generate": lambda model, x, **kw: _generate(model, x, new_tokens, **kw)}
     results: dict = {}
     for kind, call in calls.items():
         timings = time_side_by_side({name: setup(call) for name, setup in setups.items()}, "(b) single-task batch",

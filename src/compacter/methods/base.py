@@ -83,6 +83,14 @@ class TaskModules(nn.Module):
     def banks(self) -> list[ProjectionBank]:
         return [module for module in self.modules() if isinstance(module, ProjectionBank)]
 
+    def bank_inputs(self) -> list[torch.Tensor]:
+        """Every tensor the task's adapter weights are built from."""
+        return [tensor for bank in self.banks() for tensor in bank.inputs()]
+
+    def build_banks(self) -> dict[ProjectionBank, tuple]:
+        """Each bank's (weights, biases), keyed by the bank."""
+        return {bank: bank.build() for bank in self.banks()}
+
     def remove_hooks(self) -> None:
         for handle in self.hooks:
             handle.remove()

@@ -58,14 +58,18 @@ class IntrinsicSAIDConfig(MethodConfig):
             for name, index in owned:
                 del module._parameters[name]
                 setattr(module, name, projection.base[index].detach())  # a plain attribute until the first forward
-            task.hooks.append(module.register_forward_pre_hook(_weights_setter(projection, owned)))
+            task.hooks.append(module.register_forward_pre_hook(_WeightsSetter(projection, owned)))
 
 
-def _weights_setter(projection: IntrinsicProjection, owned: list[tuple[str, int]]):
-    def set_weights(module: nn.Module, args: tuple) -> None:
-        for name, index in owned:
-            setattr(module, name, projection.weight(index))
-    return set_weights
+class _WeightsSetter:
+    """A module's forward pre-hook: its projected tensors, as attributes (a class, not a closure: deep-copyable)."""
+
+    def __init__(self, projection: IntrinsicProjection, owned: list[tuple[str, int]]) -> None:
+        self.projection, self.owned = projection, owned
+
+    def __call__(self, module: nn.Module, args: tuple) -> None:
+        for name, index in self.owned:
+            setattr(module, name, self.projection.weight(index))
 
 
 class IntrinsicProjection(nn.Module):
