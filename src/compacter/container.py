@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -58,6 +58,7 @@ class Routing:
     tasks: tuple[str, ...]  # the distinct routed tasks, in first-seen order
     rows: torch.Tensor  # row → index into ``tasks``
     generating: bool = False  # inside generate(), whose beams / returned sequences repeat each row
+    cache: dict = field(default_factory=dict)  # per-row gathers, kept while this routing lasts (decoding steps)
 
     def check_batch(self, args: tuple, kwargs: dict) -> None:
         """A call from outside must bring exactly one row per routed task name (generate() expands them itself)."""
@@ -71,14 +72,13 @@ class Routing:
     def row_index(self, hidden: torch.Tensor) -> torch.Tensor:
         """Each leading row of ``hidden``'s task index (rows repeated or flattened by the model included)."""
         batch, leading = self.rows.shape[0], hidden.shape[0]
-        if leading == batch:
-            rows = self.rows
-        elif leading % batch == 0:
-            rows = self.rows.repeat_interleave(leading // batch)
-        else:
-            raise ValueError(f"compacter.route() names the tasks of {batch} rows, but the model was called with "
-                             f"{leading} rows. Give one task per row of the batch.")
-        return rows.to(hidden.device)
+        key = ("rows", leading, hidden.device)
+        if key not in self.cache:
+            if leading % batch:
+                raise ValueError(f"compacter.route() names the tasks of {batch} rows, but the model was called with "
+                                 f"{leading} rows. Give one task per row of the batch.")
+            self.cache[key] = self.rows.repeat_interleave(leading // batch).to(hidden.device)
+        return self.cache[key]
 
 
 def batch_size(args: tuple, kwargs: dict) -> int | None:
@@ -299,11 +299,15 @@ class CompacterModules(nn.Module):
         if not torch.is_autocast_enabled(hidden.device.type) and down_weight.dtype != hidden.dtype:
             down_weight, up_weight = down_weight.to(hidden.dtype), up_weight.to(hidden.dtype)
             down_bias, up_bias = down_bias.to(hidden.dtype), up_bias.to(hidden.dtype)
-        rows = routing.row_index(hidden)
+        key = ("adapter", site, id(stacked), hidden.shape[0], hidden.dim(), hidden.dtype)
+        if key not in routing.cache or torch.is_grad_enabled():  # (with gradients: part of this call's graph)
+            rows = routing.row_index(hidden)
+            routing.cache[key] = ([(activation, per_row(mask, rows, hidden).to(hidden.dtype)) for activation, mask in masks],
+                                  per_row(up_bias, rows, hidden))
+        row_masks, row_bias = routing.cache[key]
         before = F.linear(hidden, down_weight, down_bias)
-        after = sum(ACTIVATIONS[activation](before) * per_row(mask, rows, before).to(before.dtype)
-                    for activation, mask in masks)
-        return hidden + F.linear(after, up_weight) + per_row(up_bias, rows, hidden)
+        after = sum(ACTIVATIONS[activation](before) * mask for activation, mask in row_masks)
+        return F.linear(after, up_weight).add_(hidden).add_(row_bias)
 
     def _stacked(self, site: str, names: tuple[str, ...]):
         """The routed tasks' adapters at ``site`` as one concatenated bottleneck (None if none has one)."""
