@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..data import get_task
-from ..data.files import is_data_path
+from ..data.files import READERS, is_data_path
 from ..methods import get_config
 from ..methods.settings import check_fields, setting
 
@@ -77,6 +78,9 @@ class TrainConfig:
         get_config(self.method, **self.method_overrides)  # unknown methods and settings fail here, early
         columns = [f"--{name.replace('_', '-')}" for name in COLUMN_FIELDS if getattr(self, name) is not None]
         if not self.is_custom:
+            if Path(self.task).is_file():
+                raise ValueError(f"{self.task}: unknown file type {Path(self.task).suffix!r}; your data must be one of "
+                                 f"{', '.join(READERS)}.")
             if "/" in self.task or "." in self.task:
                 raise FileNotFoundError(f"{self.task!r} is not an existing CSV / JSON-lines / parquet file or folder, "
                                         "nor a GLUE/SuperGLUE task name.")
