@@ -218,11 +218,11 @@ def run_train(args: argparse.Namespace) -> int:
 
 @command("sweep")
 def run_sweep_command(args: argparse.Namespace) -> int:
-    from .experiments import read_sweep, run_sweep, sweep_root, write_report
+    from .experiments import read_sweep, run_sweep, write_report
 
-    spec = read_sweep(args.config)
-    results = run_sweep(spec, progress=lambda line: print(line, file=sys.stderr))
-    output = write_report(sweep_root(spec))
+    sweep = read_sweep(args.config)
+    results = run_sweep(sweep, progress=lambda line: print(line, file=sys.stderr))
+    output = write_report(sweep.output_dir)
     print(f"{len(results)} runs finished; tables (Markdown, CSV) and plots (PNG) in {output}/")
     return 0
 

@@ -11,9 +11,9 @@ Annotations understood: ``bool``, ``int``, ``float``, ``str``, ``None``, ``X | Y
 ``n: int = setting(4, at_least=1)``; for a list they hold for every item.
 
 Text, per type: ``true`` / ``false`` (any case); whole numbers (``4``, not ``4.0``); finite numbers;
-``none`` / ``null`` where None is allowed; a list as JSON (``["attention", "feed_forward"]``) or
-comma-separated (``attention,feed_forward``); anything else is taken as the text itself (a JSON
-string literal is unquoted).
+``none`` / ``null`` where None is allowed; a list as JSON (``["attention", "feed_forward"]``), in
+brackets unquoted (``[attention, feed_forward]``) or comma-separated (``attention,feed_forward``);
+anything else is taken as the text itself (a JSON string literal is unquoted).
 """
 
 from __future__ import annotations
@@ -152,9 +152,8 @@ def describe(annotation: Any, bounds: dict | None = None) -> str:
         return "non-empty text" if bounds.get("non_empty") else "text"
     if typing.get_origin(annotation) is list:
         (item,) = typing.get_args(annotation) or (Any,)
-        item_bounds = {k: v for k, v in bounds.items() if k != "non_empty"}
         some = "a non-empty list" if bounds.get("non_empty") else "a list"
-        return f"{some} of {_plural(describe(item, item_bounds))} (e.g. {_example(item, item_bounds)})"
+        return f"{some} of {_plural(describe(item, bounds))} (e.g. {_example(item, bounds)})"
     if typing.get_origin(annotation) is dict or annotation is dict:
         return "a mapping of names to values"
     return "any value"
@@ -240,11 +239,11 @@ def _parse(annotation: Any, text: str) -> Any:
     origin = typing.get_origin(annotation)
     if origin is list:
         (item,) = typing.get_args(annotation) or (Any,)
-        if stripped.startswith("["):
+        if stripped.startswith("[") and stripped.endswith("]"):
             try:
                 return _convert(annotation, json.loads(stripped))
-            except json.JSONDecodeError:
-                return _REFUSED
+            except json.JSONDecodeError:  # [attention, feed_forward]: the items unquoted
+                stripped = stripped[1:-1].strip()
         if not stripped:
             return []
         items = [_parse(item, part.strip()) for part in stripped.split(",")]
@@ -263,10 +262,8 @@ def _parse(annotation: Any, text: str) -> Any:
 
 
 def _within(value: Any, bounds: dict) -> bool:
-    if isinstance(value, list):
-        if bounds.get("non_empty") and not value:
-            return False
-        return all(_within(item, {k: v for k, v in bounds.items() if k != "non_empty"}) for item in value)
+    if isinstance(value, list):  # the bounds hold for every item; non_empty for the list too
+        return not (bounds.get("non_empty") and not value) and all(_within(item, bounds) for item in value)
     if isinstance(value, str):
         if bounds.get("non_empty") and not value.strip():
             return False
@@ -312,11 +309,14 @@ def _plural(words: str) -> str:
 
 
 def _example(item: Any, bounds: dict) -> str:
+    members = _members(item)
+    if members is not None:
+        item = next(m for m in members if m is not type(None))
     if "choices" in bounds:
-        return ",".join(bounds["choices"][:2])
+        return "[" + ", ".join(bounds["choices"][:2]) + "]"
     if item is int:
         low = int(bounds.get("at_least", 0))
-        return f"{low},{low + 1}"
+        return f"[{low}, {low + 1}]"
     if item is float:
-        return "0.1,0.2"
-    return "a,b"
+        return "[0.1, 0.2]"
+    return "[a, b]"
