@@ -27,6 +27,7 @@ import dataclasses
 import json
 import math
 import numbers
+import re
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -198,9 +199,11 @@ def _read_delimited(file: Path, separator: str) -> pd.DataFrame:
         try:
             return pd.read_csv(file, sep=separator, dtype=str, keep_default_na=False, na_values=[""],
                                encoding="utf-8-sig", index_col=False)
-        except pd.errors.ParserWarning:
-            raise DataFileError(f"{file}: a row has more fields than the header has columns; quote the fields that "
-                                f"contain {'a tab' if separator == chr(9) else 'a comma'}.") from None
+        except (pd.errors.ParserWarning, pd.errors.ParserError) as error:
+            where = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(error))
+            row = f"line {where[2]} has {where[3]} fields and" if where else "a row has more fields than"
+            raise DataFileError(f"{file}: {row} the header has {len(header)} columns; quote the fields that contain "
+                                f"{'a tab' if separator == chr(9) else 'a comma'}.") from None
 
 
 def _read_json(file: Path) -> pd.DataFrame:
