@@ -108,9 +108,11 @@ def differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     lines += [f"task {key}: {old!r} there, {new!r} now" for key, old, new in _changed(saved["task"], current["task"])]
     for split in sorted(set(saved["data"]) | set(current["data"])):
         old, new = saved["data"].get(split), current["data"].get(split)
-        if old != new:
-            count = (f"{old['examples']} examples there, {new['examples']} now" if old and new
-                     and old["examples"] != new["examples"] else "as many examples, other content")
+        if old is None or new is None:
+            lines.append(f"data: the {split} split is {'new' if old is None else 'gone'}")
+        elif old != new:
+            count = (f"{old['examples']} examples there, {new['examples']} now" if old["examples"] != new["examples"]
+                     else "as many examples, other content")
             lines.append(f"data: the {split} split changed ({count})")
     lines += [f"method setting {key}: {old!r} there, {new!r} now"
               for key, old, new in _changed(saved["method"], current["method"])]
