@@ -154,7 +154,8 @@ def test_fsdp_over_two_processes_equals_one_process(kind, workspace, tmp_path):
     for name, tensor in adapter_tensors(tmp_path / "one").items():  # whole tensors, gathered from the shards
         torch.testing.assert_close(adapter_tensors(tmp_path / "two")[name], tensor, rtol=1e-4, atol=1e-5)
     state = read_state(tmp_path / "two")  # whole tensors, as one process has them
-    assert {name: t.shape for name, t in state.trained.items()} == {n: t.shape for n, t in adapter_tensors(tmp_path / "one").items()}
+    whole = {name: tensor.shape for name, tensor in adapter_tensors(tmp_path / "one").items()}
+    assert {name: tensor.shape for name, tensor in state.trained.items()} == whole
     if kind == "bert":  # resuming loads the whole checkpoint back into shards, optimiser state included
         (tmp_path / "two" / "results.json").unlink()
         again = subprocess.run(two.args, env=ENV, capture_output=True, text=True)
