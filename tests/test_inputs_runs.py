@@ -289,3 +289,13 @@ def test_identity_differences_read_as_words():
         "data: the test split is new", "method setting n: 4 there, 8 now",
         "epochs: 1 there, 3 now"]
     assert differences(base, base) == []
+
+
+def test_a_resume_without_its_best_adapter_is_refused_at_once(interrupted, workspace, tmp_path):
+    run = copy_run(interrupted, tmp_path)
+    (run / "adapter" / "adapter_model.safetensors").write_bytes(b"truncated")
+    before = snapshot(run)
+    with pytest.raises(ValueError, match=r"adapter_model.safetensors, the best adapter so far \(step 4\), cannot be "
+                                         r"read \(SafetensorError"):
+        train(config(workspace, run))
+    assert snapshot(run) == before

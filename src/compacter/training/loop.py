@@ -31,7 +31,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 import transformers
-from safetensors.torch import load_file
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
@@ -42,16 +41,15 @@ from ..data import TaskData
 from ..io import atomic_write
 from ..models import build_model, enable_activation_checkpointing
 from ..params import count_parameters
-from ..saving import WEIGHTS_FILE, save
+from ..saving import save
 from . import distributed
 from .checkpoint import TrainingState, restore_rng, rng_state, save_state
 from .config import TrainConfig
 from .inputs import RunInputs, collate, encode, global_batches, read_inputs, shard
-from .resume import RESULTS_FILE, finished_results, resumable_state, run_folder
+from .resume import BEST_DIR, RESULTS_FILE, best_adapter, finished_results, resumable_state, run_folder
 
 PAPER_WARMUP_STEPS = 500
 SHORT_WARMUP_FRACTION = 10  # --short-warmup: at most a tenth of the run
-BEST_DIR = "adapter"
 
 
 def train(config: TrainConfig, on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
@@ -246,8 +244,7 @@ class Trainer:
         """Score the test split with the best adapter and write results.json."""
         self.progress.close()
         self.elapsed = time.perf_counter() - self.started
-        best = load_file(str(self.output / BEST_DIR / WEIGHTS_FILE))
-        _load_trained(self.model, self.trained, best, f"{self.output / BEST_DIR}")
+        _load_trained(self.model, self.trained, best_adapter(self.output, self.best["step"]), f"{self.output / BEST_DIR}")
         self.model.eval()
         test = self.evaluate("test")
         self.log.info("test score %.2f with the best validation checkpoint (step %d)", test["score"], self.best["step"])

@@ -5,7 +5,7 @@ The same run started again finds its folder in one of three states:
 * finished (``results.json``): its results are returned if the run's identity (identity.py) is
   this one's, else refused, saying what differs; they are never run again or overwritten;
 * interrupted (``training_state.safetensors``): it resumes from the checkpoint if the identity
-  matches, else it is refused the same way;
+  matches (and the best adapter it saved in ``adapter/`` can be read), else it is refused the same way;
 * new: the folder (and ``train.log``) is made. If the run then fails before its first
   checkpoint, what it made is removed again, so that a mistyped setting leaves nothing behind.
 
@@ -23,6 +23,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
+from safetensors.torch import load_file
+
+from ..saving import WEIGHTS_FILE
 from . import distributed
 from .checkpoint import STATE_FILE, TrainingState, read_state
 from .config import TrainConfig
@@ -30,6 +34,7 @@ from .identity import differences, legacy_differences
 
 RESULTS_FILE = "results.json"
 LOG_FILE = "train.log"
+BEST_DIR = "adapter"  # the best validation checkpoint's trained parameters, as compacter.save writes them
 
 
 def finished_results(output: Path, identity: dict[str, Any], config: TrainConfig) -> dict[str, Any] | None:
@@ -66,7 +71,20 @@ def resumable_state(output: Path, identity: dict[str, Any]) -> TrainingState | N
         if changed:
             raise ValueError(_other_run(output, f"an unfinished run (checkpoint at step {state.step})", changed,
                                         finished=False))
+        if state.best is not None:
+            best_adapter(output, state.best["step"])  # refused now, not at the end of the run
     return state
+
+
+def best_adapter(output: Path, step: int) -> dict[str, torch.Tensor]:
+    """The trained parameters of the best validation checkpoint (step ``step``) that the run saved."""
+    path = output / BEST_DIR / WEIGHTS_FILE
+    try:
+        return load_file(str(path))
+    except Exception as error:  # missing, truncated or foreign: safetensors reads nothing else
+        raise ValueError(f"{path}, the best adapter so far (step {step}), cannot be read ({type(error).__name__}: "
+                         f"{error}); it changed after the run wrote it. To train again, give another "
+                         "--output-dir.") from None
 
 
 @contextlib.contextmanager
