@@ -179,7 +179,7 @@ def test_a_planted_pickle_never_runs(name, workspace, tmp_path, capsys):
                  "--label-column", "sentiment", "--epochs", "1", "--output-dir", str(run)])
     error = capsys.readouterr().err
     assert code == 2 and not marker.exists() and snapshot(run) == before  # ... but compacter never loads it
-    expected = {LEGACY_STATE_FILE: "training_state.pt is a checkpoint of compacter before 0.2, a pickle, which this "
+    expected = {LEGACY_STATE_FILE: "training_state.pt is a checkpoint of an earlier compacter, a pickle, which this "
                                    "version never opens (loading one can run code)",
                 STATE_FILE: "training_state.safetensors is not a training state this compacter can read",
                 "results.json": "results.json is not valid JSON"}[name]
@@ -217,7 +217,7 @@ def test_results_of_older_versions_are_checked_by_their_settings(finished, works
     del results["identity"]
     (run / "results.json").write_text(json.dumps(results))
     assert train(config(workspace, run)) == results
-    assert "written by compacter before 0.2, which did not record the run's data" in capsys.readouterr().err
+    assert "written by an earlier compacter, which did not record the run's data" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"holds a finished run that differs from this one:\n  epochs: 1 there, 2 now"):
         train(config(workspace, run, epochs=2))
 

@@ -57,7 +57,7 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-tokens", type=int, help="prompt vectors (prompt-r, prompt-t)")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE",
                         help="any other field of the method's config, e.g. --set share_A=false, --set layers=0,1 "
-                             "(true/false, numbers, none, lists as a,b or JSON)")
+                             "(true/false, numbers, none, lists as [a, b] or a,b)")
 
 
 @command("params")
@@ -186,7 +186,7 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     for flag, (field, kind, help_text) in TRAIN_OPTIONS.items():
         parser.add_argument(flag, dest=field, type=kind, help=help_text)
     parser.add_argument("--short-warmup", action="store_true",
-                        help="warm up for min(500, a tenth of the run) steps instead of 500 (compacter < 0.2's default)")
+                        help="warm up for min(500, a tenth of the run) steps instead of 500 (the earlier default)")
     parser.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations to save memory")
     parser.add_argument("--random-init", action="store_true", help="random weights from the model's config (smoke tests)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the training forward (eager if it fails)")

@@ -129,7 +129,7 @@ def format_text(value: Any) -> str:
 
 
 def describe(annotation: Any, bounds: dict | None = None) -> str:
-    """What a field accepts, in words: "a whole number ≥ 1", "true or false", "a list of ... (e.g. a,b)"."""
+    """What a field accepts, in words: "a whole number ≥ 1", "true or false", "a list of ... (e.g. [0, 1])"."""
     bounds = bounds or {}
     members = _members(annotation)
     if members is not None:
@@ -176,7 +176,7 @@ def _convert(annotation: Any, value: Any) -> Any:
     if annotation is type(None):
         return None if value is None else _REFUSED
     if annotation is bool:
-        return bool(value) if isinstance(value, bool) or type(value).__name__ == "bool_" else _REFUSED
+        return value if isinstance(value, bool) else _REFUSED
     if annotation is int:
         if isinstance(value, numbers.Integral) and not isinstance(value, bool):
             return int(value)

@@ -7,7 +7,7 @@ state, numpy's and Python's RNG states and the run's identity (identity.py). Not
 a planted or damaged file can only be refused, never run. The data order needs nothing: it is a
 function of (seed, epoch).
 
-compacter before 0.2 wrote ``training_state.pt``, a pickle: it is never opened, only reported.
+Earlier versions wrote ``training_state.pt``, a pickle: it is never opened, only reported.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def read_state(directory: Path) -> TrainingState | None:
     if not path.is_file():
         legacy = directory / LEGACY_STATE_FILE
         if legacy.is_file():
-            raise ValueError(f"{legacy} is a checkpoint of compacter before 0.2, a pickle, which this version never "
+            raise ValueError(f"{legacy} is a checkpoint of an earlier compacter, a pickle, which this version never "
                              "opens (loading one can run code). To start this run over, give another --output-dir; "
                              f"{directory}'s files are left as they are.")
         return None

@@ -49,7 +49,7 @@ class TrainConfig:
     max_source_length: int | None = setting(None, at_least=1)
     max_target_length: int | None = setting(None, at_least=1)
     warmup_steps: int | None = setting(None, at_least=0)  # None: the paper's 500; never more than the run has steps
-    short_warmup: bool = False  # warm up for min(500, a tenth of the run) instead (compacter before 0.2)
+    short_warmup: bool = False  # warm up for min(500, a tenth of the run) instead (the earlier default)
     weight_decay: float = setting(0.0, at_least=0)
     max_grad_norm: float = setting(1.0, above=0)
     seed: int = setting(42, at_least=0, at_most=MAX_SEED)

@@ -122,7 +122,7 @@ def differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
 
 
 def legacy_differences(saved_config: dict[str, Any], config: TrainConfig) -> list[str]:
-    """For results of compacter before 0.2 (no identity recorded): the settings that can still be compared."""
+    """For results of earlier versions (no identity recorded): the settings that can still be compared."""
     current = {**hyper_parameters(config), "method": config.method, "method_overrides": config.method_overrides}
     return [f"{key}: {saved_config.get(key)!r} there, {value!r} now" for key, value in current.items()
             if key in saved_config and saved_config[key] != value]

@@ -54,7 +54,7 @@ def finished_results(output: Path, identity: dict[str, Any], config: TrainConfig
         changed = legacy_differences(results["config"], config)
         if changed:
             raise ValueError(_other_run(output, "a finished run", changed, finished=True))
-        print(f"{path} was written by compacter before 0.2, which did not record the run's data and base model; "
+        print(f"{path} was written by an earlier compacter, which did not record the run's data and base model; "
               "it is returned as it is, with only its settings checked.", file=sys.stderr)
         return results
     changed = differences(results["identity"], identity)
