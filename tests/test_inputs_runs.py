@@ -299,3 +299,10 @@ def test_a_resume_without_its_best_adapter_is_refused_at_once(interrupted, works
                                          r"read \(SafetensorError"):
         train(config(workspace, run))
     assert snapshot(run) == before
+
+
+def test_an_output_dir_that_is_a_file_is_refused(workspace, tmp_path):
+    (tmp_path / "taken").write_text("not a folder")
+    with pytest.raises(ValueError, match="--output-dir .*taken is a file; give a folder"):
+        train(config(workspace, tmp_path / "taken"))
+    assert (tmp_path / "taken").read_text() == "not a folder"

@@ -163,3 +163,9 @@ def test_report_names_a_results_file_it_cannot_read(tmp_path, capsys):
     error = capsys.readouterr().err
     assert "run/results.json is not a results file of `compacter train` (it lacks 'config')" in error
     assert not (tmp_path / "report").exists()
+
+
+def test_report_of_a_missing_folder_says_so(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere is not a folder; give the folder that holds the runs" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -32,6 +32,8 @@ CELL = ["model", "method", "train_size", "task"]
 
 def collect(runs_dir: str | Path) -> pd.DataFrame:
     """One row per run: what it was and its validation / test metrics."""
+    if not Path(runs_dir).is_dir():
+        raise FileNotFoundError(f"{runs_dir} is not a folder; give the folder that holds the runs (a sweep's output_dir).")
     rows = []
     for path in sorted(Path(runs_dir).rglob(RESULTS_FILE)):
         try:

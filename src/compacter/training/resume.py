@@ -39,6 +39,8 @@ BEST_DIR = "adapter"  # the best validation checkpoint's trained parameters, as 
 
 def finished_results(output: Path, identity: dict[str, Any], config: TrainConfig) -> dict[str, Any] | None:
     """The results of this run when ``output`` holds it finished; None when it holds no finished run."""
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"--output-dir {output} is a file; give a folder (a new one, or a run's own).")
     path = output / RESULTS_FILE
     if not path.is_file():
         return None
