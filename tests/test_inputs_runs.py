@@ -1,6 +1,7 @@
 """Run folders at their boundary (resume.py, identity.py, checkpoint.py): what a run may resume or return."""
 
 import json
+import math
 import os
 import pickle
 import re
@@ -306,3 +307,38 @@ def test_an_output_dir_that_is_a_file_is_refused(workspace, tmp_path):
     with pytest.raises(ValueError, match="--output-dir .*taken is a file; give a folder"):
         train(config(workspace, tmp_path / "taken"))
     assert (tmp_path / "taken").read_text() == "not a folder"
+
+
+def test_a_training_state_round_trips_through_its_file(tmp_path):
+    """Tensors through safetensors, everything else through JSON: what is read is what was written."""
+    import random
+
+    import numpy as np
+
+    from compacter.training.checkpoint import TrainingState, restore_rng, rng_state, save_state
+
+    parameter = torch.nn.Parameter(torch.randn(3, 2))
+    optimizer = torch.optim.AdamW([parameter], lr=1e-3)
+    parameter.sum().backward()
+    optimizer.step()
+    rng = {**rng_state(), "cuda": [torch.get_rng_state()]}  # a CUDA generator's state is a byte tensor too
+    state = TrainingState(identity={"format": 1, "task": {"labels": ["a", "b"]}}, step=7, best={"score": 50.5, "step": 4},
+                          history=[{"step": 4, "loss": float("nan")}], elapsed=1.25, trained={"w": parameter.detach()},
+                          optimizer=optimizer.state_dict(), scheduler={"last_epoch": 7, "_last_lr": [1e-4]},
+                          scaler={}, rng=rng)
+    save_state(tmp_path, state)
+    again = read_state(tmp_path)
+    assert (again.identity, again.step, again.best, again.elapsed, again.scheduler, again.scaler) == (
+        state.identity, 7, state.best, 1.25, state.scheduler, {})
+    assert again.history[0]["step"] == 4 and math.isnan(again.history[0]["loss"])
+    assert torch.equal(again.trained["w"], parameter.detach())
+    assert torch.equal(again.rng["cuda"][0], rng["cuda"][0])
+    saved = optimizer.state_dict()
+    assert again.optimizer["param_groups"] == json.loads(json.dumps(saved["param_groups"]))
+    assert set(again.optimizer["state"]) == {0}
+    for key, value in saved["state"][0].items():
+        assert torch.equal(again.optimizer["state"][0][key], value)
+    draws = (torch.rand(3), np.random.rand(3), random.random())
+    restore_rng(again.rng)
+    redrawn = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(draws[0], redrawn[0]) and np.array_equal(draws[1], redrawn[1]) and draws[2] == redrawn[2]
