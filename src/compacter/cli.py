@@ -18,27 +18,36 @@ def command(name: str):
     return register
 
 
-def parse_overrides(pairs: list[str]) -> dict:
-    """``--set n=8 --set sublayers=[\"feed_forward\"]``: values are JSON, or plain strings."""
-    overrides = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise ValueError(f"--set expects KEY=VALUE, got {pair!r}.")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
-    return overrides
+METHOD_FLAGS = ("n", "rank", "reduction_factor", "bottleneck_size", "num_tokens")  # shortcuts for --set KEY=VALUE
 
 
 def method_overrides(args: argparse.Namespace) -> dict:
-    overrides = parse_overrides(getattr(args, "set", None))
-    for key in ("n", "rank", "reduction_factor", "bottleneck_size", "num_tokens", "dim"):
+    """The method settings of ``--set KEY=VALUE`` and the shortcut flags, each parsed into its type (methods/settings.py)."""
+    from .methods import CONFIG_KINDS
+    from .methods.settings import parse_assignments
+
+    overrides = parse_assignments(getattr(args, "set", None) or [], CONFIG_KINDS.values())
+    for key in METHOD_FLAGS:
         value = getattr(args, key, None)
         if value is not None:
+            if key in overrides:
+                raise ValueError(f"{key} is given twice, by --{key.replace('_', '-')} and by --set; give it once.")
             overrides[key] = value
     return overrides
+
+
+def whole_number(minimum: int, maximum: int | None = None):
+    """An argparse type: a whole number in [minimum, maximum], or argparse's usage error that says so."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum or (maximum is not None and value > maximum):
+            bounds = f"from {minimum} to {maximum}" if maximum is not None else f"≥ {minimum}"
+            raise argparse.ArgumentTypeError(f"expected a whole number {bounds}, got {text!r}")
+        return value
+    return parse
 
 
 def add_method_options(parser: argparse.ArgumentParser) -> None:
@@ -46,8 +55,10 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rank", type=int, help="rank of the low-rank / LPHM factors")
     parser.add_argument("--reduction-factor", type=float, help="bottleneck = hidden size / reduction factor")
     parser.add_argument("--bottleneck-size", type=int, help="bottleneck size (overrides --reduction-factor)")
+    parser.add_argument("--num-tokens", type=int, help="prompt vectors (prompt-r, prompt-t)")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE",
-                        help="any other field of the method's config, e.g. --set share_A=false")
+                        help="any other field of the method's config, e.g. --set share_A=false, --set layers=0,1 "
+                             "(true/false, numbers, none, lists as [a, b] or a,b)")
 
 
 @command("params")
@@ -137,7 +148,10 @@ def run_bench(args: argparse.Namespace) -> int:
 
 @command("data")
 def run_data(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from .data import load_task
+    from .io import atomic_write
 
     data = load_task(args.task, args.data_dir, seed=args.seed, train_size=args.train_size)
     print(f"{data.task.name} ({data.task.benchmark}), source: {args.data_dir or 'the Hugging Face hub'}, seed {args.seed}")
@@ -147,45 +161,18 @@ def run_data(args: argparse.Namespace) -> int:
         for source, target in data.text_to_text(split)[: args.examples]:
             print(f"\n[{split}] input:  {source[:300]}\n[{split}] target: {target}")
     if args.export:
-        with open(args.export, "w", encoding="utf-8") as handle:
-            for row in data.splits[args.split]:
-                handle.write(json.dumps(row) + "\n")
+        lines = "".join(json.dumps(row) + "\n" for row in data.splits[args.split])
+        atomic_write(Path(args.export), lambda tmp: Path(tmp).write_text(lines, encoding="utf-8"))
         print(f"\nwrote the {args.split} split ({len(data.splits[args.split])} examples) to {args.export}")
     return 0
 
 
-def _read_jsonl(path: str, what: str) -> list:
-    rows = []
-    with open(path, encoding="utf-8") as handle:
-        for line, text in enumerate(handle, start=1):
-            if text.strip():
-                try:
-                    rows.append(json.loads(text))
-                except json.JSONDecodeError as error:
-                    raise ValueError(f"{path}, line {line}: the {what} file must be JSON lines ({error.msg}).") from None
-    return rows
-
-
 @command("score")
 def run_score(args: argparse.Namespace) -> int:
-    from .data import compute_metrics, get_task
-    from .data.metrics import parse_label
+    from .data import get_task
+    from .data.scoring import score_files
 
-    task = get_task(args.task)
-    predictions = [row["prediction"] if isinstance(row, dict) else str(row)
-                   for row in _read_jsonl(args.predictions, "predictions")]
-    references = []
-    for row in _read_jsonl(args.references, "references"):
-        if isinstance(row, dict) and "target" in row and "label" not in row and "answers" not in row:
-            if task.name in ("multirc", "record"):
-                raise ValueError(f"{task.name} references need the full examples (idx / answers); write them with "
-                                 f"`compacter data show --task {task.name} --split test --export FILE`.")
-            label = float(row["target"]) if task.name == "stsb" else parse_label(task, str(row["target"]))
-            if label is None:
-                raise ValueError(f"Reference target {row['target']!r} is not a {task.name} label {list(task.labels)}.")
-            row = {"label": label}
-        references.append(row)
-    print(json.dumps(compute_metrics(task, predictions, references), indent=2))
+    print(json.dumps(score_files(get_task(args.task), args.predictions, args.references), indent=2))
     return 0
 
 
@@ -245,7 +232,8 @@ TRAIN_OPTIONS = {  # CLI flag → (TrainConfig field, type, help)
     "--gradient-accumulation": ("gradient_accumulation", int, "split each batch into this many steps"),
     "--max-source-length": ("max_source_length", int, "default: 128 GLUE, 256 SuperGLUE, 512 ReCoRD"),
     "--max-target-length": ("max_target_length", int, "default: 16 (ReCoRD 32)"),
-    "--warmup-steps": ("warmup_steps", int, "linear warm-up (default: 500, at most a tenth of the run)"),
+    "--warmup-steps": ("warmup_steps", int, "linear warm-up steps (default: the paper's 500); capped so that the "
+                       "last step reaches the peak learning rate"),
     "--weight-decay": ("weight_decay", float, "AdamW weight decay (default 0)"),
     "--seed": ("seed", int, "default 42"),
     "--train-size": ("train_size", int, "low resource: train on the first N examples of one seeded order"),
@@ -269,6 +257,8 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     add_method_options(parser)
     for flag, (field, kind, help_text) in TRAIN_OPTIONS.items():
         parser.add_argument(flag, dest=field, type=kind, help=help_text)
+    parser.add_argument("--short-warmup", action="store_true",
+                        help="warm up for min(500, a tenth of the run) steps instead of 500 (the earlier default)")
     parser.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations to save memory")
     parser.add_argument("--random-init", action="store_true", help="random weights from the model's config (smoke tests)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the training forward (eager if it fails)")
@@ -280,7 +270,8 @@ def train_config(args: argparse.Namespace):
 
     values = {field: getattr(args, field) for field, _, _ in TRAIN_OPTIONS.values() if getattr(args, field) is not None}
     return TrainConfig(model=args.model, task=args.task, method=args.method, method_overrides=method_overrides(args),
-                       gradient_checkpointing=args.gradient_checkpointing, pretrained=not args.random_init,
+                       gradient_checkpointing=args.gradient_checkpointing, short_warmup=args.short_warmup,
+                       pretrained=not args.random_init,
                        compile=args.compile, fsdp=args.fsdp, **values)
 
 
@@ -288,21 +279,22 @@ def train_config(args: argparse.Namespace):
 def run_train(args: argparse.Namespace) -> int:
     from .training import train
 
-    results = train(train_config(args))
+    config = train_config(args).resolved()
+    results = train(config)
     test = {k: round(v, 2) for k, v in results["test"].items() if isinstance(v, float)}
     print(json.dumps({"task": results["task"], "method": results["method"], "best_step": results["best_step"],
                       "validation_score": round(results["validation"]["score"], 2), "test": test,
-                      "output_dir": results["config"]["output_dir"]}, indent=2))
+                      "output_dir": config.output_dir}, indent=2))
     return 0
 
 
 @command("sweep")
 def run_sweep_command(args: argparse.Namespace) -> int:
-    from .experiments import read_sweep, run_sweep, sweep_root, write_report
+    from .experiments import read_sweep, run_sweep, write_report
 
-    spec = read_sweep(args.config)
-    results = run_sweep(spec, progress=lambda line: print(line, file=sys.stderr))
-    output = write_report(sweep_root(spec))
+    sweep = read_sweep(args.config)
+    results = run_sweep(sweep, progress=lambda line: print(line, file=sys.stderr))
+    output = write_report(sweep.output_dir)
     print(f"{len(results)} runs finished; tables (Markdown, CSV) and plots (PNG) in {output}/")
     return 0
 
@@ -371,9 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = data_sub.add_parser("show", help="print split sizes and a few input/target pairs")
     p.add_argument("--task", required=True)
     p.add_argument("--data-dir", help="original GLUE/SuperGLUE files or a hub export (default: the hub)")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--train-size", type=int, help="low-resource subset of the training split")
-    p.add_argument("--examples", type=int, default=2, help="examples to print per split")
+    p.add_argument("--seed", type=whole_number(0, 2**32 - 1), default=42)
+    p.add_argument("--train-size", type=whole_number(1), help="low-resource subset of the training split")
+    p.add_argument("--examples", type=whole_number(0), default=2, help="examples to print per split")
     p.add_argument("--split", default="test", choices=["train", "validation", "test"])
     p.add_argument("--export", help="write --split's examples as JSON lines (references for `compacter score`)")
 

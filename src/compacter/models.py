@@ -28,6 +28,9 @@ def load_config(name_or_path: str) -> transformers.PretrainedConfig:
         fields = json.loads(text)
         fields.pop("_name_or_path", None)
         return transformers.AutoConfig.for_model(fields.pop("model_type"), **fields)
+    folder = Path(name_or_path).expanduser()
+    if folder.is_dir():
+        _check_config_file(folder)
     try:
         return transformers.AutoConfig.from_pretrained(name_or_path)
     except OSError as error:
@@ -36,6 +39,17 @@ def load_config(name_or_path: str) -> transformers.PretrainedConfig:
             f"({', '.join(SHIPPED_CONFIGS)}), not a local folder with a config.json, and the hub "
             f"could not be reached or has no such model ({error.__class__.__name__})."
         ) from None
+
+
+def _check_config_file(folder: Path) -> None:
+    path = folder / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} has no config.json, so it is not a model folder (write one with "
+                                "model.save_pretrained(folder)).")
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}): the model folder is damaged or incomplete.") from None
 
 
 def model_class(config: transformers.PretrainedConfig, num_labels: int | None = None) -> type:

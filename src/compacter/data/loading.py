@@ -105,7 +105,7 @@ def _read_export(task: Task, path: Path) -> list[dict]:
 
 
 def _jsonl(path: Path) -> Iterator[dict]:
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8-sig") as handle:
         for line, text in enumerate(handle, start=1):
             if not text.strip():
                 continue
@@ -120,7 +120,7 @@ def _jsonl(path: Path) -> Iterator[dict]:
 
 def _tsv(path: Path, header: bool = True) -> Iterator[tuple[int, dict]]:
     csv.field_size_limit(sys.maxsize)
-    with open(path, encoding="utf-8", newline="") as handle:
+    with open(path, encoding="utf-8-sig", newline="") as handle:
         reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
         columns = next(reader) if header else None
         for line, row in enumerate(reader, start=2 if header else 1):

@@ -32,16 +32,23 @@ CELL = ["model", "method", "train_size", "task"]
 
 def collect(runs_dir: str | Path) -> pd.DataFrame:
     """One row per run: what it was and its validation / test metrics."""
+    if not Path(runs_dir).is_dir():
+        raise FileNotFoundError(f"{runs_dir} is not a folder; give the folder that holds the runs (a sweep's output_dir).")
     rows = []
     for path in sorted(Path(runs_dir).rglob(RESULTS_FILE)):
-        results = json.loads(path.read_text())
-        config = results["config"]
-        row = {"model": Path(results["model"]).name, "method": results["method"], "task": results["task"],
-               "train_size": config["train_size"] or "all", "learning_rate": config["learning_rate"],
-               "seed": config["seed"], "validation": results["validation"]["score"], "test": results["test"]["score"],
-               "percent": results["parameters"]["percent"], "peak_memory_bytes": results["peak_memory_bytes"],
-               "path": str(path.parent)}
-        row.update({f"test_{k}": v for k, v in results["test"].items() if k not in ("score", "invalid", "n")})
+        try:
+            results = json.loads(path.read_text(encoding="utf-8"))
+            config = results["config"]
+            row = {"model": Path(results["model"]).name, "method": results["method"], "task": results["task"],
+                   "train_size": config["train_size"] or "all", "learning_rate": config["learning_rate"],
+                   "seed": config["seed"], "validation": results["validation"]["score"],
+                   "test": results["test"]["score"], "percent": results["parameters"]["percent"],
+                   "peak_memory_bytes": results["peak_memory_bytes"], "path": str(path.parent)}
+            row.update({f"test_{k}": v for k, v in results["test"].items() if k not in ("score", "invalid", "n")})
+        except (ValueError, KeyError, TypeError, AttributeError) as error:  # damaged, or not compacter's
+            what = f"it lacks {error}" if isinstance(error, KeyError) else f"{type(error).__name__}: {error}"
+            raise ValueError(f"{path} is not a results file of `compacter train` ({what}); a report reads every "
+                             f"{RESULTS_FILE} below {runs_dir}, so move that file out of it.") from None
         rows.append(row)
     if not rows:
         raise FileNotFoundError(f"No {RESULTS_FILE} below {runs_dir}: run `compacter train` or `compacter sweep` first.")

@@ -68,6 +68,10 @@ def get_config(method: str | MethodConfig | dict, **overrides: Any) -> MethodCon
         close = difflib.get_close_matches(str(method), METHODS, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"Unknown method {method!r}.{hint} Known methods: {', '.join(METHODS)}.")
+    reserved = sorted({"name", "kind"} & set(overrides))
+    if reserved:
+        raise ValueError(f"{reserved[0]!r} is not a setting: it names the method. Choose another method instead "
+                         f"(known methods: {', '.join(METHODS)}).")
     factory = METHODS[method]
     try:
         return factory(**overrides)

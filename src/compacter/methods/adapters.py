@@ -7,7 +7,8 @@ factored B), whether A is shared, and which sublayers and blocks get an adapter.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -16,36 +17,38 @@ from torch import nn
 from ..architectures import SUBLAYERS, Site, find_sites, resolve_spec
 from ..layers import ACTIVATIONS, ProjectionBank, SharedHypercomplexWeights, check_divisible
 from .base import MethodConfig, TaskModules
+from .settings import setting
 
 
 @dataclass
 class AdapterConfig(MethodConfig):
     kind: ClassVar[str] = "adapter"
-    reduction_factor: float = 32.0  # bottleneck k = hidden size / reduction_factor
-    bottleneck_size: int | None = None  # overrides reduction_factor when set
-    projection: str = "dense"  # "dense", "low_rank" or "phm"
-    n: int = 4  # hypercomplex dimension (phm)
-    rank: int | None = None  # low_rank: rank of u vᵀ; phm: rank of B_i = s tᵀ, None for full B_i
+    reduction_factor: float = setting(32.0, above=0)  # bottleneck k = hidden size / reduction_factor
+    bottleneck_size: int | None = setting(None, at_least=1)  # overrides reduction_factor when set
+    projection: str = setting("dense", choices=("dense", "low_rank", "phm"))
+    n: int = setting(4, at_least=1)  # hypercomplex dimension (phm)
+    rank: int | None = setting(None, at_least=1)  # low_rank: rank of u vᵀ; phm: rank of B_i = s tᵀ, None for full B_i
     share_A: bool = False  # phm: one A for every projection of the model (Compacter)
-    sublayers: list[str] = field(default_factory=lambda: list(SUBLAYERS))
-    skip_first_layers: int = 0  # AdapterDrop: no adapter in the first blocks of each stack
-    layers: list[int] | None = None  # only these block indices (of every stack)
+    sublayers: list[str] = setting(factory=lambda: list(SUBLAYERS), choices=SUBLAYERS, non_empty=True)
+    skip_first_layers: int = setting(0, at_least=0)  # AdapterDrop: no adapter in the first blocks of each stack
+    layers: list[int] | None = setting(None, at_least=0)  # only these block indices (of every stack)
     activation: str = "gelu"
     attention_output: str | None = None  # regex of module names; only for unknown architectures
     feed_forward_output: str | None = None
 
     def __post_init__(self) -> None:
-        unknown = set(self.sublayers) - set(SUBLAYERS)
-        if unknown or not self.sublayers:
-            raise ValueError(f"sublayers must be a non-empty subset of {list(SUBLAYERS)}, got {self.sublayers}.")
-        if self.projection not in ("dense", "low_rank", "phm"):
-            raise ValueError(f"projection must be 'dense', 'low_rank' or 'phm', got {self.projection!r}.")
+        super().__post_init__()
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"Unknown activation {self.activation!r}; choose one of {sorted(ACTIVATIONS)}.")
+        for name in ("attention_output", "feed_forward_output"):
+            pattern = getattr(self, name)
+            try:
+                re.compile(pattern or "")
+            except re.error as error:
+                raise ValueError(f"{name} must be a regular expression of module names, got {pattern!r} "
+                                 f"({error}).") from None
         if self.projection == "low_rank" and not self.rank:
             self.rank = 1
-        if self.reduction_factor <= 0 or (self.bottleneck_size is not None and self.bottleneck_size < 1):
-            raise ValueError("reduction_factor and bottleneck_size must be positive.")
 
     def bottleneck(self, width: int) -> int:
         size = self.bottleneck_size or int(width // self.reduction_factor)

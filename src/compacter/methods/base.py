@@ -12,6 +12,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from ..layers import ProjectionBank
+from .settings import check_fields, setting
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,10 @@ class MethodConfig(abc.ABC):
     train_layer_norms: bool = True  # the paper trains the model's layer norms for every method
     train_output_layer: bool = False  # the pretrained output layer (lm_head) stays frozen
     train_head: bool = True  # a new task head (e.g. BERT's classifier) always has to train
-    learning_rate: float = 3e-4  # the paper's choice for this method (SPEC §2)
+    learning_rate: float = setting(3e-4, above=0)  # the paper's choice for this method (SPEC §2)
+
+    def __post_init__(self) -> None:
+        check_fields(self, owner=f"method {self.name or self.kind!r}")  # types and bounds of every field (settings.py)
 
     @abc.abstractmethod
     def attach(self, model: nn.Module, task: TaskModules) -> None:

@@ -25,15 +25,16 @@ from ..architectures import head_parameter_names
 from ..cache import DerivedTensors
 from ..fastfood import Fastfood
 from .base import MethodConfig, TaskModules
+from .settings import setting
 
 
 @dataclass
 class IntrinsicSAIDConfig(MethodConfig):
     kind: ClassVar[str] = "intrinsic-said"
     in_base: ClassVar[bool] = True
-    dimension: int = 20_000  # d': every trained number, the m scales included
+    dimension: int = setting(20_000, at_least=1)  # d': every trained number, the m scales included
     said: bool = True  # one trained scale λ per weight tensor, taken out of the d' budget
-    seed: int = 0  # draws the Fastfood projections; a saved file rebuilds them from it
+    seed: int = setting(0, at_least=0, at_most=2**32 - 1)  # draws the Fastfood projections; a saved file rebuilds them
     train_layer_norms: bool = False  # the layer norms are projected like every other tensor
 
     def attach(self, model: nn.Module, task: TaskModules) -> None:

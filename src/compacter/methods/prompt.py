@@ -34,6 +34,7 @@ from torch import nn
 
 from ..architectures import model_type
 from .base import MethodConfig, TaskModules
+from .settings import setting
 
 FREQUENT_TOKEN_IDS = {
     "t5": (3, 5003),
@@ -48,17 +49,17 @@ FREQUENT_TOKEN_IDS = {
 @dataclass
 class PromptConfig(MethodConfig):
     kind: ClassVar[str] = "prompt"
-    num_tokens: int = 100
-    init: str = "random"  # "random": uniform(−init_range, init_range); "vocab": embeddings of frequent tokens
-    init_range: float = 0.5
-    vocab_ids: list[int] | None = None  # [start, stop) of the token ids "vocab" samples from
+    num_tokens: int = setting(100, at_least=1)
+    # "random": uniform(−init_range, init_range); "vocab": embeddings of frequent tokens
+    init: str = setting("random", choices=("random", "vocab"))
+    init_range: float = setting(0.5, above=0)
+    vocab_ids: list[int] | None = setting(None, at_least=0)  # [start, stop) of the token ids "vocab" samples from
     train_layer_norms: bool = False  # the paper freezes the whole model for prompt tuning
 
     def __post_init__(self) -> None:
-        if self.init not in ("random", "vocab"):
-            raise ValueError(f"init must be 'random' or 'vocab', got {self.init!r}.")
-        if self.num_tokens < 1:
-            raise ValueError(f"num_tokens must be at least 1, got {self.num_tokens}.")
+        super().__post_init__()
+        if self.vocab_ids is not None and (len(self.vocab_ids) != 2 or self.vocab_ids[0] >= self.vocab_ids[1]):
+            raise ValueError(f"vocab_ids must be [start, stop) with start < stop, e.g. [3, 5003], got {self.vocab_ids}.")
 
     def attach(self, model: nn.Module, task: TaskModules) -> None:
         config = getattr(model, "config", None)

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..data import get_task
-from ..data.files import is_data_path
+from ..data.files import READERS, is_data_path
 from ..methods import get_config
+from ..methods.settings import check_fields, setting
 
 # SPEC §4 / the paper's Appendix A
 SOURCE_LENGTHS = {"glue": 128, "super_glue": 256, "record": 512, "custom": 128}
@@ -22,54 +26,71 @@ TARGET_LENGTHS = {"record": 32}
 # for pretrained ones (and adapters that start as the identity): the head learns 10× faster.
 HEAD_LR_FACTOR = 10.0
 DEFAULT_TARGET_LENGTH = 16
+MAX_SEED = 2**32 - 1  # numpy's RandomState draws the data splits
+COLUMN_FIELDS = ("text_column", "text_pair_column", "label_column", "source_column", "target_column")
+DEVICE_TYPES = ("cpu", "cuda")
 
 
 @dataclass
 class TrainConfig:
-    model: str
-    task: str  # a GLUE/SuperGLUE task name, or your own CSV / JSON-lines / parquet file or folder
-    method: str = "compacter++"
-    output_dir: str | None = None  # default: runs/<model>-<task>-<method>-lr<lr>-seed<seed>
+    """Every setting of a run; each is checked against its type and bounds when the config is made (settings.py)."""
+
+    model: str = setting(non_empty=True)  # a hub name or a local folder
+    task: str = setting(non_empty=True)  # a GLUE/SuperGLUE task name, or your own CSV / JSON-lines / parquet file or folder
+    method: str = setting("compacter++", non_empty=True)
+    output_dir: str | None = setting(None, non_empty=True)  # default: runs/<model>-<task>-<method>-lr<lr>-seed<seed>
     method_overrides: dict[str, Any] = field(default_factory=dict)
-    data_dir: str | None = None  # GLUE/SuperGLUE original files or an export; None: the hub
-    learning_rate: float | None = None  # None: the method's (SPEC §2)
-    head_learning_rate: float | None = None  # a new task head (encoders); None: HEAD_LR_FACTOR × learning_rate
-    epochs: int | None = None  # None: 20 for the small tasks, 3 for the large ones; §5.6 for low resource
-    batch_size: int | None = None  # the global batch, over all processes and accumulation steps
-    gradient_accumulation: int = 1
-    max_source_length: int | None = None
-    max_target_length: int | None = None
-    warmup_steps: int | None = None  # None: the paper's 500, but at most a tenth of a short run
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    seed: int = 42
-    train_size: int | None = None  # low resource: the first N of one seeded order (nested)
-    eval_steps: int | None = None  # None: evaluate (and checkpoint) at the end of every epoch
-    eval_batch_size: int | None = None
-    precision: str = "fp32"  # fp32, bf16 or fp16 (autocast)
+    data_dir: str | None = setting(None, non_empty=True)  # GLUE/SuperGLUE original files or an export; None: the hub
+    learning_rate: float | None = setting(None, above=0)  # None: the method's (SPEC §2)
+    head_learning_rate: float | None = setting(None, above=0)  # a new task head (encoders); None: HEAD_LR_FACTOR × lr
+    epochs: int | None = setting(None, at_least=1)  # None: 20 for the small tasks, 3 for the large ones; §5.6 low resource
+    batch_size: int | None = setting(None, at_least=1)  # the global batch, over all processes and accumulation steps
+    gradient_accumulation: int = setting(1, at_least=1)
+    max_source_length: int | None = setting(None, at_least=1)
+    max_target_length: int | None = setting(None, at_least=1)
+    warmup_steps: int | None = setting(None, at_least=0)  # None: the paper's 500; never more than the run has steps
+    short_warmup: bool = False  # warm up for min(500, a tenth of the run) instead (the earlier default)
+    weight_decay: float = setting(0.0, at_least=0)
+    max_grad_norm: float = setting(1.0, above=0)
+    seed: int = setting(42, at_least=0, at_most=MAX_SEED)
+    train_size: int | None = setting(None, at_least=1)  # low resource: the first N of one seeded order (nested)
+    eval_steps: int | None = setting(None, at_least=1)  # None: evaluate (and checkpoint) at the end of every epoch
+    eval_batch_size: int | None = setting(None, at_least=1)
+    precision: str = setting("fp32", choices=("fp32", "bf16", "fp16"))  # autocast to bf16 / fp16
     gradient_checkpointing: bool = False
     compile: bool = False  # torch.compile the training forward; falls back to eager if compiling fails
     fsdp: bool = False  # shard the model over the processes (FSDP2) instead of replicating it (DDP)
     pretrained: bool = True  # False: random weights from the model's config (tests, benchmarks)
-    tokenizer: str | None = None  # default: the model's
-    text_column: str | None = None
-    text_pair_column: str | None = None
-    label_column: str | None = None
-    source_column: str | None = None
-    target_column: str | None = None
-    device: str | None = None  # default: this process's GPU when there is one
+    tokenizer: str | None = setting(None, non_empty=True)  # default: the model's
+    text_column: str | None = setting(None, non_empty=True)
+    text_pair_column: str | None = setting(None, non_empty=True)
+    label_column: str | None = setting(None, non_empty=True)
+    source_column: str | None = setting(None, non_empty=True)
+    target_column: str | None = setting(None, non_empty=True)
+    device: str | None = setting(None, non_empty=True)  # cpu, cuda or cuda:N; default: this process's GPU when there is one
 
     def __post_init__(self) -> None:
-        if self.precision not in ("fp32", "bf16", "fp16"):
-            raise ValueError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}.")
-        if self.gradient_accumulation < 1:
-            raise ValueError("gradient_accumulation must be at least 1.")
+        check_fields(self)
+        if self.warmup_steps is not None and self.short_warmup:
+            raise ValueError(f"warmup_steps={self.warmup_steps} and short_warmup both set the warm-up: give one of them.")
+        if self.device is not None:
+            _check_device(self.device)
         get_config(self.method, **self.method_overrides)  # unknown methods and settings fail here, early
+        columns = [f"--{name.replace('_', '-')}" for name in COLUMN_FIELDS if getattr(self, name) is not None]
         if not self.is_custom:
+            if Path(self.task).is_file():
+                raise ValueError(f"{self.task}: unknown file type {Path(self.task).suffix!r}; your data must be one of "
+                                 f"{', '.join(READERS)}.")
             if "/" in self.task or "." in self.task:
                 raise FileNotFoundError(f"{self.task!r} is not an existing CSV / JSON-lines / parquet file or folder, "
                                         "nor a GLUE/SuperGLUE task name.")
-            get_task(self.task)
+            task = get_task(self.task)
+            if columns:
+                raise ValueError(f"{', '.join(columns)} name(s) the columns of your own data files; {task.name} has its "
+                                 "own columns. Leave them out, or give your file or folder as --task.")
+        elif self.data_dir is not None:
+            raise ValueError(f"--data-dir is for GLUE/SuperGLUE tasks; your data is {self.task} (--task). Leave --data-dir "
+                             "out.")
 
     @property
     def is_custom(self) -> bool:
@@ -114,3 +135,12 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _check_device(device: str) -> None:
+    try:
+        chosen = torch.device(device)
+    except RuntimeError:
+        chosen = None
+    if chosen is None or chosen.type not in DEVICE_TYPES:
+        raise ValueError(f"device must be cpu, cuda or cuda:N (the index of a GPU), got {device!r}.")

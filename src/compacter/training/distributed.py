@@ -35,6 +35,11 @@ def start(device: str | None = None) -> Processes:
         device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
     chosen = torch.device(device)
     if chosen.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"--device {device}: torch sees no CUDA GPU here; use --device cpu (or leave --device out).")
+        if chosen.index is not None and chosen.index >= count:
+            raise ValueError(f"--device {device}: this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}.")
         torch.cuda.set_device(chosen)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if chosen.type == "cuda" else "gloo")

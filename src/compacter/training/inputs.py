@@ -1,4 +1,8 @@
-"""From a task's examples to tokenised batches: text-to-text for seq2seq models, classification otherwise.
+"""What a run reads, and its examples as tokenised batches.
+
+``read_inputs`` reads and checks everything a run starts from (the model's config, the data, the
+tokenizer) and computes the run's identity, before anything is written. Then the examples become
+token ids: text-to-text for seq2seq models, classification otherwise.
 
 The order of training examples is a pure function of (seed, epoch), so a resumed run (or
 another number of processes) sees exactly the same global batches as an uninterrupted one.
@@ -6,13 +10,75 @@ another number of processes) sees exactly the same global batches as an uninterr
 
 from __future__ import annotations
 
-import torch
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import torch
+import transformers
+
+from ..attach import architecture_fingerprint
 from ..data import TaskData, load_task
 from ..data.files import load_files
 from ..data.splits import low_resource
 from ..data.tasks import Task
+from ..models import build_model, load_config
 from .config import TrainConfig
+from .identity import run_identity
+
+
+@dataclass
+class RunInputs:
+    config: TrainConfig  # resolved
+    data: TaskData
+    tokenizer: Any
+    text_to_text: bool  # a seq2seq model, trained text-to-text; else a classifier with a new head
+    identity: dict[str, Any]  # identity.py
+
+
+def read_inputs(config: TrainConfig) -> RunInputs:
+    """Read and check what ``config`` names; nothing is written."""
+    _check_source(config.model, "--model")
+    model_config = load_config(config.model)
+    text_to_text = bool(getattr(model_config, "is_encoder_decoder", False))
+    data = load_splits(config)
+    tokenizer = load_tokenizer(config.tokenizer or config.model, "--tokenizer" if config.tokenizer else "--model")
+    vocabulary = getattr(model_config, "vocab_size", None)
+    if isinstance(vocabulary, int) and len(tokenizer) > vocabulary:
+        raise ValueError(f"The tokenizer of {config.tokenizer or config.model} has {len(tokenizer)} tokens, more than "
+                         f"the {vocabulary} embeddings of {config.model}: they do not belong together. Give the "
+                         "model's own tokenizer (--tokenizer).")
+    num_labels = None if text_to_text else data.num_labels
+    skeleton = build_model(config.model, pretrained=False, meta=True, num_labels=num_labels)  # shapes only
+    identity = run_identity(config, data, tokenizer, architecture_fingerprint(skeleton))
+    return RunInputs(config, data, tokenizer, text_to_text, identity)
+
+
+def load_tokenizer(name: str, option: str):
+    _check_source(name, option)
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{option} {name}: no tokenizer could be loaded from it ({reason}). Give a folder with the "
+                         "tokenizer's files (tokenizer.json, or vocab / sentencepiece files) or a hub name.") from None
+    if len(tokenizer) <= len(set(tokenizer.all_special_tokens)):
+        raise ValueError(f"{option} {name}: its tokenizer has no vocabulary beyond its {len(tokenizer)} special "
+                         "tokens (the folder lacks the tokenizer's files, e.g. tokenizer.json or vocab.txt). Give "
+                         "the folder that holds them with --tokenizer.")
+    return tokenizer
+
+
+def _check_source(name: str, option: str) -> None:
+    """A name spelled like a path must be an existing folder (else transformers reports a bad hub id)."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return
+    if path.exists():
+        raise ValueError(f"{option} {name} is a file; give a folder (as written by save_pretrained) or a hub name.")
+    if name.startswith((".", "/", "~")) or name.endswith("/") or name.count("/") > 1 or "\\" in name:
+        raise FileNotFoundError(f"{option} {name}: no such folder. Give a local folder (as written by "
+                                "save_pretrained) or a hub name such as t5-base.")
 
 
 def load_splits(config: TrainConfig) -> TaskData:

@@ -1,21 +1,24 @@
 """`compacter train`: one run, read top to bottom (nanoGPT style).
 
-Build the model and attach the method, encode the data, then step: AdamW with a linear schedule,
-autocast, gradient accumulation, evaluation on validation every epoch (or every N steps), the best
-adapter kept by validation score, the test split scored once at the end with it.
+``train`` reads and checks the run's inputs, returns the results of the same run when it already
+finished, and otherwise steps the ``Trainer`` from the start or from the run's checkpoint:
 
-Every evaluation also writes the training state (checkpoint.py). Started again with the same
-settings, a run resumes from it; a finished run (results.json present) is not run again.
+* set-up: build the model and attach the method, encode the data, AdamW with a linear schedule
+  (the paper's 500 warm-up steps), autocast, DDP / FSDP over processes;
+* step: one global batch, split into processes and accumulation steps;
+* evaluate and checkpoint: on validation every epoch (or every N steps); the best adapter is kept
+  and the training state is saved (checkpoint.py);
+* finish: the test split is scored once, with the best adapter, and results.json is written.
 
-Losses are sums over the examples (classification) or target tokens (text-to-text) divided by
-their count in the whole global batch, so that any split of a batch into processes and
+Whether a run folder may be resumed or returned is resume.py's; what makes two runs the same is
+identity.py's. Losses are sums over the examples (classification) or target tokens (text-to-text)
+divided by their count in the whole global batch, so that any split of a batch into processes and
 accumulation steps gives the same gradient as one process with the whole batch.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 import resource
@@ -36,201 +39,237 @@ from ..attach import active_task, apply, parameter_groups, trainable_parameters
 from ..compiling import compile_model
 from ..data import TaskData
 from ..io import atomic_write
-from ..models import build_model, enable_activation_checkpointing, load_config
+from ..models import build_model, enable_activation_checkpointing
 from ..params import count_parameters
-from ..saving import file_name, read_tensors, save
+from ..saving import file_name, save
 from . import distributed
-from .checkpoint import STATE_FILE, load_state, restore_rng, rng_state, save_state
+from .checkpoint import TrainingState, restore_rng, rng_state, save_state
 from .config import TrainConfig
-from .inputs import collate, encode, global_batches, load_splits, shard
+from .inputs import RunInputs, collate, encode, global_batches, read_inputs, shard
+from .resume import BEST_DIR, RESULTS_FILE, best_adapter, finished_results, resumable_state, run_folder
 
-RESULTS_FILE = "results.json"
 PAPER_WARMUP_STEPS = 500
-BEST_DIR = "adapter"
+SHORT_WARMUP_FRACTION = 10  # --short-warmup: at most a tenth of the run
 
 
 def train(config: TrainConfig, on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Run (or resume, or return the results of a finished) training run; returns the results."""
     config = config.resolved()
     output = Path(config.output_dir)
-    if (output / RESULTS_FILE).is_file():
-        results = json.loads((output / RESULTS_FILE).read_text())
-        _check_same_run(config, results["config"], output / RESULTS_FILE)
-        return results
     processes = distributed.start(config.device)
     try:
-        return _train(config, output, processes, on_step)
+        inputs = read_inputs(config)  # everything checked before anything is written
+        finished = finished_results(output, inputs.identity, config)
+        if finished is not None:
+            return finished
+        state = resumable_state(output, inputs.identity)
+        with run_folder(output, processes) as log:
+            trainer = Trainer(inputs, processes, output, log)
+            if state is not None:
+                trainer.restore(state)
+            trainer.start()
+            while trainer.step < trainer.total_steps:
+                loss = trainer.train_step()
+                if trainer.step % trainer.eval_every == 0 or trainer.step == trainer.total_steps:
+                    trainer.evaluate_and_checkpoint(loss)
+                if on_step is not None:
+                    on_step(trainer.step)
+            return trainer.finish()
     finally:
         distributed.stop()
 
 
-def _train(config: TrainConfig, output: Path, processes: distributed.Processes, on_step) -> dict[str, Any]:
-    log = _logger(output, processes)
-    torch.manual_seed(config.seed)
-    data = load_splits(config)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(config.tokenizer or config.model)
-    text_to_text = bool(getattr(load_config(config.model), "is_encoder_decoder", False))
-    model = build_model(config.model, pretrained=config.pretrained, num_labels=None if text_to_text else data.num_labels)
-    if getattr(model.config, "pad_token_id", None) is None:  # GPT-style models have no padding token
-        model.config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    apply(model, config.method, **config.method_overrides)
-    if config.gradient_checkpointing:
-        enable_activation_checkpointing(model)
-    model.to(processes.device)
-    if config.fsdp:
-        if processes.world == 1:
-            raise ValueError("--fsdp shards the model over several processes: launch with torchrun --nproc_per_node N "
-                             "(or accelerate launch); with one process leave --fsdp out.")
-        distributed.shard_model(model)
-    encoded = {split: encode(tokenizer, data.task, examples, text_to_text=text_to_text,
-                             source_length=config.max_source_length, target_length=config.max_target_length)
-               for split, examples in data.splits.items()}
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+def warmup_steps(config: TrainConfig, total_steps: int) -> int:
+    """The paper's 500 linear warm-up steps (or --warmup-steps), but never so many that the last step stays
+    below the peak learning rate; --short-warmup: min(500, a tenth of the run)."""
+    if config.short_warmup:
+        return min(PAPER_WARMUP_STEPS, total_steps // SHORT_WARMUP_FRACTION)
+    wanted = PAPER_WARMUP_STEPS if config.warmup_steps is None else config.warmup_steps
+    return min(wanted, total_steps - 1)
 
-    trained = trainable_parameters(model)
-    groups = parameter_groups(model)
-    heads = [p for n, p in trained.items() if groups[n] == "head"]
-    rest = [p for n, p in trained.items() if groups[n] != "head"]
-    optimizer = torch.optim.AdamW(
-        [g for g in ({"params": rest}, {"params": heads, "lr": config.head_learning_rate})
-         if g["params"]], lr=config.learning_rate, betas=(0.9, 0.999), eps=1e-8, weight_decay=config.weight_decay)
-    parts = processes.world * config.gradient_accumulation
-    if config.batch_size < parts or len(encoded["train"]) < parts:
-        raise ValueError(f"{processes.world} process(es) × {config.gradient_accumulation} accumulation step(s) need "
-                         f"a batch size and a training set of at least {parts} examples each (batch size "
-                         f"{config.batch_size}, {len(encoded['train'])} training examples). Raise --batch-size or "
-                         "use fewer processes / accumulation steps.")
-    @functools.lru_cache(maxsize=1)  # an epoch's order is drawn once, not at every step
-    def epoch_batches(epoch: int) -> list[list[int]]:
-        return global_batches(len(encoded["train"]), config.batch_size, config.seed, epoch, parts)
 
-    steps_per_epoch = len(epoch_batches(0))
-    total_steps = steps_per_epoch * config.epochs
-    warmup = config.warmup_steps if config.warmup_steps is not None else min(PAPER_WARMUP_STEPS, total_steps // 10)
-    scheduler = transformers.get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
-    scaler = torch.amp.GradScaler(processes.device.type, enabled=config.precision == "fp16")
-    autocast = (torch.autocast(processes.device.type, dtype=torch.bfloat16 if config.precision == "bf16" else torch.float16)
-                if config.precision != "fp32" else contextlib.nullcontext())
-    network = model
-    if processes.world > 1 and not config.fsdp:
-        network = DistributedDataParallel(model, device_ids=[processes.device.index] if processes.device.type == "cuda"
-                                          else None)
-    forward = compile_model(network) if config.compile else network
+class Trainer:
+    """One run's model, optimiser, schedule and progress; what it holds between steps is what a checkpoint saves."""
 
-    state = load_state(output)
-    step, best, history, elapsed = 0, None, [], 0.0
-    if state is not None:
-        _check_same_run(config, state["config"], output / STATE_FILE)
-        _load_trained(model, trained, state["trained"])
-        distributed.load_optimizer_state(optimizer, state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        restore_rng(state["rng"])
-        step, best, history, elapsed = state["step"], state["best"], state["history"], state["elapsed"]
-        log.info("resumed at step %d of %d from %s", step, total_steps, output)
-    else:
-        parameters = count_parameters(model)
-        log.info("%s on %s: %s trains %s of %s parameters (%.4f%%); %d steps, %d process(es)", config.model,
-                 data.task.name, config.method, f"{parameters.trainable:,}", f"{parameters.total:,}",
-                 parameters.percent, total_steps, processes.world)
+    def __init__(self, inputs: RunInputs, processes: distributed.Processes, output: Path, log: logging.Logger):
+        config = self.config = inputs.config
+        self.inputs, self.processes, self.output, self.log = inputs, processes, output, log
+        torch.manual_seed(config.seed)  # the new head's and the method's initial weights, dropout
+        self.data, self.tokenizer, self.text_to_text = inputs.data, inputs.tokenizer, inputs.text_to_text
+        self.model = self._build_model()
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self.encoded = {split: encode(self.tokenizer, self.data.task, examples, text_to_text=self.text_to_text,
+                                      source_length=config.max_source_length, target_length=config.max_target_length)
+                        for split, examples in self.data.splits.items()}
+        self.trained = trainable_parameters(self.model)
+        self.optimizer = self._optimizer()
+        self.parts = processes.world * config.gradient_accumulation  # every process and accumulation step
+        if config.batch_size < self.parts or len(self.encoded["train"]) < self.parts:
+            raise ValueError(f"{processes.world} process(es) × {config.gradient_accumulation} accumulation step(s) "
+                             f"need a batch size and a training set of at least {self.parts} examples each (batch size "
+                             f"{config.batch_size}, {len(self.encoded['train'])} training examples). Raise "
+                             "--batch-size or use fewer processes / accumulation steps.")
+        self._batches: tuple[int, list[list[int]]] = (0, self._draw_batches(0))
+        self.steps_per_epoch = len(self._batches[1])
+        self.total_steps = self.steps_per_epoch * config.epochs
+        self.warmup_steps = warmup_steps(config, self.total_steps)
+        self.eval_every = config.eval_steps or self.steps_per_epoch
+        self.scheduler = transformers.get_linear_schedule_with_warmup(self.optimizer, self.warmup_steps, self.total_steps)
+        self.scaler = torch.amp.GradScaler(processes.device.type, enabled=config.precision == "fp16")
+        self.autocast = (torch.autocast(processes.device.type, dtype=torch.bfloat16 if config.precision == "bf16"
+                                        else torch.float16) if config.precision != "fp32" else contextlib.nullcontext())
+        self.network = self.model
+        if processes.world > 1 and not config.fsdp:
+            # Intrinsic-SAID's Fastfood buffers are drawn from a seed on every process: nothing to broadcast
+            self.network = DistributedDataParallel(self.model, broadcast_buffers=False, device_ids=[
+                processes.device.index] if processes.device.type == "cuda" else None)
+        self.forward = compile_model(self.network) if config.compile else self.network
+        self.step, self.best, self.history, self.elapsed = 0, None, [], 0.0
+        parameters = count_parameters(self.model)
+        log.info("%s on %s: %s trains %s of %s parameters (%.4f%%); %d steps (%d warm-up), %d process(es)",
+                 config.model, self.data.task.name, config.method, f"{parameters.trainable:,}",
+                 f"{parameters.total:,}", parameters.percent, self.total_steps, self.warmup_steps, processes.world)
 
-    def evaluate(split: str) -> dict:
-        predictions = predict(model, encoded[split], data, text_to_text, config, processes, pad_id, tokenizer, autocast)
-        return data.score(split, predictions)
+    def _build_model(self) -> torch.nn.Module:
+        config, tokenizer = self.config, self.tokenizer
+        model = build_model(config.model, pretrained=config.pretrained,
+                            num_labels=None if self.text_to_text else self.data.num_labels)
+        if getattr(model.config, "pad_token_id", None) is None:  # GPT-style models have no padding token
+            model.config.pad_token_id = (tokenizer.pad_token_id if tokenizer.pad_token_id is not None
+                                         else tokenizer.eos_token_id)
+        apply(model, config.method, **config.method_overrides)
+        if config.gradient_checkpointing:
+            enable_activation_checkpointing(model)
+        model.to(self.processes.device)
+        if config.fsdp:
+            if self.processes.world == 1:
+                raise ValueError("--fsdp shards the model over several processes: launch with torchrun "
+                                 "--nproc_per_node N (or accelerate launch); with one process leave --fsdp out.")
+            distributed.shard_model(model)
+        return model
 
-    def checkpoint() -> None:
-        whole = distributed.full_tensors(trained)  # every process takes part in gathering shards
-        optimizer_state = distributed.full_optimizer_state(optimizer)
-        if processes.main:
-            save_state(output, {"trained": whole, "optimizer": optimizer_state, "scheduler": scheduler.state_dict(),
-                                "scaler": scaler.state_dict(), "rng": rng_state(), "step": step, "best": best,
-                                "history": history, "elapsed": elapsed, "config": config.to_dict()})
-        distributed.barrier(processes)
+    def _optimizer(self) -> torch.optim.Optimizer:
+        groups = parameter_groups(self.model)
+        heads = [p for n, p in self.trained.items() if groups[n] == "head"]
+        rest = [p for n, p in self.trained.items() if groups[n] != "head"]
+        return torch.optim.AdamW(
+            [g for g in ({"params": rest}, {"params": heads, "lr": self.config.head_learning_rate}) if g["params"]],
+            lr=self.config.learning_rate, betas=(0.9, 0.999), eps=1e-8, weight_decay=self.config.weight_decay)
 
-    eval_every = config.eval_steps or steps_per_epoch
-    progress = tqdm(total=total_steps, initial=step, desc="training", disable=not processes.main, dynamic_ncols=True)
-    started = time.perf_counter() - elapsed
-    if processes.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(processes.device)
-    model.train()
-    while step < total_steps:
-        epoch, position = divmod(step, steps_per_epoch)
-        batch_indices = epoch_batches(epoch)[position]
-        mine = shard(batch_indices, processes.world, processes.rank)
-        micro = [shard(mine, config.gradient_accumulation, i) for i in range(config.gradient_accumulation)]
-        micro = [m for m in micro if m]
-        rows = [[encoded["train"][i] for i in m] for m in micro]
+    def _draw_batches(self, epoch: int) -> list[list[int]]:
+        return global_batches(len(self.encoded["train"]), self.config.batch_size, self.config.seed, epoch, self.parts)
+
+    def restore(self, state: TrainingState) -> None:
+        """Continue from a checkpoint of this run (resume.py checked that it is this run's)."""
+        _load_trained(self.model, self.trained, state.trained, f"the checkpoint in {self.output}")
+        distributed.load_optimizer_state(self.optimizer, state.optimizer)
+        self.scheduler.load_state_dict(state.scheduler)
+        self.scaler.load_state_dict(state.scaler)
+        restore_rng(state.rng)
+        self.step, self.best, self.history, self.elapsed = state.step, state.best, state.history, state.elapsed
+        self.log.info("resumed at step %d of %d from %s", self.step, self.total_steps, self.output)
+
+    def start(self) -> None:
+        self.progress = tqdm(total=self.total_steps, initial=self.step, desc="training",
+                             disable=not self.processes.main, dynamic_ncols=True)
+        self.started = time.perf_counter() - self.elapsed
+        if self.processes.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.processes.device)
+        self.model.train()
+
+    def train_step(self) -> float:
+        """One optimiser step on the next global batch; returns its mean loss."""
+        config, processes = self.config, self.processes
+        epoch, position = divmod(self.step, self.steps_per_epoch)
+        if self._batches[0] != epoch:  # an epoch's order is drawn once, not at every step
+            self._batches = (epoch, self._draw_batches(epoch))
+        mine = shard(self._batches[1][position], processes.world, processes.rank)
+        micro = [part for i in range(config.gradient_accumulation) if (part := shard(mine, config.gradient_accumulation, i))]
+        rows = [[self.encoded["train"][i] for i in part] for part in micro]
         count = distributed.total(sum(_loss_count(r) for r in rows), processes)
         loss_sum = 0.0
         for index, part in enumerate(rows):
-            batch = {k: v.to(processes.device) for k, v in collate(part, pad_id).items()}
+            batch = {k: v.to(processes.device) for k, v in collate(part, self.pad_id).items()}
             sync = index == len(rows) - 1 or processes.world == 1
             if config.fsdp:
-                model.set_requires_gradient_sync(sync)
-            with (contextlib.nullcontext() if sync or config.fsdp else network.no_sync()), autocast:
-                summed = _summed_loss(forward, model, batch, text_to_text)
+                self.model.set_requires_gradient_sync(sync)
+            with (contextlib.nullcontext() if sync or config.fsdp else self.network.no_sync()), self.autocast:
+                summed = _summed_loss(self.forward, self.model, batch, self.text_to_text)
                 # DDP and FSDP average gradients over processes: scale back to the global sum / global count
-                scaler.scale(summed * processes.world / count).backward()
+                self.scaler.scale(summed * processes.world / count).backward()
             loss_sum += summed.item()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(list(trained.values()), config.max_grad_norm)
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(list(self.trained.values()), config.max_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
         loss = distributed.total(loss_sum, processes) / count
-        progress.update(1)
-        progress.set_postfix(loss=f"{loss:.4f}")
-        if step % eval_every == 0 or step == total_steps:
-            elapsed = time.perf_counter() - started
-            model.eval()
-            metrics = evaluate("validation")
-            model.train()
-            improved = best is None or metrics["score"] > best["score"]
-            if improved:
-                best = {"score": metrics["score"], "step": step, "metrics": metrics}
-                whole = distributed.full_tensors(trained)
-                if processes.main:
-                    save(model, output / BEST_DIR, tensors=whole, metadata={
-                        "step": step, "validation": metrics, "task": data.task.to_dict(),
-                        "max_source_length": config.max_source_length, "max_target_length": config.max_target_length})
-            history.append({"step": step, "epoch": step / steps_per_epoch, "loss": loss, "validation": metrics})
-            log.info("step %d  loss %.4f  validation score %.2f%s", step, loss, metrics["score"],
-                     "  (best so far)" if improved else "")
-            checkpoint()
-        if on_step is not None:
-            on_step(step)
-    progress.close()
-    elapsed = time.perf_counter() - started
+        self.progress.update(1)
+        self.progress.set_postfix(loss=f"{loss:.4f}")
+        return loss
 
-    best_tensors = read_tensors(output / BEST_DIR)
-    _load_trained(model, trained, {name: best_tensors[file_name(name, active_task(model))] for name in trained})
-    model.eval()
-    test = evaluate("test")
-    log.info("test score %.2f with the best validation checkpoint (step %d)", test["score"], best["step"])
-    results = {
-        "task": data.task.name, "model": config.model, "method": config.method,
-        "method_config": model.compacter.config.to_dict(), "parameters": count_parameters(model).to_dict(),
-        "validation": best["metrics"], "best_step": best["step"], "test": test, "history": history,
-        "train_examples": len(encoded["train"]), "train_time_s": elapsed, "peak_memory_bytes": _peak_memory(processes),
-        "processes": processes.world, "seed": config.seed, "config": config.to_dict(),
-        "versions": {"compacter": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-                     "python": sys.version.split()[0]},
-    }
-    if processes.main:
-        atomic_write(output / RESULTS_FILE, lambda tmp: Path(tmp).write_text(json.dumps(results, indent=2)))
-    return results
+    def evaluate_and_checkpoint(self, loss: float) -> None:
+        """Score validation, keep the adapter if it is the best so far, and save the training state."""
+        self.elapsed = time.perf_counter() - self.started
+        self.model.eval()
+        metrics = self.evaluate("validation")
+        self.model.train()
+        improved = self.best is None or metrics["score"] > self.best["score"]
+        if improved:
+            self.best = {"score": metrics["score"], "step": self.step, "metrics": metrics}
+            whole = distributed.full_tensors(self.trained)  # every process takes part in gathering shards
+            if self.processes.main:
+                save(self.model, self.output / BEST_DIR, tensors=whole, metadata={
+                    "step": self.step, "validation": metrics, "task": self.data.task.to_dict(),
+                    "max_source_length": self.config.max_source_length,
+                    "max_target_length": self.config.max_target_length})
+        self.history.append({"step": self.step, "epoch": self.step / self.steps_per_epoch, "loss": loss,
+                             "validation": metrics})
+        self.log.info("step %d  loss %.4f  validation score %.2f%s", self.step, loss, metrics["score"],
+                      "  (best so far)" if improved else "")
+        trained, optimizer = distributed.full_tensors(self.trained), distributed.full_optimizer_state(self.optimizer)
+        if self.processes.main:
+            save_state(self.output, TrainingState(
+                identity=self.inputs.identity, step=self.step, best=self.best, history=self.history,
+                elapsed=self.elapsed, trained=trained, optimizer=optimizer, scheduler=self.scheduler.state_dict(),
+                scaler=self.scaler.state_dict(), rng=rng_state()))
+        distributed.barrier(self.processes)
 
+    def evaluate(self, split: str) -> dict:
+        predictions = predict(self.model, self.encoded[split], self.data, self.text_to_text, self.config,
+                              self.processes, self.pad_id, self.tokenizer, self.autocast)
+        return self.data.score(split, predictions)
 
-def _check_same_run(config: TrainConfig, saved: dict, path: Path) -> None:
-    """Resuming or reusing a run is only right for the same settings (where it runs may differ)."""
-    current = config.to_dict()
-    differing = [f"{key}: {saved.get(key)!r} there, {current[key]!r} now" for key in current
-                 if key not in ("device", "eval_batch_size") and saved.get(key) != current[key]]
-    if differing:
-        raise ValueError(f"{path} belongs to a run with other settings ({'; '.join(differing)}). "
-                         "Use another --output-dir, or delete that folder to start over.")
+    def finish(self) -> dict[str, Any]:
+        """Score the test split with the best adapter and write results.json."""
+        self.progress.close()
+        self.elapsed = time.perf_counter() - self.started
+        best = best_adapter(self.output, self.best["step"])  # named as in its file
+        task = active_task(self.model)
+        _load_trained(self.model, self.trained, {name: best[file_name(name, task)] for name in self.trained
+                                                 if file_name(name, task) in best}, f"{self.output / BEST_DIR}")
+        self.model.eval()
+        test = self.evaluate("test")
+        self.log.info("test score %.2f with the best validation checkpoint (step %d)", test["score"], self.best["step"])
+        config, processes = self.config, self.processes
+        results = {
+            "task": self.data.task.name, "model": config.model, "method": config.method,
+            "method_config": self.model.compacter.config.to_dict(), "parameters": count_parameters(self.model).to_dict(),
+            "validation": self.best["metrics"], "best_step": self.best["step"], "test": test, "history": self.history,
+            "train_examples": len(self.encoded["train"]), "train_time_s": self.elapsed,
+            "peak_memory_bytes": _peak_memory(processes), "processes": processes.world, "seed": config.seed,
+            "schedule": {"total_steps": self.total_steps, "steps_per_epoch": self.steps_per_epoch,
+                         "warmup_steps": self.warmup_steps},
+            "config": config.to_dict(), "identity": self.inputs.identity,
+            "versions": {"compacter": __version__, "torch": torch.__version__,
+                         "transformers": transformers.__version__, "python": sys.version.split()[0]},
+        }
+        if processes.main:
+            text = json.dumps(results, indent=2)
+            atomic_write(self.output / RESULTS_FILE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        return results
 
 
 def _loss_count(rows: list[dict]) -> int:
@@ -287,7 +326,13 @@ def predict(model, rows: list[dict], data: TaskData, text_to_text: bool, config:
     return ordered
 
 
-def _load_trained(model, trained: dict[str, torch.nn.Parameter], tensors: dict[str, torch.Tensor]) -> None:
+def _load_trained(model, trained: dict[str, torch.nn.Parameter], tensors: dict[str, torch.Tensor], source: str) -> None:
+    missing = sorted(set(trained) - set(tensors))
+    mismatched = sorted(name for name in set(trained) & set(tensors) if tensors[name].shape != trained[name].shape)
+    if missing or mismatched:
+        raise ValueError(f"{source} does not hold this run's trained parameters (missing {missing[:3]}, other shapes "
+                         f"{mismatched[:3]}); it was changed after it was written. To train again, give another "
+                         "--output-dir.")
     with torch.no_grad():
         for name, param in trained.items():
             distributed.copy_into(param, tensors[name])
@@ -297,18 +342,3 @@ def _peak_memory(processes: distributed.Processes) -> int:
     if processes.device.type == "cuda":
         return torch.cuda.max_memory_allocated(processes.device)
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # the process's peak resident memory
-
-
-def _logger(output: Path, processes: distributed.Processes) -> logging.Logger:
-    log = logging.getLogger(f"compacter.train.{output}")
-    log.setLevel(logging.INFO)
-    log.propagate = False
-    if processes.main and not log.handlers:
-        output.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(output / "train.log")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-        log.addHandler(handler)
-        console = logging.StreamHandler(sys.stderr)
-        console.setFormatter(logging.Formatter("%(message)s"))
-        log.addHandler(console)
-    return log

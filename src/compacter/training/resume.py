@@ -1,0 +1,137 @@
+"""What a run folder already holds, and whether this run may use it: finished results, a checkpoint, or nothing.
+
+The same run started again finds its folder in one of three states:
+
+* finished (``results.json``): its results are returned if the run's identity (identity.py) is
+  this one's, else refused, saying what differs; they are never run again or overwritten;
+* interrupted (``training_state.safetensors``): it resumes from the checkpoint if the identity
+  matches (and the best adapter it saved in ``adapter/`` can be read), else it is refused the same way;
+* new: the folder (and ``train.log``) is made. If the run then fails before its first
+  checkpoint, what it made is removed again, so that a mistyped setting leaves nothing behind.
+
+A refusal never advises deleting anything: another ``--output-dir`` always starts a new run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..saving import WEIGHTS_FILE, read_tensors
+from . import distributed
+from .checkpoint import STATE_FILE, TrainingState, read_state
+from .config import TrainConfig
+from .identity import differences, legacy_differences
+
+RESULTS_FILE = "results.json"
+LOG_FILE = "train.log"
+BEST_DIR = "adapter"  # the best validation checkpoint's trained parameters, as compacter.save writes them
+
+
+def finished_results(output: Path, identity: dict[str, Any], config: TrainConfig) -> dict[str, Any] | None:
+    """The results of this run when ``output`` holds it finished; None when it holds no finished run."""
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"--output-dir {output} is a file; give a folder (a new one, or a run's own).")
+    path = output / RESULTS_FILE
+    if not path.is_file():
+        return None
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}): the finished run there cannot be read. Its folder is "
+                         "left as it is; to train again, give another --output-dir.") from None
+    if not isinstance(results, dict) or not isinstance(results.get("config"), dict):
+        raise ValueError(f"{path} is not a compacter results file (it has no run config). Its folder is left as it "
+                         "is; to train, give another --output-dir.")
+    if "identity" not in results:  # written before runs recorded their identity: compare what was recorded
+        changed = legacy_differences(results["config"], config)
+        if changed:
+            raise ValueError(_other_run(output, "a finished run", changed, finished=True))
+        print(f"{path} was written by an earlier compacter, which did not record the run's data and base model; "
+              "it is returned as it is, with only its settings checked.", file=sys.stderr)
+        return results
+    changed = differences(results["identity"], identity)
+    if changed:
+        raise ValueError(_other_run(output, "a finished run", changed, finished=True))
+    return results
+
+
+def resumable_state(output: Path, identity: dict[str, Any]) -> TrainingState | None:
+    """The checkpoint of this run in ``output``, or None; another run's (or a damaged) checkpoint is refused."""
+    state = read_state(output)
+    if state is not None:
+        changed = differences(state.identity, identity)
+        if changed:
+            raise ValueError(_other_run(output, f"an unfinished run (checkpoint at step {state.step})", changed,
+                                        finished=False))
+        if state.best is not None:
+            best_adapter(output, state.best["step"])  # refused now, not at the end of the run
+    return state
+
+
+def best_adapter(output: Path, step: int) -> dict[str, torch.Tensor]:
+    """The trained parameters of the best validation checkpoint (step ``step``) that the run saved."""
+    path = output / BEST_DIR / WEIGHTS_FILE
+    try:
+        return read_tensors(output / BEST_DIR)
+    except (ValueError, OSError) as error:  # missing, truncated, edited or foreign: refused by its checks
+        raise ValueError(f"{path}, the best adapter so far (step {step}), cannot be read ({type(error).__name__}: "
+                         f"{error}); it changed after the run wrote it. To train again, give another "
+                         "--output-dir.") from None
+
+
+@contextlib.contextmanager
+def run_folder(output: Path, processes: distributed.Processes) -> Iterator[logging.Logger]:
+    """The run's folder and its log (train.log and stderr, on the main process); on a failure before the
+    first checkpoint, whatever this call made in the folder is removed again."""
+    made = [folder for folder in (output, *output.parents) if not folder.exists()]
+    before = {entry.name for entry in output.iterdir()} if output.is_dir() else set()
+    log = logging.getLogger(f"compacter.train.{output.resolve()}")
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    if processes.main:
+        output.mkdir(parents=True, exist_ok=True)
+        for handler, style in ((logging.FileHandler(output / LOG_FILE, encoding="utf-8"), "%(asctime)s %(message)s"),
+                               (logging.StreamHandler(sys.stderr), "%(message)s")):
+            handler.setFormatter(logging.Formatter(style))
+            log.addHandler(handler)
+    try:
+        yield log
+    except BaseException:
+        if processes.main and not (output / STATE_FILE).exists() and not (output / RESULTS_FILE).exists():
+            _close(log)
+            for entry in output.iterdir():
+                if entry.name in before:
+                    continue
+                if entry.is_dir():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+            for folder in made:  # innermost first
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+        raise
+    finally:
+        _close(log)
+
+
+def _close(log: logging.Logger) -> None:
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
+
+
+def _other_run(output: Path, what: str, changed: list[str], finished: bool) -> str:
+    advice = ("Its results are kept as they are. To train with these settings and this data, give another "
+              "--output-dir." if finished else
+              "To resume it, run it again with its own settings and data; to train with these instead, give "
+              "another --output-dir (this folder is left as it is).")
+    return f"{output} holds {what} that differs from this one:\n  " + "\n  ".join(changed) + "\n" + advice
