@@ -78,7 +78,8 @@ def run_inference_bench(args: argparse.Namespace) -> int:
 
     if args.serve:
         results = run_serving_benchmark(args.model, rounds=args.steps, source_length=args.source_length,
-                                        new_tokens=args.new_tokens or 8, device=args.device, peers=args.peers)
+                                        new_tokens=args.new_tokens or 8, device=args.device, peers=args.peers,
+                                        dtype=args.dtype)
         table = markdown(results, "(b)")
         memory = results["memory"]
         table += (f"\n\n{memory['tasks']} tasks' adapters hold {memory['all_tasks_bytes'] / 1e3:.0f} kB in memory, "
@@ -87,7 +88,7 @@ def run_inference_bench(args: argparse.Namespace) -> int:
         methods = None if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
         results = run_inference_benchmark(args.model, methods, batch_size=args.batch_size, rounds=args.steps,
                                           source_length=args.source_length, target_length=args.target_length,
-                                          new_tokens=args.new_tokens or 16, device=args.device)
+                                          new_tokens=args.new_tokens or 16, device=args.device, dtype=args.dtype)
         table = markdown(results, "base")
     print(table)
     if args.json:
@@ -381,7 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     size = p.add_mutually_exclusive_group()
     size.add_argument("--batch-size", type=int, default=8)
     size.add_argument("--memory-budget", help="e.g. 24GB: each method runs at the largest batch that fits (paper)")
-    p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="bf16 runs under autocast")
+    p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
+                   help="bf16: training runs under autocast; --inference / --serve use a bf16 base model")
     p.add_argument("--steps", type=int, default=5, help="timed steps per method (after 2 warm-up steps)")
     p.add_argument("--source-length", type=int, default=128)
     p.add_argument("--target-length", type=int, default=8)

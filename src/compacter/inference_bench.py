@@ -122,13 +122,23 @@ def _as_if_trained(model: nn.Module, name: str | None = None, seed: int = 0) -> 
             param.add_(0.01 * torch.randn(param.shape, generator=generator).to(param.device))
 
 
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def _base(model_name: str, dtype: str) -> nn.Module:
+    """The random base model in ``dtype`` (tasks attached to it keep fp32 trained parameters, cast at use)."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}.")
+    torch.manual_seed(0)
+    return build_model(model_name, pretrained=False).to(DTYPES[dtype]).eval()
+
+
 def run_inference_benchmark(model_name: str = "t5-small", methods: list[str] | None = None, *, batch_size: int = 8,
                             source_length: int = 128, target_length: int = 8, new_tokens: int = 16, rounds: int = 6,
-                            device: str | None = None) -> dict[str, dict[str, Timing]]:
+                            device: str | None = None, dtype: str = "fp32") -> dict[str, dict[str, Timing]]:
     """{"forward": {method: Timing}, "generate": {...}}, every ratio relative to the bare base model."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    torch.manual_seed(0)
-    base = build_model(model_name, pretrained=False).eval()
+    base = _base(model_name, dtype)
     models = {"base model": base, **{m: _with_method(base, m) for m in methods or ["compacter++", "compacter"]}}
     for model in models.values():
         model.to(device)
@@ -144,11 +154,10 @@ def run_inference_benchmark(model_name: str = "t5-small", methods: list[str] | N
 
 def run_serving_benchmark(model_name: str = "t5-small", *, tasks: int = 8, requests: int = 64, source_length: int = 128,
                           new_tokens: int = 8, rounds: int = 6, method: str = "compacter++", peers: bool = False,
-                          device: str | None = None) -> dict:
+                          device: str | None = None, dtype: str = "fp32") -> dict:
     """The four set-ups of the module docstring, forward and generate; ratios to (b), the single-task batch."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    torch.manual_seed(0)
-    base = build_model(model_name, pretrained=False).eval()
+    base = _base(model_name, dtype)
     served = copy.deepcopy(base)
     names = [f"task{i}" for i in range(tasks)]
     for i, name in enumerate(names):
