@@ -296,8 +296,8 @@ def test_a_resume_without_its_best_adapter_is_refused_at_once(interrupted, works
     run = copy_run(interrupted, tmp_path)
     (run / "adapter" / "adapter_model.safetensors").write_bytes(b"truncated")
     before = snapshot(run)
-    with pytest.raises(ValueError, match=r"adapter_model.safetensors, the best adapter so far \(step 4\), cannot be "
-                                         r"read \(SafetensorError"):
+    with pytest.raises(ValueError, match=r"The best adapter so far \(step 4\) cannot be read: .*adapter_model.safetensors "
+                                         r"could not be read as safetensors .*give another --output-dir"):
         train(config(workspace, run))
     assert snapshot(run) == before
 

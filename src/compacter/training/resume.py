@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from ..saving import WEIGHTS_FILE, read_tensors
+from ..saving import read_tensors
 from . import distributed
 from .checkpoint import STATE_FILE, TrainingState, read_state
 from .config import TrainConfig
@@ -78,14 +78,13 @@ def resumable_state(output: Path, identity: dict[str, Any]) -> TrainingState | N
 
 
 def best_adapter(output: Path, step: int) -> dict[str, torch.Tensor]:
-    """The trained parameters of the best validation checkpoint (step ``step``) that the run saved."""
-    path = output / BEST_DIR / WEIGHTS_FILE
+    """The trained parameters of the best validation checkpoint (step ``step``) that the run saved, named as in
+    its file (checked as `compacter.load` checks them)."""
     try:
         return read_tensors(output / BEST_DIR)
     except (ValueError, OSError) as error:  # missing, truncated, edited or foreign: refused by its checks
-        raise ValueError(f"{path}, the best adapter so far (step {step}), cannot be read ({type(error).__name__}: "
-                         f"{error}); it changed after the run wrote it. To train again, give another "
-                         "--output-dir.") from None
+        raise ValueError(f"The best adapter so far (step {step}) cannot be read: {error} It changed after the run "
+                         "wrote it; to train again, give another --output-dir.") from None
 
 
 @contextlib.contextmanager
