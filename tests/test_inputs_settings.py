@@ -92,7 +92,7 @@ def test_set_values_are_parsed_into_their_fields_type(capsys):
     ({"sublayers": "attention"}, "sublayers must be a non-empty list of items from 'attention', 'feed_forward'"),
     ({"reduction_factor": float("inf")}, "reduction_factor must be a finite number > 0, got inf."),
     ({"attention_output": "(unclosed"}, "attention_output must be a regular expression of module names"),
-    ({"name": "x"}, "'name' is not a setting"),
+    ({"kind": "x"}, "'kind' is not a setting"),
 ])
 def test_python_settings_are_checked_like_cli_ones_and_leave_the_model_untouched(overrides, message):
     model = tiny_t5()

@@ -23,10 +23,11 @@ METHOD_FLAGS = ("n", "rank", "reduction_factor", "bottleneck_size", "num_tokens"
 
 def method_overrides(args: argparse.Namespace) -> dict:
     """The method settings of ``--set KEY=VALUE`` and the shortcut flags, each parsed into its type (methods/settings.py)."""
-    from .methods import CONFIG_KINDS
+    from .methods import CONFIG_KINDS, refuse_reserved
     from .methods.settings import parse_assignments
 
     overrides = parse_assignments(getattr(args, "set", None) or [], CONFIG_KINDS.values())
+    refuse_reserved(overrides)  # (compacter.apply's own name= names the task)
     for key in METHOD_FLAGS:
         value = getattr(args, key, None)
         if value is not None:

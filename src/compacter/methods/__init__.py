@@ -48,6 +48,14 @@ register_method("layer-norms", LayerNormsConfig, learning_rate=3e-3)
 register_method("linear-probe", LinearProbeConfig, learning_rate=3e-3)
 
 
+def refuse_reserved(overrides: dict[str, Any]) -> None:
+    """``name`` and ``kind`` name a method; they are not settings of it."""
+    reserved = sorted({"name", "kind"} & set(overrides))
+    if reserved:
+        raise ValueError(f"{reserved[0]!r} is not a setting: it names the method. Choose another method instead "
+                         f"(known methods: {', '.join(METHODS)}).")
+
+
 def get_config(method: str | MethodConfig | dict, **overrides: Any) -> MethodConfig:
     """A method's config with the paper's defaults, any field overridden.
 
@@ -68,10 +76,7 @@ def get_config(method: str | MethodConfig | dict, **overrides: Any) -> MethodCon
         close = difflib.get_close_matches(str(method), METHODS, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"Unknown method {method!r}.{hint} Known methods: {', '.join(METHODS)}.")
-    reserved = sorted({"name", "kind"} & set(overrides))
-    if reserved:
-        raise ValueError(f"{reserved[0]!r} is not a setting: it names the method. Choose another method instead "
-                         f"(known methods: {', '.join(METHODS)}).")
+    refuse_reserved(overrides)
     factory = METHODS[method]
     try:
         return factory(**overrides)
@@ -85,4 +90,5 @@ def get_config(method: str | MethodConfig | dict, **overrides: Any) -> MethodCon
 
 
 __all__ = ["METHODS", "AdapterConfig", "BitFitConfig", "FullConfig", "IntrinsicSAIDConfig", "LayerNormsConfig",
-           "LinearProbeConfig", "MethodConfig", "PromptConfig", "TaskModules", "get_config", "register_method"]
+           "LinearProbeConfig", "MethodConfig", "PromptConfig", "TaskModules", "get_config", "refuse_reserved",
+           "register_method"]
