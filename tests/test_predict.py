@@ -81,10 +81,10 @@ def test_bad_requests_and_options_say_what_to_fix(workspace, tmp_path, capsys):
     common = ["predict", "--model", str(workspace["t5"]), "--adapter", f"rte={tmp_path / 'rte'}",
               "--output", str(tmp_path / "out.jsonl")]
     cases = [
-        ('{"task": "cola", "text": "x"}\n', r"line 1: task 'cola' is not one of the adapters given \(rte\)"),
+        ('{"task": "cola", "text": "x"}\n', r"request 1: task 'cola' is not one of the adapters given \(rte\)"),
         ('{"task": "rte", "text": "x"}\nnot json\n', r"line 2: not valid JSON"),
-        ('{"task": "rte", "sentence1": "x"}\n', r"line 1: task 'rte' needs the field\(s\) \['sentence2'\]"),
-        ('["rte", "x"]\n', r"line 1: a request is a JSON object"),
+        ('{"task": "rte", "sentence1": "x"}\n', r"request 1: task 'rte' needs the field\(s\) \['sentence2'\]"),
+        ('["rte", "x"]\n', r"line 1: expected a JSON object, got list"),
         ('{"task": "rte", "text": 3}\n', r"\"text\" \(and \"text_pair\"\) must be strings"),
     ]
     for text, message in cases:

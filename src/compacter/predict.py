@@ -26,6 +26,7 @@ from torch import nn
 
 from . import api
 from .attach import route, set_active, tasks, unroutable_reason
+from .data.loading import json_lines
 from .data.tasks import TASKS, Task
 from .saving import read_description
 
@@ -81,24 +82,14 @@ def load_model(base: str, adapters: dict[str, str | os.PathLike], *, device: str
 def read_requests(path: str | os.PathLike, served: dict[str, Served], default_task: str | None = None) -> list[dict]:
     """The request lines, each checked: a JSON object, a known task, an input for it."""
     requests = []
-    with open(path, encoding="utf-8") as handle:
-        for line, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                request = json.loads(text)
-            except json.JSONDecodeError as error:
-                raise RequestError(f"{path}, line {line}: not valid JSON ({error.msg}).") from None
-            if not isinstance(request, dict):
-                raise RequestError(f"{path}, line {line}: a request is a JSON object, e.g. "
-                                   '{"task": "rte", "text": "..."}.')
-            name = request.get("task", default_task)
-            if name not in served:
-                raise RequestError(f"{path}, line {line}: task {name!r} is not one of the adapters given "
-                                   f"({', '.join(served)}). Name it with \"task\", or add --adapter {name}=DIR.")
-            request = {**request, "task": name}
-            _check_input(request, served[name], f"{path}, line {line}")
-            requests.append(request)
+    for line, request in enumerate(json_lines(path), start=1):
+        name = request.get("task", default_task)
+        if name not in served:
+            raise RequestError(f"{path}, request {line}: task {name!r} is not one of the adapters given "
+                               f"({', '.join(served)}). Name it with \"task\", or add --adapter {name}=DIR.")
+        request = {**request, "task": name}
+        _check_input(request, served[name], f"{path}, request {line}")
+        requests.append(request)
     if not requests:
         raise RequestError(f"{path} holds no requests.")
     return requests

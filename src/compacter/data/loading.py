@@ -94,7 +94,7 @@ def _read_export(task: Task, path: Path) -> list[dict]:
 
         rows = pq.read_table(path).to_pylist()
     else:
-        rows = list(_jsonl(path))
+        rows = list(json_lines(path))
     required = set(task.fields) | ({"label"} if task.name != "record" else {"answers"})
     for line, row in enumerate(rows, start=1):
         missing = required - set(row)
@@ -104,7 +104,8 @@ def _read_export(task: Task, path: Path) -> list[dict]:
     return rows
 
 
-def _jsonl(path: Path) -> Iterator[dict]:
+def json_lines(path: str | Path) -> Iterator[dict]:
+    """The JSON objects of a JSON-lines file (blank lines skipped); a bad line is refused with its number."""
     with open(path, encoding="utf-8-sig") as handle:
         for line, text in enumerate(handle, start=1):
             if not text.strip():
@@ -196,7 +197,7 @@ def _read_glue(task: Task, path: Path) -> Iterator[dict]:
 
 
 def _read_superglue(task: Task, path: Path) -> Iterator[dict]:
-    for line, row in enumerate(_jsonl(path), start=1):
+    for line, row in enumerate(json_lines(path), start=1):
         if task.name == "multirc":
             yield from _multirc_rows(task, row, path, line)
         elif task.name == "record":
