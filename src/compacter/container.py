@@ -121,12 +121,11 @@ class CompacterModules(nn.Module):
         self._refreshers: dict[str, list] = {}  # per task: its modules' own derived tensors (Intrinsic-SAID's)
         self._prepared: dict[str, tuple[int, dict[str, Prepared]]] = {}
         self._cast: dict[tuple[str, torch.dtype], tuple[int, dict[str, Prepared]]] = {}
-        self._stacks: dict[tuple, tuple[tuple, Any]] = {}
 
     def __getstate__(self) -> dict:
         # copy.deepcopy(model): what was built from the weights is built again by the copy (a graph cannot be copied)
         state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
-        return {**state, "_prepared": {}, "_cast": {}, "_stacks": {}, "_calls": {}, "_depth": 0}
+        return {**state, "_prepared": {}, "_cast": {}, "_calls": {}, "_depth": 0, "routing": None}
 
     # ------------------------------------------------------------------ tasks
     @property
@@ -172,7 +171,6 @@ class CompacterModules(nn.Module):
         self._refreshers.pop(name, None)
         self._prepared.pop(name, None)
         self._cast = {key: value for key, value in self._cast.items() if key[0] != name}
-        self._stacks.clear()
         in_use = {slot.module for other in self.tasks.values() for slot in other.adapters.values()}
         for module, (site, _) in list(self._sites.items()):
             if site not in in_use:
@@ -310,10 +308,12 @@ class CompacterModules(nn.Module):
         return F.linear(after, up_weight).add_(hidden).add_(row_bias)
 
     def _stacked(self, site: str, names: tuple[str, ...]):
-        """The routed tasks' adapters at ``site`` as one concatenated bottleneck (None if none has one)."""
+        """The routed tasks' adapters at ``site`` as one concatenated bottleneck (None if none has one).
+
+        Kept while the routing lasts (every decoding step of a generate), and rebuilt if a task's weights were."""
         generations = tuple(self._weights[name].generation for name in names)
-        key = (site, names)
-        cached = self._stacks.get(key)
+        key = ("stack", site)
+        cached = self.routing.cache.get(key)
         if cached is not None and cached[0] == generations and not torch.compiler.is_compiling():
             return cached[1]
         parts = [(position, self.prepared(name)[site]) for position, name in enumerate(names)
@@ -322,23 +322,23 @@ class CompacterModules(nn.Module):
             stacked = None
         else:
             reference = parts[0][1][0]
-            width = reference.shape[1]
             sizes = [p[0].shape[0] for _, p in parts]
             down_weight = torch.cat([p[0] for _, p in parts])
             down_bias = torch.cat([p[1] if p[1] is not None else p[0].new_zeros(p[0].shape[0]) for _, p in parts])
             up_weight = torch.cat([p[2] for _, p in parts], dim=1)
-            up_bias = reference.new_zeros(len(names), width)
+            zero = reference.new_zeros(reference.shape[1])
+            # a task with no adapter here adds nothing: its row of biases is zero and its rows of the masks too
+            up_bias = torch.stack([next((p[3] for pos, p in parts if pos == position and p[3] is not None), zero)
+                                   for position in range(len(names))])
             by_activation: dict[str, torch.Tensor] = {}
             start = 0
             for (position, p), size in zip(parts, sizes):
-                if p[3] is not None:
-                    up_bias = up_bias.index_copy(0, torch.tensor([position], device=up_bias.device), p[3].unsqueeze(0))
                 mask = by_activation.setdefault(p[4], reference.new_zeros(len(names), sum(sizes)))
                 mask[position, start: start + size] = 1
                 start += size
             stacked = (down_weight, down_bias, up_weight, up_bias, tuple(by_activation.items()))
         if not torch.compiler.is_compiling():
-            self._stacks[key] = (generations, stacked)
+            self.routing.cache[key] = (generations, stacked)
         return stacked
 
     # ------------------------------------------------------------------ base parameters that tasks train
