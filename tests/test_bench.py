@@ -103,9 +103,9 @@ def test_inference_bench_pairs_each_method_with_the_base_model(tiny_model_dir, t
                  "--json", str(out)]) == 0
     results = json.loads(out.read_text())["results"]
     for kind in ("forward", "generate"):
-        assert set(results[kind]) == {"base model", "compacter", "compacter++"}
+        assert set(results[kind]) == {"base model", "base model (a second copy)", "compacter", "compacter++"}
         assert results[kind]["base model"]["ratio"] == 1.0
-        for method in ("compacter", "compacter++"):
+        for method in ("base model (a second copy)", "compacter", "compacter++"):
             low, high = results[kind][method]["ratio_iqr"]
             assert low <= results[kind][method]["ratio"] <= high and results[kind][method]["seconds"] > 0
     assert "| compacter++ |" in out.with_suffix(".md").read_text()

@@ -1,6 +1,7 @@
 """Inference and serving speed, measured side by side: `compacter bench --inference` and `--serve`.
 
-``--inference``: per method, one forward pass and ``generate`` relative to the bare base model.
+``--inference``: per method, one forward pass and ``generate`` relative to the bare base model, and a
+second copy of the bare base model, whose ratio (1 on a quiet machine) shows the machine's noise.
 ``--serve``: many tasks on one base (T5-small, 8 tasks' compacter++ adapters, 64 requests spread
 over them): (a) one mixed batch of 64, each row routed to its task; (b) one single-task batch of
 64, the floor; (c) 8 batches of 8, one per task, switching the active task; (d) the base alone.
@@ -123,6 +124,7 @@ def _as_if_trained(model: nn.Module, name: str | None = None, seed: int = 0) -> 
 
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+NOISE_FLOOR = "base model (a second copy)"
 
 
 def _base(model_name: str, dtype: str) -> nn.Module:
@@ -139,7 +141,9 @@ def run_inference_benchmark(model_name: str = "t5-small", methods: list[str] | N
     """{"forward": {method: Timing}, "generate": {...}}, every ratio relative to the bare base model."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     base = _base(model_name, dtype)
-    models = {"base model": base, **{m: _with_method(base, m) for m in methods or ["compacter++", "compacter"]}}
+    # A second copy of the bare base shows how far this machine moves a ratio with no change at all.
+    models = {"base model": base, NOISE_FLOOR: copy.deepcopy(base),
+              **{m: _with_method(base, m) for m in methods or ["compacter++", "compacter"]}}
     for model in models.values():
         model.to(device)
     inputs = {k: v.to(device) for k, v in _requests(base, batch_size, source_length).items()}
