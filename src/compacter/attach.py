@@ -15,6 +15,7 @@ from .container import CompacterModules, Override, Routing, parameter_holders
 from .methods import MethodConfig, get_config
 from .methods.base import TaskModules
 from .methods.prompt import Prompt
+from .quantization import is_quantized, logical_numel, logical_shape
 
 GROUPS = ("adapters", "shared", "prompt", "intrinsic", "layer_norms", "biases", "head", "output_layer", "backbone")
 DEFAULT_TASK = "default"
@@ -45,6 +46,11 @@ def apply(model: nn.Module, method: str | MethodConfig | dict = "compacter", *, 
     try:
         config.attach(model, task)
         overrides_ = _train_base_parameters(model, task)
+        quantized = [n for n, p in base_parameters(model) if p.requires_grad and is_quantized(p)]
+        if quantized:
+            raise ValueError(f"The method {config.name!r} trains the base model's own {quantized[0]}, which is quantized "
+                             "(8 or 4 bits) here. Train it on the unquantized base, or choose a method that trains "
+                             "adapters (compacter++, compacter, adapter, ...).")
         if not any(p.requires_grad for p in task.parameters()) and not any(
                 p.requires_grad for _, p in base_parameters(model)):
             raise ValueError(f"The method {config.name!r} leaves nothing to train on this {type(model).__name__}"
@@ -132,6 +138,11 @@ def _train_base_parameters(model: nn.Module, task: TaskModules) -> list[Override
         if key in seen:
             continue
         seen.add(key)
+        bitsandbytes = [type(m).__name__ for m, _ in holders[id(param)] if type(m).__module__.startswith("bitsandbytes")]
+        if bitsandbytes:
+            raise ValueError(f"The method {config.name!r} trains {key}, which a bitsandbytes {bitsandbytes[0]} holds in "
+                             "8 or 4 bits. Keep that module unquantized (transformers: BitsAndBytesConfig("
+                             "llm_int8_skip_modules=[...]); compacter.quantize_base never quantizes a head).")
         task.add_base_copy(key, param)
         overrides.append(Override(key, group, tuple(h for h in holders[id(param)] if not _is_ours(model, h[0]))))
     return overrides
@@ -310,18 +321,6 @@ def count_unique(parameters) -> int:
             seen.add(id(param))
             total += logical_numel(param)
     return total
-
-
-def logical_numel(param: torch.Tensor) -> int:
-    """Elements of the tensor a parameter stands for (a packed 4-bit weight stands for its unpacked shape)."""
-    return int(torch.Size(logical_shape(param)).numel())
-
-
-def logical_shape(param: torch.Tensor) -> tuple[int, ...]:
-    quant_state = getattr(param, "quant_state", None)  # bitsandbytes' 4-bit weights are packed bytes
-    if quant_state is not None and getattr(quant_state, "shape", None) is not None:
-        return tuple(quant_state.shape)
-    return tuple(param.shape)
 
 
 def _is_ours(model: nn.Module, module: nn.Module) -> bool:

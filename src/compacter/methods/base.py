@@ -12,6 +12,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from ..layers import ProjectionBank
+from ..quantization import dequantized
 from .settings import check_fields, setting
 
 
@@ -67,7 +68,7 @@ class TaskModules(nn.Module):
             if part not in module._modules:
                 module.add_module(part, nn.Module())
             module = module._modules[part]
-        copy = nn.Parameter(value.detach().clone().to(torch.float32))
+        copy = nn.Parameter(dequantized(value).to(torch.float32, copy=True))  # a quantized head: its values
         module.register_parameter(leaf, copy)
         self._copy_slots[key] = (module, leaf)
         return copy
