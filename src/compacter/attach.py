@@ -12,6 +12,7 @@ from torch import nn
 
 from .architectures import head_parameter_names, is_norm, model_type, output_layer_parameter_names
 from .container import CompacterModules, Override, Routing, parameter_holders
+from .devices import execution_device, is_offloaded, stored_value
 from .methods import MethodConfig, get_config
 from .methods.base import TaskModules
 from .methods.prompt import Prompt
@@ -36,10 +37,14 @@ def apply(model: nn.Module, method: str | MethodConfig | dict = "compacter", *, 
     if container is not None and not isinstance(container, CompacterModules):
         raise ValueError("This model has a submodule named 'compacter' that compacter did not attach.")
     _check_new_task(container, name, config)
+    if config.in_base and is_offloaded(model):
+        raise ValueError(f"The method {config.name!r} trains the base model's own parameters in place, and accelerate "
+                         "offloads some of them to the CPU or disk between calls. Load the model without offloading "
+                         "(a device_map that fits it on its devices), or train adapters (compacter++, ...).")
     first = container is None
     restore_point = RestorePoint(model)
     if first:
-        fingerprint, base_count = architecture_fingerprint(model), count_unique(p for _, p in base_parameters(model))
+        fingerprint, base_count = architecture_fingerprint(model), count_unique(p for _, p in distinct_weights(model))
         container = CompacterModules(model, fingerprint, base_count)
         model.requires_grad_(False)
     task = TaskModules(name, config)
@@ -143,7 +148,7 @@ def _train_base_parameters(model: nn.Module, task: TaskModules) -> list[Override
             raise ValueError(f"The method {config.name!r} trains {key}, which a bitsandbytes {bitsandbytes[0]} holds in "
                              "8 or 4 bits. Keep that module unquantized (transformers: BitsAndBytesConfig("
                              "llm_int8_skip_modules=[...]); compacter.quantize_base never quantizes a head).")
-        task.add_base_copy(key, param)
+        task.add_base_copy(key, stored_value(model, key), execution_device(model, key.rpartition(".")[0]))
         overrides.append(Override(key, group, tuple(h for h in holders[id(param)] if not _is_ours(model, h[0]))))
     return overrides
 
@@ -342,6 +347,20 @@ def base_parameters(model: nn.Module, remove_duplicate: bool = True) -> Iterator
             yield param_name, param
 
 
+def distinct_weights(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """The base model's weights, each once: tied ones too, when offloading split them into several tensors.
+
+    accelerate's ``cpu_offload`` / ``disk_offload`` give each module its own meta parameter, so the
+    tied embeddings and output layer of T5 or GPT-2 are no longer one tensor; transformers still
+    names the ties (``all_tied_weights_keys``: tied name → the name it is tied to).
+    """
+    named = list(base_parameters(model))
+    present = {name for name, _ in named}
+    tied = getattr(model, "all_tied_weights_keys", None)
+    tied = tied if isinstance(tied, dict) else {}
+    return [(name, p) for name, p in named if not (name in tied and tied[name] in present)]
+
+
 def parameter_groups(model: nn.Module, name: str | None = None) -> dict[str, str]:
     """Which of GROUPS each parameter task ``name`` (default: active) trains belongs to, by model name."""
     container = container_of(model)
@@ -389,13 +408,13 @@ def architecture_fingerprint(model: nn.Module) -> dict[str, Any]:
     (whose packed weights have other storage shapes) has the fingerprint of the unquantized base.
     """
     config = getattr(model, "config", None)
-    shapes = "\n".join(f"{name}:{logical_shape(p)}" for name, p in base_parameters(model))
+    shapes = "\n".join(f"{name}:{logical_shape(p)}" for name, p in distinct_weights(model))
     summary = {"model_type": model_type(model), "class": type(model).__name__}
     for key in ("d_model", "hidden_size", "num_layers", "num_decoder_layers", "num_hidden_layers",
                 "vocab_size", "d_ff", "intermediate_size", "num_heads", "num_attention_heads"):
         value = getattr(config, key, None)
         if isinstance(value, int):
             summary[key] = value
-    summary["parameters"] = count_unique(p for _, p in base_parameters(model))
+    summary["parameters"] = count_unique(p for _, p in distinct_weights(model))
     summary["shapes_sha256"] = hashlib.sha256(shapes.encode()).hexdigest()
     return summary
