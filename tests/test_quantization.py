@@ -156,9 +156,13 @@ def test_quantization_errors_say_what_to_do():
         quantize_base(tiny_bert(), "int2")
     with pytest.raises(ValueError, match=r"Quantize the base model before compacter.apply\(\)"):
         quantize_base(compacter.apply(tiny_bert(), "compacter++"), "int8")
-    with pytest.raises(ValueError, match=r"The method 'full' trains the base model's own bert\.encoder\.layer\.0\."
-                                         r"attention\.self\.query\.weight, which is quantized"):
-        compacter.apply(quantize_base(tiny_bert(), "int8"), "full")
+    quantized = quantize_base(tiny_bert(), "int8")
+    for method in ("full", "bitfit"):
+        with pytest.raises(ValueError, match=rf"The method '{method}' trains the base model's own parameters in place, "
+                                             r"and this base is quantized \(bert\.encoder\.layer\.0\.attention\.self"
+                                             r"\.query\.weight is stored in 8 or 4 bits\)"):
+            compacter.apply(quantized, method)
+    assert not hasattr(quantized, "compacter")
     with pytest.raises(ValueError, match=r"--quantize int8 freezes the base model in 8 or 4 bits, but the method 'full'"):
         TrainConfig(model="m", task="rte", method="full", quantize="int8")
     with pytest.raises(ValueError, match=r"quantize must be one of 'int8', 'int4', 'nf4', 'bnb-int8'"):

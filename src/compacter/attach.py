@@ -37,10 +37,8 @@ def apply(model: nn.Module, method: str | MethodConfig | dict = "compacter", *, 
     if container is not None and not isinstance(container, CompacterModules):
         raise ValueError("This model has a submodule named 'compacter' that compacter did not attach.")
     _check_new_task(container, name, config)
-    if config.in_base and is_offloaded(model):
-        raise ValueError(f"The method {config.name!r} trains the base model's own parameters in place, and accelerate "
-                         "offloads some of them to the CPU or disk between calls. Load the model without offloading "
-                         "(a device_map that fits it on its devices), or train adapters (compacter++, ...).")
+    if config.in_base:
+        _check_base_trainable(model, config)
     first = container is None
     restore_point = RestorePoint(model)
     if first:
@@ -51,11 +49,6 @@ def apply(model: nn.Module, method: str | MethodConfig | dict = "compacter", *, 
     try:
         config.attach(model, task)
         overrides_ = _train_base_parameters(model, task)
-        quantized = [n for n, p in base_parameters(model) if p.requires_grad and is_quantized(p)]
-        if quantized:
-            raise ValueError(f"The method {config.name!r} trains the base model's own {quantized[0]}, which is quantized "
-                             "(8 or 4 bits) here. Train it on the unquantized base, or choose a method that trains "
-                             "adapters (compacter++, compacter, adapter, ...).")
         if not any(p.requires_grad for p in task.parameters()) and not any(
                 p.requires_grad for _, p in base_parameters(model)):
             raise ValueError(f"The method {config.name!r} leaves nothing to train on this {type(model).__name__}"
@@ -89,6 +82,19 @@ def _check_new_task(container: CompacterModules | None, name: str, config: Metho
         method = in_base[0] if in_base else config.name
         raise ValueError(f"The method {method!r} trains the base model's own parameters in place, so it cannot share "
                          "a model with other tasks. Attach it to a fresh copy of the base model.")
+
+
+def _check_base_trainable(model: nn.Module, config: MethodConfig) -> None:
+    """A method that trains the base's own parameters in place needs them whole, in memory and unquantized."""
+    quantized = next((name for name, p in base_parameters(model) if is_quantized(p)), None)
+    if quantized is not None:
+        raise ValueError(f"The method {config.name!r} trains the base model's own parameters in place, and this base "
+                         f"is quantized ({quantized} is stored in 8 or 4 bits). Train it on the unquantized base, or "
+                         "train adapters on the quantized one (compacter++, compacter, adapter, ...).")
+    if is_offloaded(model):
+        raise ValueError(f"The method {config.name!r} trains the base model's own parameters in place, and accelerate "
+                         "offloads some of them to the CPU or disk between calls. Load the model without offloading "
+                         "(a device_map that fits it on its devices), or train adapters (compacter++, ...).")
 
 
 def _add_boundaries(model: nn.Module, container: CompacterModules) -> None:
