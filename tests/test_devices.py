@@ -137,3 +137,19 @@ def test_methods_that_train_the_base_in_place_are_refused_on_an_offloaded_base(t
     with pytest.raises(ValueError, match=r"The method 'bitfit' trains the base model's own parameters in place, and "
                                          r"accelerate offloads some of them"):
         compacter.apply(offloaded("cpu", tiny_bert, tmp_path), "bitfit")
+
+
+def test_from_pretrained_with_a_device_map_that_offloads_to_disk(tmp_path):
+    """The user's path: compacter.from_pretrained(base, adapter, device_map=..., offload_folder=...)."""
+    tiny_t5().save_pretrained(tmp_path / "t5")
+    plain = with_task(tiny_t5())
+    plain.save_pretrained(tmp_path / "adapter")
+    # (a tied embedding on disk fails in transformers itself: the encoder's blocks go there, not its embed_tokens)
+    device_map = {"shared": "cpu", "encoder.embed_tokens": "cpu", "encoder.block": "disk",
+                  "encoder.final_layer_norm": "cpu", "decoder": "cpu", "lm_head": "cpu"}
+    model = compacter.from_pretrained(str(tmp_path / "t5"), tmp_path / "adapter", device_map=device_map,
+                                      offload_folder=str(tmp_path / "offload"))
+    assert is_offloaded(model) and model.lm_head.weight is model.shared.weight
+    with torch.no_grad():
+        assert torch.equal(model.generate(input_ids=IDS, max_new_tokens=5, do_sample=False),
+                           plain.generate(input_ids=IDS, max_new_tokens=5, do_sample=False))
