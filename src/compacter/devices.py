@@ -44,14 +44,14 @@ def _ancestors(model: nn.Module, name: str) -> Iterator[tuple[str, nn.Module]]:
 def execution_device(model: nn.Module, name: str) -> torch.device:
     """The device module ``name`` computes on: its parameters' or, for an offloaded one, its hook's execution device."""
     module = model.get_submodule(name)
-    for param in module.parameters():
-        if param.device.type != "meta":
-            return param.device
+    first = next(module.parameters(), None)
+    if first is not None and first.device.type != "meta":
+        return first.device
     for _, ancestor in _ancestors(model, name):
         for hook in _align_hooks(ancestor):
             if hook.execution_device is not None:
                 return torch.device(hook.execution_device)
-    return torch.device("cpu")
+    return first.device if first is not None else torch.device("cpu")  # a model built on the meta device: meta
 
 
 def stored_value(model: nn.Module, name: str) -> torch.Tensor:
@@ -69,8 +69,7 @@ def stored_value(model: nn.Module, name: str) -> torch.Tensor:
                 return hook.weights_map[relative]
             except KeyError:
                 continue
-    raise ValueError(f"{name} is on the meta device and no accelerate hook holds its value: load the model with its "
-                     "weights (or dispatch it with accelerate) before attaching a task.")
+    return param  # a model built on the meta device (shapes only, e.g. to count parameters)
 
 
 def is_offloaded(model: nn.Module) -> bool:
