@@ -28,8 +28,9 @@ from .attach import (  # noqa: E402
 )
 from .methods import METHODS, MethodConfig, get_config, register_method  # noqa: E402
 from .params import ParameterReport, count_parameters  # noqa: E402
+from .quantization import quantize_base  # noqa: E402
 from .saving import save  # noqa: E402
 
 __all__ = ["METHODS", "MethodConfig", "ParameterReport", "__version__", "active_task", "apply", "attached_config",
            "count_parameters", "delete", "disabled", "from_pretrained", "get_config", "load", "parameter_groups",
-           "register_method", "route", "save", "set_active", "tasks", "trainable_parameters", "unload"]
+           "quantize_base", "register_method", "route", "save", "set_active", "tasks", "trainable_parameters", "unload"]

@@ -12,9 +12,11 @@ from torch import nn
 
 from .architectures import head_parameter_names, is_norm, model_type, output_layer_parameter_names
 from .container import CompacterModules, Override, Routing, parameter_holders
+from .devices import execution_device, is_offloaded, stored_value
 from .methods import MethodConfig, get_config
 from .methods.base import TaskModules
 from .methods.prompt import Prompt
+from .quantization import is_quantized, logical_numel, logical_shape
 
 GROUPS = ("adapters", "shared", "prompt", "intrinsic", "layer_norms", "biases", "head", "output_layer", "backbone")
 DEFAULT_TASK = "default"
@@ -35,10 +37,12 @@ def apply(model: nn.Module, method: str | MethodConfig | dict = "compacter", *, 
     if container is not None and not isinstance(container, CompacterModules):
         raise ValueError("This model has a submodule named 'compacter' that compacter did not attach.")
     _check_new_task(container, name, config)
+    if config.in_base:
+        _check_base_trainable(model, config)
     first = container is None
     restore_point = RestorePoint(model)
     if first:
-        fingerprint, base_count = architecture_fingerprint(model), count_unique(p for _, p in base_parameters(model))
+        fingerprint, base_count = architecture_fingerprint(model), count_unique(p for _, p in distinct_weights(model))
         container = CompacterModules(model, fingerprint, base_count)
         model.requires_grad_(False)
     task = TaskModules(name, config)
@@ -78,6 +82,19 @@ def _check_new_task(container: CompacterModules | None, name: str, config: Metho
         method = in_base[0] if in_base else config.name
         raise ValueError(f"The method {method!r} trains the base model's own parameters in place, so it cannot share "
                          "a model with other tasks. Attach it to a fresh copy of the base model.")
+
+
+def _check_base_trainable(model: nn.Module, config: MethodConfig) -> None:
+    """A method that trains the base's own parameters in place needs them whole, in memory and unquantized."""
+    quantized = next((name for name, p in base_parameters(model) if is_quantized(p)), None)
+    if quantized is not None:
+        raise ValueError(f"The method {config.name!r} trains the base model's own parameters in place, and this base "
+                         f"is quantized ({quantized} is stored in 8 or 4 bits). Train it on the unquantized base, or "
+                         "train adapters on the quantized one (compacter++, compacter, adapter, ...).")
+    if is_offloaded(model):
+        raise ValueError(f"The method {config.name!r} trains the base model's own parameters in place, and accelerate "
+                         "offloads some of them to the CPU or disk between calls. Load the model without offloading "
+                         "(a device_map that fits it on its devices), or train adapters (compacter++, ...).")
 
 
 def _add_boundaries(model: nn.Module, container: CompacterModules) -> None:
@@ -132,7 +149,12 @@ def _train_base_parameters(model: nn.Module, task: TaskModules) -> list[Override
         if key in seen:
             continue
         seen.add(key)
-        task.add_base_copy(key, param)
+        bitsandbytes = [type(m).__name__ for m, _ in holders[id(param)] if type(m).__module__.startswith("bitsandbytes")]
+        if bitsandbytes:
+            raise ValueError(f"The method {config.name!r} trains {key}, which a bitsandbytes {bitsandbytes[0]} holds in "
+                             "8 or 4 bits. Keep that module unquantized (transformers: BitsAndBytesConfig("
+                             "llm_int8_skip_modules=[...]); compacter.quantize_base never quantizes a head).")
+        task.add_base_copy(key, stored_value(model, key), execution_device(model, key.rpartition(".")[0]))
         overrides.append(Override(key, group, tuple(h for h in holders[id(param)] if not _is_ours(model, h[0]))))
     return overrides
 
@@ -312,18 +334,6 @@ def count_unique(parameters) -> int:
     return total
 
 
-def logical_numel(param: torch.Tensor) -> int:
-    """Elements of the tensor a parameter stands for (a packed 4-bit weight stands for its unpacked shape)."""
-    return int(torch.Size(logical_shape(param)).numel())
-
-
-def logical_shape(param: torch.Tensor) -> tuple[int, ...]:
-    quant_state = getattr(param, "quant_state", None)  # bitsandbytes' 4-bit weights are packed bytes
-    if quant_state is not None and getattr(quant_state, "shape", None) is not None:
-        return tuple(quant_state.shape)
-    return tuple(param.shape)
-
-
 def _is_ours(model: nn.Module, module: nn.Module) -> bool:
     container = getattr(model, "compacter", None)
     return isinstance(container, CompacterModules) and any(module is m for m in container.modules())
@@ -341,6 +351,20 @@ def base_parameters(model: nn.Module, remove_duplicate: bool = True) -> Iterator
     for param_name, param in model.named_parameters(remove_duplicate=remove_duplicate):
         if not param_name.startswith("compacter."):
             yield param_name, param
+
+
+def distinct_weights(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """The base model's weights, each once: tied ones too, when offloading split them into several tensors.
+
+    accelerate's ``cpu_offload`` / ``disk_offload`` give each module its own meta parameter, so the
+    tied embeddings and output layer of T5 or GPT-2 are no longer one tensor; transformers still
+    names the ties (``all_tied_weights_keys``: tied name → the name it is tied to).
+    """
+    named = list(base_parameters(model))
+    present = {name for name, _ in named}
+    tied = getattr(model, "all_tied_weights_keys", None)
+    tied = tied if isinstance(tied, dict) else {}
+    return [(name, p) for name, p in named if not (name in tied and tied[name] in present)]
 
 
 def parameter_groups(model: nn.Module, name: str | None = None) -> dict[str, str]:
@@ -390,13 +414,13 @@ def architecture_fingerprint(model: nn.Module) -> dict[str, Any]:
     (whose packed weights have other storage shapes) has the fingerprint of the unquantized base.
     """
     config = getattr(model, "config", None)
-    shapes = "\n".join(f"{name}:{logical_shape(p)}" for name, p in base_parameters(model))
+    shapes = "\n".join(f"{name}:{logical_shape(p)}" for name, p in distinct_weights(model))
     summary = {"model_type": model_type(model), "class": type(model).__name__}
     for key in ("d_model", "hidden_size", "num_layers", "num_decoder_layers", "num_hidden_layers",
                 "vocab_size", "d_ff", "intermediate_size", "num_heads", "num_attention_heads"):
         value = getattr(config, key, None)
         if isinstance(value, int):
             summary[key] = value
-    summary["parameters"] = count_unique(p for _, p in base_parameters(model))
+    summary["parameters"] = count_unique(p for _, p in distinct_weights(model))
     summary["shapes_sha256"] = hashlib.sha256(shapes.encode()).hexdigest()
     return summary

@@ -242,6 +242,8 @@ TRAIN_OPTIONS = {  # CLI flag → (TrainConfig field, type, help)
     "--eval-steps": ("eval_steps", int, "evaluate and checkpoint every N steps (default: every epoch)"),
     "--eval-batch-size": ("eval_batch_size", int, "default: the batch size"),
     "--precision": ("precision", str, "fp32, bf16 or fp16 (autocast)"),
+    "--quantize": ("quantize", str, "store the frozen base's Linear weights in 8 or 4 bits: int8 or int4 (torchao; "
+                   "CPU and GPU), nf4 or bnb-int8 (bitsandbytes; CUDA GPU)"),
     "--tokenizer": ("tokenizer", str, "default: the model's"),
     "--text-column": ("text_column", str, "your data: the text to classify"),
     "--text-pair-column": ("text_pair_column", str, "your data: a second text (pairs)"),

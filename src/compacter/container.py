@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cache import DerivedTensors
+from .devices import hook_around_forward
 from .layers import ACTIVATIONS, bottleneck
 from .methods.base import TaskModules, site_key
 from .methods.prompt import Prompt
@@ -121,11 +122,12 @@ class CompacterModules(nn.Module):
         self._refreshers: dict[str, list] = {}  # per task: its modules' own derived tensors (Intrinsic-SAID's)
         self._prepared: dict[str, tuple[int, dict[str, Prepared]]] = {}
         self._cast: dict[tuple[str, torch.dtype], tuple[int, dict[str, Prepared]]] = {}
+        self._on_devices: dict[tuple, tuple[int, Prepared]] = {}  # a site's weights moved to its device (_moved)
 
     def __getstate__(self) -> dict:
         # copy.deepcopy(model): what was built from the weights is built again by the copy (a graph cannot be copied)
         state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
-        return {**state, "_prepared": {}, "_cast": {}, "_calls": {}, "_depth": 0, "routing": None}
+        return {**state, "_prepared": {}, "_cast": {}, "_on_devices": {}, "_calls": {}, "_depth": 0, "routing": None}
 
     # ------------------------------------------------------------------ tasks
     @property
@@ -150,10 +152,8 @@ class CompacterModules(nn.Module):
             self._overrides[override.key] = override
             for module, attribute in override.holders:
                 self._held.setdefault(module, []).append((attribute, override))
-                if module not in self._override_handles:
-                    self._override_handles[module] = [
-                        module.register_forward_pre_hook(self._swap_in),
-                        module.register_forward_hook(self._swap_out, always_call=True)]
+                if module not in self._override_handles:  # inside accelerate's hook, if it loads the module's own
+                    self._override_handles[module] = hook_around_forward(module, self._swap_in, self._swap_out)
         for slot in task.adapters.values():
             module = self._model.get_submodule(slot.module)
             if module not in self._site_handles:
@@ -171,6 +171,7 @@ class CompacterModules(nn.Module):
         self._refreshers.pop(name, None)
         self._prepared.pop(name, None)
         self._cast = {key: value for key, value in self._cast.items() if key[0] != name}
+        self._on_devices = {key: value for key, value in self._on_devices.items() if key[0] != name}
         in_use = {slot.module for other in self.tasks.values() for slot in other.adapters.values()}
         for module, (site, _) in list(self._sites.items()):
             if site not in in_use:
@@ -260,6 +261,19 @@ class CompacterModules(nn.Module):
             self._cast[(name, dtype)] = cast
         return cast[1]
 
+    def _moved(self, name: str, dtype: torch.dtype | None, site: str, device: torch.device) -> Prepared:
+        """Task ``name``'s weights at ``site`` on ``device``: moved once per build of the weights (in the graph)."""
+        weights = self._weights[name]
+        prepared = self.prepared(name, dtype)[site]
+        if torch.compiler.is_compiling():
+            return _moved_prepared(prepared, device)
+        key = (name, dtype, site, device)
+        cached = self._on_devices.get(key)
+        if cached is None or cached[0] != weights.generation:
+            cached = (weights.generation, _moved_prepared(prepared, device))
+            self._on_devices[key] = cached
+        return cached[1]
+
     def _adapt(self, module: nn.Module, args: tuple, output: Any) -> Any:
         if not self.enabled:
             return output
@@ -272,7 +286,10 @@ class CompacterModules(nn.Module):
             if self.active is None or site not in self.tasks[self.active].adapters:
                 return output
             dtype = None if torch.is_autocast_enabled(hidden.device.type) else hidden.dtype
-            adapted = bottleneck(hidden, *self.prepared(self.active, dtype)[site])
+            weights = self.prepared(self.active, dtype)[site]
+            if weights[0].device != hidden.device:  # a model spread over devices: the bank is on another one
+                weights = self._moved(self.active, dtype, site, hidden.device)
+            adapted = bottleneck(hidden, *weights)
         return (adapted, *output[1:]) if isinstance(output, tuple) else adapted
 
     def _site_key(self, module: nn.Module) -> str:
@@ -294,6 +311,9 @@ class CompacterModules(nn.Module):
         if stacked is None:
             return hidden
         down_weight, down_bias, up_weight, up_bias, masks = stacked
+        if down_weight.device != hidden.device:  # a model spread over devices: this site's weights are elsewhere
+            down_weight, down_bias, up_weight, up_bias = (t.to(hidden.device) for t in stacked[:4])
+            masks = tuple((activation, mask.to(hidden.device)) for activation, mask in masks)
         if not torch.is_autocast_enabled(hidden.device.type) and down_weight.dtype != hidden.dtype:
             down_weight, up_weight = down_weight.to(hidden.dtype), up_weight.to(hidden.dtype)
             down_bias, up_bias = down_bias.to(hidden.dtype), up_bias.to(hidden.dtype)
@@ -355,7 +375,8 @@ class CompacterModules(nn.Module):
                 if self.routing is None:
                     value = self._copy(override, self.active)
                     if value is not None:
-                        swaps[attribute] = value if value.dtype == base.dtype else value.to(base.dtype)
+                        same = value.dtype == base.dtype and value.device == base.device
+                        swaps[attribute] = value if same else value.to(base.device, base.dtype)
                 elif not _recomputes_routed(module):  # a norm of the model's own: it broadcasts its weight
                     values = self._routed_values(override, base)
                     if values is not None:
@@ -377,7 +398,7 @@ class CompacterModules(nn.Module):
         values = [self._copy(override, name) for name in self.routing.tasks]
         if all(v is None for v in values):
             return None
-        return torch.stack([base if v is None else v.to(base.dtype) for v in values])
+        return torch.stack([base if v is None else v.to(base.device, base.dtype) for v in values])
 
     def _recompute_routed(self, module: nn.Module, hidden: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
         """A linear layer or torch norm whose parameters differ per row: its output computed row by row."""
@@ -445,6 +466,11 @@ def _prepare(task: TaskModules, built: dict) -> dict[str, Prepared]:
         prepared[site] = (down_weights[slot.index], down_biases[slot.index], up_weights[slot.index],
                           up_biases[slot.index], slot.activation)
     return prepared
+
+
+def _moved_prepared(prepared: Prepared, device: torch.device) -> Prepared:
+    *tensors, activation = prepared
+    return (*(None if t is None else t.to(device) for t in tensors), activation)
 
 
 def _cast_prepared(prepared: Prepared, dtype: torch.dtype) -> Prepared:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..architectures import SUBLAYERS, Site, find_sites, resolve_spec
+from ..devices import execution_device
 from ..layers import ACTIVATIONS, ProjectionBank, SharedHypercomplexWeights, check_divisible
 from .base import MethodConfig, TaskModules
 from .settings import setting
@@ -70,20 +71,24 @@ class AdapterConfig(MethodConfig):
         sites = self.selected_sites(model)
         if not sites:
             raise ValueError("The layer selection (layers / skip_first_layers) leaves no block with an adapter.")
-        # One bank per hidden size and device: a model spread over devices (device_map="auto") keeps
-        # each adapter on its site's device. Trained parameters are fp32 whatever the base's dtype.
-        groups: dict[tuple[int, torch.device], list[Site]] = {}
+        # One bank per hidden size, on the (execution) device of its first site: the banks, their names in a saved
+        # file and their initial values do not depend on how a model is spread over devices (device_map="auto") or
+        # offloaded; a site on another device gets its built weights moved there (container.py). Trained
+        # parameters are fp32 whatever the base's dtype.
+        groups: dict[int, list[Site]] = {}
         for site in sites:
-            groups.setdefault((site.width, _device_of(site.module)), []).append(site)
+            groups.setdefault(site.width, []).append(site)
         shared = None
         if self.projection == "phm":
-            for width, _ in groups:
+            for width in groups:
                 check_divisible(self.n, width, self.bottleneck(width))
             if self.share_A:
-                shared = SharedHypercomplexWeights(self.n, device=_device_of(sites[0].module), dtype=torch.float32)
+                shared = SharedHypercomplexWeights(self.n, device=execution_device(model, sites[0].name),
+                                                   dtype=torch.float32)
                 task.add_module("shared", shared)
-        for number, ((width, device), group) in enumerate(groups.items()):
+        for number, (width, group) in enumerate(groups.items()):
             k = self.bottleneck(width)
+            device = execution_device(model, group[0].name)
             # One bank slot per selected layer position: a module that runs at several positions
             # (ALBERT's shared block) gets a slot per position, none where that position has no adapter.
             slot_count = itertools.count()
@@ -100,7 +105,3 @@ class AdapterConfig(MethodConfig):
                     if index is not None:
                         task.add_adapter(site.name, down, up, index, self.activation, position, site.calls)
 
-
-def _device_of(module: nn.Module) -> torch.device:
-    tensor = next(module.parameters(), None)
-    return tensor.device if tensor is not None else torch.device("cpu")

@@ -12,6 +12,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from ..layers import ProjectionBank
+from ..quantization import dequantized
 from .settings import check_fields, setting
 
 
@@ -59,15 +60,17 @@ class TaskModules(nn.Module):
                     position: int = 0, calls: int = 1) -> None:
         self.adapters[site_key(module, position, calls)] = AdapterSlot(down, up, index, activation, module, position, calls)
 
-    def add_base_copy(self, key: str, value: torch.Tensor) -> nn.Parameter:
-        """This task's own trainable fp32 copy of base parameter ``key``, registered as ``base.<key>``."""
+    def add_base_copy(self, key: str, value: torch.Tensor, device: torch.device | None = None) -> nn.Parameter:
+        """This task's own trainable fp32 copy of base parameter ``key`` (on ``device``, default: ``value``'s),
+        registered as ``base.<key>``."""
         *path, leaf = f"base.{key}".split(".")
         module: nn.Module = self
         for part in path:
             if part not in module._modules:
                 module.add_module(part, nn.Module())
             module = module._modules[part]
-        copy = nn.Parameter(value.detach().clone().to(torch.float32))
+        # a quantized head: the values it stands for; an offloaded one: its stored values, on its execution device
+        copy = nn.Parameter(dequantized(value).to(device or value.device, torch.float32, copy=True))
         module.register_parameter(leaf, copy)
         self._copy_slots[key] = (module, leaf)
         return copy

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from ..architectures import model_type
+from ..devices import execution_device, stored_value
 from .base import MethodConfig, TaskModules
 from .settings import setting
 
@@ -78,7 +79,10 @@ class PromptConfig(MethodConfig):
             position, encoder = 1, getattr(model, "base_model", model)
         embedding = encoder.get_input_embeddings()
         max_positions = None if getattr(config, "is_encoder_decoder", False) else _max_positions(config)
-        prompt = Prompt(self._initial_vectors(model, embedding.weight), position, max_positions)
+        # an offloaded embedding (accelerate): its values from the weights map, the prompt on its execution device
+        embedding_name = next(name for name, module in model.named_modules() if module is embedding)
+        vectors = self._initial_vectors(model, stored_value(model, f"{embedding_name}.weight"))
+        prompt = Prompt(vectors.to(execution_device(model, embedding_name)), position, max_positions)
         task.add_module("prompt", prompt)
         task.hooks.append(encoder.register_forward_pre_hook(prompt.extend_encoder_input, with_kwargs=True))
         if head is not None:

@@ -13,6 +13,8 @@ from ..data import get_task
 from ..data.files import READERS, is_data_path
 from ..methods import get_config
 from ..methods.settings import check_fields, setting
+from ..quantization import KINDS as QUANTIZATIONS
+from ..quantization import check_quantization
 
 # SPEC §4 / the paper's Appendix A
 SOURCE_LENGTHS = {"glue": 128, "super_glue": 256, "record": 512, "custom": 128}
@@ -58,6 +60,8 @@ class TrainConfig:
     eval_batch_size: int | None = setting(None, at_least=1)
     precision: str = setting("fp32", choices=("fp32", "bf16", "fp16"))  # autocast to bf16 / fp16
     gradient_checkpointing: bool = False
+    # store the frozen base's Linear weights in 8 / 4 bits (quantization.py): int8, int4 (torchao), nf4, bnb-int8 (CUDA)
+    quantize: str | None = setting(None, choices=QUANTIZATIONS)
     compile: bool = False  # torch.compile the training forward; falls back to eager if compiling fails
     fsdp: bool = False  # shard the model over the processes (FSDP2) instead of replicating it (DDP)
     pretrained: bool = True  # False: random weights from the model's config (tests, benchmarks)
@@ -75,7 +79,16 @@ class TrainConfig:
             raise ValueError(f"warmup_steps={self.warmup_steps} and short_warmup both set the warm-up: give one of them.")
         if self.device is not None:
             _check_device(self.device)
-        get_config(self.method, **self.method_overrides)  # unknown methods and settings fail here, early
+        method = get_config(self.method, **self.method_overrides)  # unknown methods and settings fail here, early
+        if self.quantize is not None:
+            if method.in_base:
+                raise ValueError(f"--quantize {self.quantize} freezes the base model in 8 or 4 bits, but the method "
+                                 f"{self.method!r} trains the base model's own parameters. Leave --quantize out, or "
+                                 "train adapters (compacter++, compacter, adapter, ...).")
+            check_quantization(self.quantize, self.device)
+            if self.fsdp:
+                raise ValueError(f"--quantize {self.quantize} and --fsdp: sharding a quantized base is not supported. "
+                                 "A quantized base is small enough to replicate: leave --fsdp out (DDP).")
         columns = [f"--{name.replace('_', '-')}" for name in COLUMN_FIELDS if getattr(self, name) is not None]
         if not self.is_custom:
             if Path(self.task).is_file():

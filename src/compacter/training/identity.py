@@ -49,8 +49,13 @@ def run_identity(config: TrainConfig, data: TaskData, tokenizer, architecture: d
     return json.loads(json.dumps(identity))  # as it reads back from a file (tuples are lists), so that they compare
 
 
+# Settings added after runs were recorded: left out while unset, so that those runs keep their identity.
+LEFT_OUT_WHEN_UNSET = ("quantize",)
+
+
 def hyper_parameters(config: TrainConfig) -> dict[str, Any]:
-    return {key: value for key, value in config.to_dict().items() if key not in NOT_HYPER_PARAMETERS}
+    return {key: value for key, value in config.to_dict().items() if key not in NOT_HYPER_PARAMETERS
+            and not (key in LEFT_OUT_WHEN_UNSET and value is None)}
 
 
 def model_weights(name: str, pretrained: bool) -> dict[str, Any]:

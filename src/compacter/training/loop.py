@@ -41,6 +41,7 @@ from ..data import TaskData
 from ..io import atomic_write
 from ..models import build_model, enable_activation_checkpointing
 from ..params import count_parameters
+from ..quantization import BITSANDBYTES_KINDS, quantize_base
 from ..saving import file_name, save
 from . import distributed
 from .checkpoint import TrainingState, restore_rng, rng_state, save_state
@@ -137,6 +138,9 @@ class Trainer:
         if getattr(model.config, "pad_token_id", None) is None:  # GPT-style models have no padding token
             model.config.pad_token_id = (tokenizer.pad_token_id if tokenizer.pad_token_id is not None
                                          else tokenizer.eos_token_id)
+        if config.quantize is not None:  # before apply: the adapters attach to the quantized modules
+            quantize_base(model, config.quantize, device=self.processes.device if config.quantize in BITSANDBYTES_KINDS
+                          else None)
         apply(model, config.method, **config.method_overrides)
         if config.gradient_checkpointing:
             enable_activation_checkpointing(model)

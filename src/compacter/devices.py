@@ -1,0 +1,110 @@
+"""Where each part of a base model computes, for a model that accelerate spreads over devices or offloads.
+
+``from_pretrained(..., device_map="auto")`` (accelerate's ``dispatch_model``), ``cpu_offload`` and
+``disk_offload`` leave each module's parameters either on the device it computes on, or, when
+they are offloaded, on the meta device: an accelerate hook (``AlignDevicesHook``) then loads them
+onto the module's *execution device* from its weights map for the duration of each call, and puts
+them back on the meta device afterwards. For such a model compacter
+
+* creates each adapter's parameters on its site's execution device, and each task's copy of a
+  base parameter (a layer norm, a head) on its holder's, from the values in the weights map;
+* runs its own code for a module that an accelerate hook loads *inside* that hook (after the
+  parameters are loaded, before they are offloaded again): a task's copy swapped in before the
+  hook loads the module's parameters would be overwritten by them.
+
+This module imports nothing else of compacter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def _align_hooks(module: nn.Module) -> list[Any]:
+    """accelerate's AlignDevicesHooks on ``module`` (one, or several chained in a SequentialHook)."""
+    hook = getattr(module, "_hf_hook", None)
+    if hook is None:
+        return []
+    hooks = getattr(hook, "hooks", (hook,))
+    return [h for h in hooks if hasattr(h, "execution_device") and hasattr(h, "weights_map")]
+
+
+def _ancestors(model: nn.Module, name: str) -> Iterator[tuple[str, nn.Module]]:
+    """(name, module) of ``name`` and every module above it, nearest first, the model last."""
+    parts = name.split(".") if name else []
+    for end in range(len(parts), -1, -1):
+        prefix = ".".join(parts[:end])
+        yield prefix, model.get_submodule(prefix)
+
+
+def execution_device(model: nn.Module, name: str) -> torch.device:
+    """The device module ``name`` computes on: its parameters' or, for an offloaded one, its hook's execution device."""
+    module = model.get_submodule(name)
+    first = next(module.parameters(), None)
+    if first is not None and first.device.type != "meta":
+        return first.device
+    for _, ancestor in _ancestors(model, name):
+        for hook in _align_hooks(ancestor):
+            if hook.execution_device is not None:
+                return torch.device(hook.execution_device)
+    return first.device if first is not None else torch.device("cpu")  # a model built on the meta device: meta
+
+
+def stored_value(model: nn.Module, name: str) -> torch.Tensor:
+    """The value of parameter ``name``: the parameter itself, or, when accelerate offloaded it, its weights map's."""
+    module_name, _, attribute = name.rpartition(".")
+    param = model.get_submodule(module_name)._parameters[attribute]
+    if param.device.type != "meta":
+        return param
+    for prefix, ancestor in _ancestors(model, module_name):
+        relative = name[len(prefix) + 1:] if prefix else name
+        for hook in _align_hooks(ancestor):
+            if not hook.offload or hook.weights_map is None or ("." in relative and not hook.place_submodules):
+                continue
+            try:
+                return hook.weights_map[relative]
+            except KeyError:
+                continue
+    return param  # a model built on the meta device (shapes only, e.g. to count parameters)
+
+
+def is_offloaded(model: nn.Module) -> bool:
+    """Whether any of the model's parameters lives in an accelerate weights map (CPU or disk offload) between calls."""
+    return any(param.device.type == "meta" for param in model.parameters()) and any(
+        hook.offload for module in model.modules() for hook in _align_hooks(module))
+
+
+class _InsideHook:
+    """``before`` and ``after`` around a module's own forward, inside the accelerate hook that wraps it."""
+
+    def __init__(self, module: nn.Module, before: Callable, after: Callable) -> None:
+        self.module, self.inner = module, module._old_forward
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            before(module, args)
+            try:
+                output = self.inner(*args, **kwargs)
+            except BaseException:
+                after(module, args, None)
+                raise
+            return after(module, args, output)
+
+        self.forward = forward
+        module._old_forward = forward
+
+    def remove(self) -> None:
+        if self.module.__dict__.get("_old_forward") is self.forward:
+            self.module._old_forward = self.inner
+
+
+def hook_around_forward(module: nn.Module, before: Callable[[nn.Module, tuple], None],
+                        after: Callable[[nn.Module, tuple, Any], Any]) -> list[Any]:
+    """Run ``before(module, args)`` and ``after(module, args, output)`` (which returns the output) around each call of
+    ``module``: inside its accelerate hook when it has one, else as torch hooks. Returns handles with ``remove()``."""
+    if _align_hooks(module) and "_old_forward" in module.__dict__:
+        return [_InsideHook(module, before, after)]
+    return [module.register_forward_pre_hook(before), module.register_forward_hook(after, always_call=True)]
