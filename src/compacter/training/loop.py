@@ -52,8 +52,15 @@ PAPER_WARMUP_STEPS = 500
 SHORT_WARMUP_FRACTION = 10  # --short-warmup: at most a tenth of the run
 
 
-def train(config: TrainConfig, on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Run (or resume, or return the results of a finished) training run; returns the results."""
+def train(config: TrainConfig, on_step: Callable[[int], None] | None = None, *,
+          learning_rate_source: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run (or resume, or return the results of a finished) training run; returns the results.
+
+    ``learning_rate_source`` says where the learning rate comes from (results.json and the log record it);
+    by default :meth:`TrainConfig.learning_rate_choice` says: given, or the default of the model's family.
+    """
+    if learning_rate_source is None:
+        learning_rate_source = config.learning_rate_choice().to_dict()
     config = config.resolved()
     output = Path(config.output_dir)
     processes = distributed.start(config.device)
@@ -64,7 +71,7 @@ def train(config: TrainConfig, on_step: Callable[[int], None] | None = None) -> 
             return finished
         state = resumable_state(output, inputs.identity)
         with run_folder(output, processes) as log:
-            trainer = Trainer(inputs, processes, output, log)
+            trainer = Trainer(inputs, processes, output, log, learning_rate_source)
             if state is not None:
                 trainer.restore(state)
             trainer.start()
@@ -91,8 +98,11 @@ def warmup_steps(config: TrainConfig, total_steps: int) -> int:
 class Trainer:
     """One run's model, optimiser, schedule and progress; what it holds between steps is what a checkpoint saves."""
 
-    def __init__(self, inputs: RunInputs, processes: distributed.Processes, output: Path, log: logging.Logger):
+    def __init__(self, inputs: RunInputs, processes: distributed.Processes, output: Path, log: logging.Logger,
+                 learning_rate_source: dict[str, Any] | None = None):
         config = self.config = inputs.config
+        self.learning_rate_source = learning_rate_source or {"value": config.learning_rate, "family": None,
+                                                             "source": "given"}
         self.inputs, self.processes, self.output, self.log = inputs, processes, output, log
         torch.manual_seed(config.seed)  # the new head's and the method's initial weights, dropout
         self.data, self.tokenizer, self.text_to_text = inputs.data, inputs.tokenizer, inputs.text_to_text
@@ -129,6 +139,7 @@ class Trainer:
         log.info("%s on %s: %s trains %s of %s parameters (%.4f%%); %d steps (%d warm-up), %d process(es)",
                  config.model, self.data.task.name, config.method, f"{parameters.trainable:,}",
                  f"{parameters.total:,}", parameters.percent, self.total_steps, self.warmup_steps, processes.world)
+        log.info("learning rate %g (%s)", config.learning_rate, self.learning_rate_source["source"])
 
     def _build_model(self) -> torch.nn.Module:
         config, tokenizer = self.config, self.tokenizer
@@ -262,7 +273,8 @@ class Trainer:
             "peak_memory_bytes": _peak_memory(processes), "processes": processes.world, "seed": config.seed,
             "schedule": {"total_steps": self.total_steps, "steps_per_epoch": self.steps_per_epoch,
                          "warmup_steps": self.warmup_steps},
-            "config": config.to_dict(), "identity": self.inputs.identity,
+            "config": config.to_dict(), "learning_rate_source": self.learning_rate_source,
+            "identity": self.inputs.identity,
             "versions": {"compacter": __version__, "torch": torch.__version__,
                          "transformers": transformers.__version__, "python": sys.version.split()[0]},
         }
