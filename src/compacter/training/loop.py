@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import resource
 import sys
 import time
@@ -50,6 +51,10 @@ from .resume import BEST_DIR, RESULTS_FILE, best_adapter, finished_results, resu
 
 PAPER_WARMUP_STEPS = 500
 SHORT_WARMUP_FRACTION = 10  # --short-warmup: at most a tenth of the run
+
+
+class TrainingDiverged(ValueError):
+    """The loss or the gradients stopped being finite numbers: the learning rate is too high for this run."""
 
 
 def train(config: TrainConfig, on_step: Callable[[int], None] | None = None, *,
@@ -210,13 +215,20 @@ class Trainer:
                 self.scaler.scale(summed * processes.world / count).backward()
             loss_sum += summed.item()
         self.scaler.unscale_(self.optimizer)
-        torch.nn.utils.clip_grad_norm_(list(self.trained.values()), config.max_grad_norm)
+        norm = torch.nn.utils.clip_grad_norm_(list(self.trained.values()), config.max_grad_norm)
+        norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # FSDP: a DTensor
+        loss = distributed.total(loss_sum, processes) / count
+        # before the step, so that the weights stay finite (fp16's scaler skips such a step and lowers its scale)
+        if config.precision != "fp16" and not (math.isfinite(loss) and math.isfinite(norm)):
+            raise TrainingDiverged(
+                f"Training diverged at step {self.step + 1} of {self.total_steps} (loss {loss:.4g}, gradient norm "
+                f"{norm:.4g}) with learning rate {config.learning_rate:g}: lower the learning rate (--lr), or let "
+                "--lr auto choose one. The run's last checkpoint, if any, is kept.")
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        loss = distributed.total(loss_sum, processes) / count
         self.progress.update(1)
         self.progress.set_postfix(loss=f"{loss:.4f}")
         return loss

@@ -27,7 +27,7 @@ from ..io import atomic_write
 from ..methods.learning_rates import lr_grid
 from .checkpoint import STATE_FILE
 from .config import TrainConfig
-from .loop import train
+from .loop import TrainingDiverged, train
 from .resume import RESULTS_FILE, SEARCH_LOG
 from .selection import SELECTION_RULE, choose_learning_rate
 
@@ -81,7 +81,13 @@ def train_with_lr_search(config: TrainConfig, grid: Sequence[float] | None = Non
             run = dataclasses.replace(config, learning_rate=rate, output_dir=str(folder))
             source = {"value": rate, "family": center.family if center else None,
                       "source": f"--lr auto: grid point of {', '.join(f'{r:g}' for r in rates)} ({where})"}
-            results = finished[rate] = train(run, on_step, learning_rate_source=source)
+            try:
+                results = finished[rate] = train(run, on_step, learning_rate_source=source)
+            except TrainingDiverged as error:  # a result of the search, not a failure of it: this rate is too high
+                runs.append({"learning_rate": rate, "validation": None, "diverged": str(error),
+                             "output_dir": str(folder)})
+                _log(output, f"lr {rate:g}: diverged ({error})")
+                continue
             runs.append({"learning_rate": rate, "validation": results["validation"]["score"],
                          "best_step": results["best_step"], "output_dir": str(folder)})
             _log(output, f"lr {rate:g}: validation score {runs[-1]['validation']:.2f} (step {results['best_step']}), "
@@ -94,7 +100,10 @@ def train_with_lr_search(config: TrainConfig, grid: Sequence[float] | None = Non
                 with contextlib.suppress(OSError):
                     folder.rmdir()
         raise
-    chosen = choose_learning_rate((r["learning_rate"], r["validation"]) for r in runs)
+    if not finished:
+        raise ValueError(f"Every learning rate of the grid ({', '.join(f'{r:g}' for r in rates)}) diverged: give a grid "
+                         f"of lower rates (see {output / SEARCH_LOG}).")
+    chosen = choose_learning_rate((r["learning_rate"], r["validation"]) for r in runs if r["validation"] is not None)
     picked = finished[chosen]
     summary = {
         "learning_rate": AUTO, "task": picked["task"], "model": picked["model"], "method": picked["method"],
