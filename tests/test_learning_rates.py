@@ -236,6 +236,13 @@ def test_bad_learning_rates_are_refused_before_anything_is_written(arguments, me
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_run_config_says_where_auto_belongs_and_refuses_garbage(workspace):
+    with pytest.raises(ValueError, match=r"learning_rate='auto' is a search over several runs.*train_with_lr_search"):
+        config(workspace, learning_rate="auto")
+    with pytest.raises(ValueError, match=r"learning_rate must be a finite number > 0 or none, got 'fast'"):
+        config(workspace, learning_rate="fast")
+
+
 def test_a_search_refuses_a_given_rate_a_bad_grid_and_a_single_runs_folder(workspace, search, tmp_path):
     with pytest.raises(ValueError, match=r"The learning rate is given \(0.001\) and --lr auto would choose it"):
         train_with_lr_search(config(workspace, tmp_path / "a", learning_rate=1e-3))

@@ -72,6 +72,10 @@ class TrainConfig:
     device: str | None = setting(None, non_empty=True)  # cpu, cuda or cuda:N; default: this process's GPU when there is one
 
     def __post_init__(self) -> None:
+        if isinstance(self.learning_rate, str) and self.learning_rate.strip().lower() == "auto":
+            raise ValueError("learning_rate='auto' is a search over several runs, not a setting of one run: leave "
+                             "learning_rate unset and call compacter.training.train_with_lr_search(config) (or "
+                             "`compacter train --lr auto`).")
         check_fields(self)
         if self.warmup_steps is not None and self.short_warmup:
             raise ValueError(f"warmup_steps={self.warmup_steps} and short_warmup both set the warm-up: give one of them.")
