@@ -76,6 +76,8 @@ def test_the_family_comes_from_the_config_even_without_its_architecture():
     assert model_family(transformers.RobertaConfig()) == "encoder"  # has a causal-LM class too, but is an encoder
     assert model_family(transformers.LlamaConfig()) == "decoder"
     assert model_family(transformers.GPT2Config()) == "decoder"
+    assert model_family(transformers.LlamaConfig(architectures=["LlamaForSequenceClassification"])) == "decoder"
+    assert model_family(transformers.BertConfig(architectures=["BertForSequenceClassification"])) == "encoder"
     assert model_family(transformers.BertConfig(architectures=["BertLMHeadModel"])) == "decoder"
 
 

@@ -24,6 +24,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
 FAMILIES = ("seq2seq", "encoder", "decoder")
 MEASURED = "measured with benchmarks/learning_rates.py on all-MiniLM-L6-v2 + BBC News (README, 'Learning rates')"
 
@@ -68,21 +70,16 @@ class LearningRateChoice:
 
 
 def model_family(config: Any) -> str:
-    """``seq2seq``, ``decoder`` or ``encoder``, from a transformers model config (as models.model_class decides)."""
+    """``seq2seq`` (``is_encoder_decoder``), ``decoder`` (a causal-LM architecture, or a model type that has a causal
+    LM and no masked LM: GPT-2, Llama, ... also saved as classifiers) or ``encoder``, from a transformers config."""
     if getattr(config, "is_encoder_decoder", False):
         return "seq2seq"
     architectures = getattr(config, "architectures", None) or []
     if any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in architectures):
         return "decoder"
-    if not architectures:  # a config written without its architecture (e.g. from a bare config object)
-        from transformers.models.auto.modeling_auto import (
-            MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-            MODEL_FOR_MASKED_LM_MAPPING_NAMES,
-        )
-
-        kind = getattr(config, "model_type", None)
-        if kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
-            return "decoder"
+    kind = getattr(config, "model_type", None)
+    if kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        return "decoder"
     return "encoder"
 
 
