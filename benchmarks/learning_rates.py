@@ -13,7 +13,8 @@ run's results), and a killed benchmark resumes where it stopped. ``--extra-rates
 into the same folders (shown in the table of all runs, not used by `--lr auto`).
 
 Writes learning_rates.json and learning_rates.md to benchmarks/results/ (a --quick run: to its runs
-folder), or to the folder --results names.
+folder), or to the folder --results names; ``--readme README.md`` also puts the table into the
+README, between its two ``benchmarks/learning_rates.py`` markers.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ METHODS = ("full", "compacter++", "compacter")
 CASES = {"full data": {"epochs": 3, "train_size": None}, "100 examples": {"epochs": 30, "train_size": 100}}
 QUICK_CASES = {"full data": {"epochs": 1, "train_size": None}, "100 examples": {"epochs": 2, "train_size": 30}}
 QUICK_ARTICLES = 150
+README_BEGIN, README_END = "<!-- benchmarks/learning_rates.py: begin -->", "<!-- benchmarks/learning_rates.py: end -->"
 WITHIN = 0.5  # points of test accuracy: how close a default must come to `--lr auto`
 DEMO = {"batch_size": 32, "max_source_length": 64, "seed": 42, "short_warmup": True}
 
@@ -107,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", help="the runs (default runs/learning_rates, or runs/learning_rates_quick)")
     parser.add_argument("--results", help="where learning_rates.json / .md go (default benchmarks/results; --quick: "
                         "the runs folder)")
+    parser.add_argument("--readme", help="put the table into this README, between its markers")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--cases", default=",".join(CASES), help=f"any of: {', '.join(CASES)}")
     parser.add_argument("--extra-rates", default="", help="method=rate,rate;... more rates to train (all runs table)")
@@ -139,7 +142,19 @@ def main(argv: list[str] | None = None) -> int:
               "cases": measured}
     atomic_write(out / f"{name}.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
     atomic_write(out / f"{name}.md", lambda tmp: Path(tmp).write_text(table + "\n"))
+    if args.readme:
+        write_into_readme(Path(args.readme), table)
     return 0
+
+
+def write_into_readme(readme: Path, table: str) -> None:
+    text = readme.read_text(encoding="utf-8")
+    if text.count(README_BEGIN) != 1 or text.count(README_END) != 1:
+        raise ValueError(f"{readme} must hold the markers {README_BEGIN} and {README_END} once each.")
+    before, rest = text.split(README_BEGIN)
+    _, after = rest.split(README_END)
+    atomic_write(readme, lambda tmp: Path(tmp).write_text(f"{before}{README_BEGIN}\n{table}\n{README_END}{after}",
+                                                          encoding="utf-8"))
 
 
 if __name__ == "__main__":
