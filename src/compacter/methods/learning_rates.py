@@ -7,8 +7,9 @@ gives no learning rate gets the default of its model's *family*:
 
 * ``seq2seq`` (``config.is_encoder_decoder``, e.g. T5): the paper's values, unchanged, so that
   reproducing the paper needs no flag;
-* ``encoder`` (BERT-style models with a classification head): ``ENCODER_RATES`` below, measured by
-  ``benchmarks/learning_rates.py`` on the demo's model and data;
+* ``encoder`` (BERT-style models with a classification head): ``ENCODER_RATES`` below, measured on
+  the demo's model and data (each entry says how; ``benchmarks/learning_rates.py`` measures them
+  against ``--lr auto``);
 * ``decoder`` (causal LMs: an architecture ``...ForCausalLM`` / ``...LMHeadModel``):
   ``DECODER_RATES``, common practice from the literature, *not measured here*.
 
@@ -27,7 +28,7 @@ from typing import Any
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 FAMILIES = ("seq2seq", "encoder", "decoder")
-MEASURED = "measured with benchmarks/learning_rates.py on all-MiniLM-L6-v2 + BBC News (README, 'Learning rates')"
+MINILM = "all-MiniLM-L6-v2 + the demo's BBC News split (README, 'Learning rates'; benchmarks/learning_rates.py)"
 
 
 @dataclass(frozen=True)
@@ -36,11 +37,14 @@ class Rate:
     source: str
 
 
-# BERT-style encoders. Measured: the value whose test accuracy is closest to `--lr auto`'s on the demo's data.
+# BERT-style encoders, measured on the demo's model and data (benchmarks/learning_rates.py re-measures them all).
 ENCODER_RATES: dict[str, Rate] = {
-    "full": Rate(1e-4, MEASURED),
-    "compacter": Rate(3e-3, MEASURED),
-    "compacter++": Rate(3e-3, MEASURED),
+    "full": Rate(1e-4, f"measured on {MINILM}: with 100 training examples test accuracy 93.2 at 1e-4 against "
+                       "89.8 at the paper's 3e-4"),
+    "compacter++": Rate(3e-3, f"the paper's value, which held on {MINILM}: with 100 training examples 92.6 at 3e-3 "
+                              "against 90.7 at 1e-2"),
+    "compacter": Rate(3e-3, "the paper's value, as for compacter++ (the same adapters, also after attention); not "
+                            "measured on its own yet"),
 }
 
 # Decoder-only causal LMs: the values practitioners use, from the papers below; not measured here.
