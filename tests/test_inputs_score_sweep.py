@@ -127,7 +127,8 @@ BASE = {"models": ["t5-small"], "tasks": ["rte"], "methods": ["compacter"]}
     ({**BASE, "settings": {"epochs": 0}}, "epochs must be a whole number ≥ 1 or none, got 0."),
     ({**BASE, "settings": {"method_overrides": {"n": "4"}}}, "method 'compacter': n must be a whole number ≥ 1, got '4'"),
     ({**BASE, "settings": "epochs=3"}, "settings must be a mapping of names to values, got 'epochs=3' (text)."),
-    ({**BASE, "models": ["a/t5-small", "b/t5-small"]}, "two runs would share the folder"),
+    # (a learning rate given: the default one would need the hub models' configs)
+    ({**BASE, "models": ["a/t5-small", "b/t5-small"], "learning_rates": [3e-3]}, "two runs would share the folder"),
     ({**BASE, "output_dir": ""}, "output_dir must be non-empty text"),
     ({**BASE, "learning_rate": [1e-3]}, r"unknown key(s) ['learning_rate']; a sweep has"),
     ({"models": ["t5-small"], "methods": ["compacter"]}, "'tasks' must list at least one entry, e.g. tasks: [...]."),

@@ -227,7 +227,8 @@ def _finished_run(directory: str) -> dict:
 TRAIN_OPTIONS = {  # CLI flag → (TrainConfig field, type, help)
     "--output-dir": ("output_dir", str, "where the run writes (default: runs/<model>-<task>-<method>-lr<lr>-seed<seed>)"),
     "--data-dir": ("data_dir", str, "GLUE/SuperGLUE original files or a hub export (default: the hub)"),
-    "--lr": ("learning_rate", float, "default: the method's learning rate from the paper"),
+    "--lr": ("learning_rate", str, "a number, or auto: train a grid of 3 rates around the default and keep the best on "
+             "validation (default: the method's rate for the model's family: the paper's for T5, measured for encoders)"),
     "--head-lr": ("head_learning_rate", float, "a new classification head's learning rate (default: 10 × --lr)"),
     "--epochs": ("epochs", int, "default: 20 for small tasks, 3 for large ones; low resource as in §5.6"),
     "--batch-size": ("batch_size", int, "global batch, over all processes (default: 100 GLUE, 32 SuperGLUE, 16 ReCoRD)"),
@@ -273,22 +274,46 @@ def train_config(args: argparse.Namespace):
     from .training import TrainConfig
 
     values = {field: getattr(args, field) for field, _, _ in TRAIN_OPTIONS.values() if getattr(args, field) is not None}
+    if "learning_rate" in values:
+        values["learning_rate"] = learning_rate_option(values["learning_rate"])
+        if values["learning_rate"] == "auto":
+            del values["learning_rate"]  # a search (training/search.py) chooses it; run_train tells the two apart
     return TrainConfig(model=args.model, task=args.task, method=args.method, method_overrides=method_overrides(args),
                        gradient_checkpointing=args.gradient_checkpointing, short_warmup=args.short_warmup,
                        pretrained=not args.random_init,
                        compile=args.compile, fsdp=args.fsdp, **values)
 
 
+def learning_rate_option(text: str) -> float | str:
+    """``--lr``: a number (checked by TrainConfig like every setting) or ``auto``; anything else is refused here."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"--lr must be a finite number > 0 (e.g. 3e-4) or auto (a search on validation), got "
+                         f"{text!r}.") from None
+
+
 @command("train")
 def run_train(args: argparse.Namespace) -> int:
     from .training import train
+    from .training.search import train_with_lr_search
 
-    config = train_config(args).resolved()
-    results = train(config)
+    config = train_config(args)
+    if args.learning_rate is not None and learning_rate_option(args.learning_rate) == "auto":
+        results = train_with_lr_search(config)
+        output_dir = results["config"]["output_dir"]
+    else:
+        # unresolved: train() records whether the learning rate was given or is the family default
+        results, output_dir = train(config), config.resolved().output_dir
     test = {k: round(v, 2) for k, v in results["test"].items() if isinstance(v, float)}
-    print(json.dumps({"task": results["task"], "method": results["method"], "best_step": results["best_step"],
-                      "validation_score": round(results["validation"]["score"], 2), "test": test,
-                      "output_dir": config.output_dir}, indent=2))
+    summary = {"task": results["task"], "method": results["method"], "best_step": results["best_step"],
+               "validation_score": round(results["validation"]["score"], 2), "test": test, "output_dir": output_dir}
+    if results.get("learning_rate") == "auto":
+        summary["learning_rate"] = results["chosen"]["learning_rate"]
+        summary["grid"] = {f"{run['learning_rate']:g}": round(run["validation"], 2) for run in results["grid"]}
+    print(json.dumps(summary, indent=2))
     return 0
 
 

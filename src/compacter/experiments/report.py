@@ -1,8 +1,10 @@
 """`compacter report RUNS_DIR`: the paper's tables and figures from a folder of runs.
 
 Every results.json below RUNS_DIR is one run. For each model, method, task and training size the
-learning rate with the best mean validation score over seeds is chosen (the paper's selection);
-its test scores give mean ± std over seeds. Written to RUNS_DIR/report (or --output):
+learning rate with the best mean validation score over seeds is chosen (the paper's selection; on
+a tie the smaller rate: the one rule of training/selection.py, which `--lr auto` uses too); its
+test scores give mean ± std over seeds. A `--lr auto` search's own results.json (a summary) is
+skipped: its grid runs, in its sub-folders, are runs like any other. Written to RUNS_DIR/report (or --output):
 
 * scores.md / scores.csv: methods × tasks (test score of the chosen learning rate), the average and
   % trained parameters, as the paper's Tables 1, 2 and 9;
@@ -26,6 +28,7 @@ import pandas as pd  # noqa: E402
 
 from ..io import atomic_write  # noqa: E402
 from ..training import RESULTS_FILE  # noqa: E402
+from ..training.selection import choose_learning_rate  # noqa: E402
 
 CELL = ["model", "method", "train_size", "task"]
 
@@ -38,6 +41,8 @@ def collect(runs_dir: str | Path) -> pd.DataFrame:
     for path in sorted(Path(runs_dir).rglob(RESULTS_FILE)):
         try:
             results = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(results, dict) and results.get("learning_rate") == "auto":
+                continue  # a search's summary: its runs are below it
             config = results["config"]
             row = {"model": Path(results["model"]).name, "method": results["method"], "task": results["task"],
                    "train_size": config["train_size"] or "all", "learning_rate": config["learning_rate"],
@@ -59,8 +64,10 @@ def select(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The runs of the chosen learning rate per cell, and the selection table."""
     by_lr = runs.groupby(CELL + ["learning_rate"], as_index=False).agg(validation=("validation", "mean"),
                                                                         seeds=("seed", "count"))
-    best = by_lr.loc[by_lr.groupby(CELL)["validation"].idxmax()]
-    by_lr["chosen"] = by_lr.index.isin(best.index)
+    picks = {cell: choose_learning_rate(zip(group["learning_rate"], group["validation"]))
+             for cell, group in by_lr.groupby(CELL)}
+    by_lr["chosen"] = [picks[tuple(row[c] for c in CELL)] == row["learning_rate"] for _, row in by_lr.iterrows()]
+    best = by_lr[by_lr["chosen"]]
     chosen = runs.merge(best[CELL + ["learning_rate"]], on=CELL + ["learning_rate"])
     return chosen, by_lr
 

@@ -4,7 +4,7 @@
     models: [t5-base]
     tasks: [rte, mrpc, cola]         # task names or your own data files
     methods: [compacter, compacter++, adapter]
-    learning_rates: [3e-3, 3e-4]     # optional; default: each method's paper learning rate
+    learning_rates: [3e-3, 3e-4]     # optional; default: each method's default for the model's family
     seeds: [42, 43, 44]              # optional; default [42]
     train_sizes: [100, 1000, null]   # optional low-resource sizes; null = the whole training set
     settings: {data_dir: glue_data}  # any other `compacter train` setting (TrainConfig field), for all runs
@@ -17,8 +17,10 @@ Numbers read the YAML 1.2 way (``3e-3`` is a number, as in JSON).
 
 A run whose folder already holds its results is skipped, and an interrupted one resumes, so the
 same command picks up a killed sweep. The learning rate is then chosen per model, task, method
-and training size on the validation score (mean over seeds), as the paper does; `compacter
-report` makes the tables from the same folder.
+and training size on the validation score (mean over seeds), as the paper does, by the one rule
+that `--lr auto` follows too (training/selection.py: the best score, on a tie the smaller rate);
+`compacter report` makes the tables from the same folder. Without ``learning_rates`` each run
+gets its method's default for the model's family (methods/learning_rates.py).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ class Sweep:
     tasks: list[str] = setting(non_empty=True)
     methods: list[str] = setting(non_empty=True)
     output_dir: str = setting("runs/sweep", non_empty=True)
-    learning_rates: list[float] | None = setting(None, above=0, non_empty=True)  # None: each method's paper rate
+    learning_rates: list[float] | None = setting(None, above=0, non_empty=True)  # None: each method's default
     seeds: list[int] = setting(factory=lambda: [42], at_least=0, at_most=MAX_SEED, non_empty=True)
     train_sizes: list[int | None] = setting(factory=lambda: [None], at_least=1, non_empty=True)  # None: all
     settings: dict[str, Any] = field(default_factory=dict)

@@ -2,6 +2,10 @@
 
 Add a method by writing a MethodConfig subclass and registering a factory here; every part of
 compacter (apply, params, save/load, train, bench) then knows it.
+
+Each method's ``learning_rate`` is the paper's, tuned for T5; it is the default on T5-style seq2seq
+models. Encoders and decoder-only models get their own defaults where a table in learning_rates.py
+has one (measured for encoders); `compacter train` picks the table from the model's config.
 """
 
 from __future__ import annotations

@@ -113,7 +113,7 @@ class MethodConfig(abc.ABC):
     train_layer_norms: bool = True  # the paper trains the model's layer norms for every method
     train_output_layer: bool = False  # the pretrained output layer (lm_head) stays frozen
     train_head: bool = True  # a new task head (e.g. BERT's classifier) always has to train
-    learning_rate: float = setting(3e-4, above=0)  # the paper's choice for this method (SPEC §2)
+    learning_rate: float = setting(3e-4, above=0)  # the paper's choice (T5, SPEC §2); other families: learning_rates.py
 
     def __post_init__(self) -> None:
         check_fields(self, owner=f"method {self.name or self.kind!r}")  # types and bounds of every field (settings.py)

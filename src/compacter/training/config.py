@@ -12,7 +12,9 @@ import torch
 from ..data import get_task
 from ..data.files import READERS, is_data_path
 from ..methods import get_config
+from ..methods.learning_rates import LearningRateChoice, family_default, model_family
 from ..methods.settings import check_fields, setting
+from ..models import load_config
 from ..quantization import KINDS as QUANTIZATIONS
 from ..quantization import check_quantization
 
@@ -43,7 +45,7 @@ class TrainConfig:
     output_dir: str | None = setting(None, non_empty=True)  # default: runs/<model>-<task>-<method>-lr<lr>-seed<seed>
     method_overrides: dict[str, Any] = field(default_factory=dict)
     data_dir: str | None = setting(None, non_empty=True)  # GLUE/SuperGLUE original files or an export; None: the hub
-    learning_rate: float | None = setting(None, above=0)  # None: the method's (SPEC §2)
+    learning_rate: float | None = setting(None, above=0)  # None: the method's for the model's family (learning_rates.py)
     head_learning_rate: float | None = setting(None, above=0)  # a new task head (encoders); None: HEAD_LR_FACTOR × lr
     epochs: int | None = setting(None, at_least=1)  # None: 20 for the small tasks, 3 for the large ones; §5.6 low resource
     batch_size: int | None = setting(None, at_least=1)  # the global batch, over all processes and accumulation steps
@@ -74,6 +76,10 @@ class TrainConfig:
     device: str | None = setting(None, non_empty=True)  # cpu, cuda or cuda:N; default: this process's GPU when there is one
 
     def __post_init__(self) -> None:
+        if isinstance(self.learning_rate, str) and self.learning_rate.strip().lower() == "auto":
+            raise ValueError("learning_rate='auto' is a search over several runs, not a setting of one run: leave "
+                             "learning_rate unset and call compacter.training.train_with_lr_search(config) (or "
+                             "`compacter train --lr auto`).")
         check_fields(self)
         if self.warmup_steps is not None and self.short_warmup:
             raise ValueError(f"warmup_steps={self.warmup_steps} and short_warmup both set the warm-up: give one of them.")
@@ -122,7 +128,7 @@ class TrainConfig:
         task_name = None if self.is_custom else get_task(self.task).name
         low_resource = self.train_size in LOW_RESOURCE_EPOCHS
         if values["learning_rate"] is None:
-            values["learning_rate"] = get_config(self.method, **self.method_overrides).learning_rate
+            values["learning_rate"] = self.learning_rate_choice().value
         if values["epochs"] is None:
             if low_resource:
                 values["epochs"] = LOW_RESOURCE_EPOCHS[self.train_size]
@@ -141,10 +147,34 @@ class TrainConfig:
         if values["eval_batch_size"] is None:
             values["eval_batch_size"] = values["batch_size"]
         if values["output_dir"] is None:
-            model = self.model.rstrip("/").split("/")[-1]
-            task = task_name or self.task.rstrip("/").split("/")[-1].split(".")[0]
-            values["output_dir"] = f"runs/{model}-{task}-{self.method}-lr{values['learning_rate']:g}-seed{self.seed}"
+            values["output_dir"] = self.default_output_dir(f"{values['learning_rate']:g}")
         return TrainConfig(**values)
+
+    def default_output_dir(self, learning_rate: str) -> str:
+        """runs/<model>-<task>-<method>-lr<learning_rate>-seed<seed>."""
+        model = self.model.rstrip("/").split("/")[-1]
+        task = get_task(self.task).name if not self.is_custom else self.task.rstrip("/").split("/")[-1].split(".")[0]
+        return f"runs/{model}-{task}-{self.method}-lr{learning_rate}-seed{self.seed}"
+
+    def learning_rate_choice(self) -> LearningRateChoice:
+        """The learning rate this run trains with, and why: the one given, else the method's default for the model's
+        family (methods/learning_rates.py; the model's config is read only then)."""
+        if self.learning_rate is not None:
+            return LearningRateChoice(self.learning_rate, None, "given (--lr / learning_rate)")
+        method = get_config(self.method, **self.method_overrides)
+        if "learning_rate" in self.method_overrides:
+            return LearningRateChoice(method.learning_rate, None, "given (the method setting learning_rate)")
+        return family_default(self.method, method.learning_rate, self.model_family())
+
+    def model_family(self) -> str:
+        """seq2seq, encoder or decoder: which table of default learning rates fits the model."""
+        try:
+            config = load_config(self.model)
+        except (ValueError, OSError) as error:
+            raise ValueError(f"The default learning rate depends on the model's family (seq2seq like T5, encoder, "
+                             f"decoder-only), and the config of {self.model!r} cannot be read: {error} Give the "
+                             "learning rate (--lr), or a model whose config.json can be read.") from None
+        return model_family(config)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import resource
 import sys
 import time
@@ -53,8 +54,19 @@ PAPER_WARMUP_STEPS = 500
 SHORT_WARMUP_FRACTION = 10  # --short-warmup: at most a tenth of the run
 
 
-def train(config: TrainConfig, on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Run (or resume, or return the results of a finished) training run; returns the results."""
+class TrainingDiverged(ValueError):
+    """The loss or the gradients stopped being finite numbers: the learning rate is too high for this run."""
+
+
+def train(config: TrainConfig, on_step: Callable[[int], None] | None = None, *,
+          learning_rate_source: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run (or resume, or return the results of a finished) training run; returns the results.
+
+    ``learning_rate_source`` says where the learning rate comes from (results.json and the log record it);
+    by default :meth:`TrainConfig.learning_rate_choice` says: given, or the default of the model's family.
+    """
+    if learning_rate_source is None:
+        learning_rate_source = config.learning_rate_choice().to_dict()
     config = config.resolved()
     output = Path(config.output_dir)
     processes = distributed.start(config.device)
@@ -65,7 +77,7 @@ def train(config: TrainConfig, on_step: Callable[[int], None] | None = None) -> 
             return finished
         state = resumable_state(output, inputs.identity)
         with run_folder(output, processes) as log:
-            trainer = Trainer(inputs, processes, output, log)
+            trainer = Trainer(inputs, processes, output, log, learning_rate_source)
             if state is not None:
                 trainer.restore(state)
             trainer.start()
@@ -92,8 +104,11 @@ def warmup_steps(config: TrainConfig, total_steps: int) -> int:
 class Trainer:
     """One run's model, optimiser, schedule and progress; what it holds between steps is what a checkpoint saves."""
 
-    def __init__(self, inputs: RunInputs, processes: distributed.Processes, output: Path, log: logging.Logger):
+    def __init__(self, inputs: RunInputs, processes: distributed.Processes, output: Path, log: logging.Logger,
+                 learning_rate_source: dict[str, Any] | None = None):
         config = self.config = inputs.config
+        self.learning_rate_source = learning_rate_source or {"value": config.learning_rate, "family": None,
+                                                             "source": "given"}
         self.inputs, self.processes, self.output, self.log = inputs, processes, output, log
         torch.manual_seed(config.seed)  # the new head's and the method's initial weights, dropout
         self.data, self.tokenizer, self.text_to_text = inputs.data, inputs.tokenizer, inputs.text_to_text
@@ -130,6 +145,7 @@ class Trainer:
         log.info("%s on %s: %s trains %s of %s parameters (%.4f%%); %d steps (%d warm-up), %d process(es)",
                  config.model, self.data.task.name, config.method, f"{parameters.trainable:,}",
                  f"{parameters.total:,}", parameters.percent, self.total_steps, self.warmup_steps, processes.world)
+        log.info("learning rate %g (%s)", config.learning_rate, self.learning_rate_source["source"])
 
     def _build_model(self) -> torch.nn.Module:
         config, tokenizer = self.config, self.tokenizer
@@ -203,13 +219,20 @@ class Trainer:
                 self.scaler.scale(summed * processes.world / count).backward()
             loss_sum += summed.item()
         self.scaler.unscale_(self.optimizer)
-        torch.nn.utils.clip_grad_norm_(list(self.trained.values()), config.max_grad_norm)
+        norm = torch.nn.utils.clip_grad_norm_(list(self.trained.values()), config.max_grad_norm)
+        norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # FSDP: a DTensor
+        loss = distributed.total(loss_sum, processes) / count
+        # before the step, so that the weights stay finite (fp16's scaler skips such a step and lowers its scale)
+        if config.precision != "fp16" and not (math.isfinite(loss) and math.isfinite(norm)):
+            raise TrainingDiverged(
+                f"Training diverged at step {self.step + 1} of {self.total_steps} (loss {loss:.4g}, gradient norm "
+                f"{norm:.4g}) with learning rate {config.learning_rate:g}: lower the learning rate (--lr), or let "
+                "--lr auto choose one. The run's last checkpoint, if any, is kept.")
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        loss = distributed.total(loss_sum, processes) / count
         self.progress.update(1)
         self.progress.set_postfix(loss=f"{loss:.4f}")
         return loss
@@ -266,7 +289,8 @@ class Trainer:
             "peak_memory_bytes": _peak_memory(processes), "processes": processes.world, "seed": config.seed,
             "schedule": {"total_steps": self.total_steps, "steps_per_epoch": self.steps_per_epoch,
                          "warmup_steps": self.warmup_steps},
-            "config": config.to_dict(), "identity": self.inputs.identity,
+            "config": config.to_dict(), "learning_rate_source": self.learning_rate_source,
+            "identity": self.inputs.identity,
             "versions": {"compacter": __version__, "torch": torch.__version__,
                          "transformers": transformers.__version__, "python": sys.version.split()[0]},
         }

@@ -33,6 +33,7 @@ from .identity import differences, legacy_differences
 
 RESULTS_FILE = "results.json"
 LOG_FILE = "train.log"
+SEARCH_LOG = "search.log"  # a learning-rate search's folder (search.py): its runs are in sub-folders
 BEST_DIR = "adapter"  # the best validation checkpoint's trained parameters, as compacter.save writes them
 
 
@@ -41,6 +42,10 @@ def finished_results(output: Path, identity: dict[str, Any], config: TrainConfig
     if output.exists() and not output.is_dir():
         raise ValueError(f"--output-dir {output} is a file; give a folder (a new one, or a run's own).")
     path = output / RESULTS_FILE
+    if (output / SEARCH_LOG).is_file():
+        raise ValueError(f"{output} holds a learning-rate search (--lr auto), whose runs are in its lr* sub-folders; it "
+                         "is left as it is. To train a single run, give another --output-dir (or that search's "
+                         "sub-folder of your learning rate).")
     if not path.is_file():
         return None
     try:

@@ -1,0 +1,117 @@
+"""Default learning rates that fit the model: the paper's for T5-style seq2seq models, others per family.
+
+The paper tuned every method's learning rate for T5 (full fine-tuning 3e-4, Compacter 3e-3, ...;
+``register_method`` in methods/__init__.py keeps those values). On other model families they can be
+far off: on all-MiniLM-L6-v2 full fine-tuning at 3e-4 loses points against 1e-4. So a run that
+gives no learning rate gets the default of its model's *family*:
+
+* ``seq2seq`` (``config.is_encoder_decoder``, e.g. T5): the paper's values, unchanged, so that
+  reproducing the paper needs no flag;
+* ``encoder`` (BERT-style models with a classification head): ``ENCODER_RATES`` below, measured on
+  the demo's model and data (each entry says how; ``benchmarks/learning_rates.py`` measures them
+  against ``--lr auto``);
+* ``decoder`` (causal LMs: an architecture ``...ForCausalLM`` / ``...LMHeadModel``):
+  ``DECODER_RATES``, common practice from the literature, *not measured here*.
+
+A method without an entry in its family's table keeps the paper's value, and the returned
+:class:`LearningRateChoice` says so. A learning rate the user gives (``--lr``, or ``learning_rate``
+in the method's settings) always wins. ``--lr auto`` (training/search.py) searches :func:`lr_grid`
+around the family default.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+FAMILIES = ("seq2seq", "encoder", "decoder")
+MINILM = "all-MiniLM-L6-v2 + the demo's BBC News split (README, 'Learning rates'; benchmarks/learning_rates.py)"
+
+
+@dataclass(frozen=True)
+class Rate:
+    value: float
+    source: str
+
+
+# BERT-style encoders, measured on the demo's model and data (benchmarks/learning_rates.py re-measures them all).
+ENCODER_RATES: dict[str, Rate] = {
+    "full": Rate(1e-4, f"measured on {MINILM}: with 100 training examples test accuracy 93.2 at 1e-4 against "
+                       "89.8 at the paper's 3e-4"),
+    "compacter++": Rate(3e-3, f"the paper's value, which held on {MINILM}: with 100 training examples 92.6 at 3e-3 "
+                              "against 90.7 at 1e-2"),
+    "compacter": Rate(3e-3, "the paper's value, as for compacter++ (the same adapters, also after attention); not "
+                            "measured on its own yet"),
+}
+
+# Decoder-only causal LMs: the values practitioners use, from the papers below; not measured here.
+DECODER_RATES: dict[str, Rate] = {
+    "full": Rate(2e-5, "common practice for full fine-tuning of decoder-only LMs: Stanford Alpaca (LLaMA-7B, "
+                       "Taori et al., 2023) and Llama 2's supervised fine-tuning (Touvron et al., 2023) use 2e-5; "
+                       "not measured here"),
+}
+
+FAMILY_TABLES = {"encoder": ENCODER_RATES, "decoder": DECODER_RATES}
+PAPER_SOURCE = "the paper's value (tuned for T5)"
+
+
+@dataclass(frozen=True)
+class LearningRateChoice:
+    """A run's learning rate, the model family it was chosen for, and why (recorded in results.json and the log)."""
+
+    value: float
+    family: str | None  # None: the user gave the learning rate
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "family": self.family, "source": self.source}
+
+    def describe(self) -> str:
+        return f"{self.value:g}: {self.source}"
+
+
+def model_family(config: Any) -> str:
+    """``seq2seq`` (``is_encoder_decoder``), ``decoder`` (a causal-LM architecture, or a model type that has a causal
+    LM and no masked LM: GPT-2, Llama, ... also saved as classifiers) or ``encoder``, from a transformers config."""
+    if getattr(config, "is_encoder_decoder", False):
+        return "seq2seq"
+    architectures = getattr(config, "architectures", None) or []
+    if any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in architectures):
+        return "decoder"
+    kind = getattr(config, "model_type", None)
+    if kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        return "decoder"
+    return "encoder"
+
+
+def family_default(method: str, paper_rate: float, family: str) -> LearningRateChoice:
+    """The default learning rate of ``method`` on a model of ``family``; ``paper_rate`` is the method's own."""
+    if family not in FAMILIES:
+        raise ValueError(f"Unknown model family {family!r}; the families are {', '.join(FAMILIES)}.")
+    if family == "seq2seq":
+        return LearningRateChoice(paper_rate, family, f"seq2seq default: {PAPER_SOURCE}")
+    rate = FAMILY_TABLES[family].get(method)
+    if rate is None:
+        return LearningRateChoice(paper_rate, family, f"{family} model, no {family} entry for {method}: "
+                                                      f"{PAPER_SOURCE}")
+    return LearningRateChoice(rate.value, family, f"{family} default for {method}: {rate.source}")
+
+
+def lr_grid(center: float) -> list[float]:
+    """The learning rates ``--lr auto`` tries: ``center`` × {1/3, 1, 3}, the two neighbours rounded to one
+    significant figure (a 9 to the next power of ten), so that a rate on the paper's 1-3-10 ladder (3e-4, 3e-3, …)
+    has its ladder neighbours (1e-4, 1e-3) and the grids of neighbouring defaults share their runs."""
+    if isinstance(center, bool) or not (isinstance(center, (int, float)) and math.isfinite(center) and center > 0):
+        raise ValueError(f"A learning-rate grid needs a finite center > 0, got {center!r}.")
+    return sorted({round_rate(center / 3), float(center), round_rate(center * 3)})
+
+
+def round_rate(value: float) -> float:
+    """``value`` to one significant figure; 9e-4 becomes 1e-3 (3e-4 × 3 is the ladder's 1e-3)."""
+    mantissa, exponent = f"{value:.0e}".split("e")
+    if mantissa == "9":
+        return float(f"1e{int(exponent) + 1}")
+    return float(f"{mantissa}e{exponent}")
