@@ -41,6 +41,18 @@ def load_config(name_or_path: str) -> transformers.PretrainedConfig:
         ) from None
 
 
+def check_source(name: str, option: str) -> None:
+    """A name spelled like a path must be an existing folder (else transformers reports a bad hub id)."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return
+    if path.exists():
+        raise ValueError(f"{option} {name} is a file; give a folder (as written by save_pretrained) or a hub name.")
+    if name.startswith((".", "/", "~")) or name.endswith("/") or name.count("/") > 1 or "\\" in name:
+        raise FileNotFoundError(f"{option} {name}: no such folder. Give a local folder (as written by "
+                                "save_pretrained) or a hub name such as t5-base.")
+
+
 def _check_config_file(folder: Path) -> None:
     path = folder / "config.json"
     if not path.is_file():

@@ -14,7 +14,7 @@ from ..data.files import READERS, is_data_path
 from ..methods import get_config
 from ..methods.learning_rates import LearningRateChoice, family_default, model_family
 from ..methods.settings import check_fields, setting
-from ..models import load_config
+from ..models import check_source, load_config
 from ..quantization import KINDS as QUANTIZATIONS
 from ..quantization import check_quantization
 
@@ -168,6 +168,7 @@ class TrainConfig:
 
     def model_family(self) -> str:
         """seq2seq, encoder or decoder: which table of default learning rates fits the model."""
+        check_source(self.model, "--model")  # a missing folder is said as such, not as an unreadable config
         try:
             config = load_config(self.model)
         except (ValueError, OSError) as error:

@@ -11,7 +11,6 @@ another number of processes) sees exactly the same global batches as an uninterr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,7 +21,7 @@ from ..data import TaskData, load_task
 from ..data.files import load_files
 from ..data.splits import low_resource
 from ..data.tasks import Task
-from ..models import build_model, load_config
+from ..models import build_model, check_source, load_config
 from .config import TrainConfig
 from .identity import run_identity
 
@@ -38,7 +37,7 @@ class RunInputs:
 
 def read_inputs(config: TrainConfig) -> RunInputs:
     """Read and check what ``config`` names; nothing is written."""
-    _check_source(config.model, "--model")
+    check_source(config.model, "--model")
     model_config = load_config(config.model)
     text_to_text = bool(getattr(model_config, "is_encoder_decoder", False))
     data = load_splits(config)
@@ -55,7 +54,7 @@ def read_inputs(config: TrainConfig) -> RunInputs:
 
 
 def load_tokenizer(name: str, option: str):
-    _check_source(name, option)
+    check_source(name, option)
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(name)
     except (OSError, ValueError) as error:
@@ -67,18 +66,6 @@ def load_tokenizer(name: str, option: str):
                          "tokens (the folder lacks the tokenizer's files, e.g. tokenizer.json or vocab.txt). Give "
                          "the folder that holds them with --tokenizer.")
     return tokenizer
-
-
-def _check_source(name: str, option: str) -> None:
-    """A name spelled like a path must be an existing folder (else transformers reports a bad hub id)."""
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return
-    if path.exists():
-        raise ValueError(f"{option} {name} is a file; give a folder (as written by save_pretrained) or a hub name.")
-    if name.startswith((".", "/", "~")) or name.endswith("/") or name.count("/") > 1 or "\\" in name:
-        raise FileNotFoundError(f"{option} {name}: no such folder. Give a local folder (as written by "
-                                "save_pretrained) or a hub name such as t5-base.")
 
 
 def load_splits(config: TrainConfig) -> TaskData:
