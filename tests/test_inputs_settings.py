@@ -156,6 +156,8 @@ def test_fields_of_one_name_have_one_type_across_methods():
     (["--text-column", "review"], "--text-column name(s) the columns of your own data files; rte has its own columns."),
     (["--set", "n=0"], "--set n=0: n must be a whole number ≥ 1, got '0'."),
     (["--method", "compactor"], "Unknown method 'compactor'. Did you mean 'compacter'?"),
+    (["--method", "intrinsic-said", "--compile", "--gradient-checkpointing"],
+     "--compile and --gradient-checkpointing together are not supported for 'intrinsic-said'"),
 ])
 def test_bad_training_settings_are_refused_before_anything_is_written(arguments, message, tmp_path, capsys,
                                                                       monkeypatch):

@@ -203,7 +203,14 @@ def test_torch_compile_traces_one_graph_and_matches_eager(method, overrides, seq
 
     model = compacter.apply(tiny_t5(), method, **overrides).eval()
     torch._dynamo.reset()
-    assert torch._dynamo.explain(model)(**seq2seq_batch).graph_break_count == 0
+    explanation = torch._dynamo.explain(model)(**seq2seq_batch)
+    assert explanation.graph_break_count == 0
+    if method == "intrinsic-said":
+        # the projections are traced once per call boundary (the encoder, the decoder, the tied output layer after
+        # the decoder's call), not once per projected tensor: that took six minutes here (47 tensors, 3 size groups)
+        groups = len(next(m for m in model.modules() if hasattr(m, "groups")).groups)
+        traced = sum(1 for op in explanation.ops_per_graph[0] if "autograd_function_apply" in str(op))
+        assert traced <= 3 * groups, traced
     results = []
     for forward in (model, torch.compile(model, backend="aot_eager")):
         for _ in range(2):  # the second call reuses the compiled graph

@@ -11,8 +11,10 @@ Rules, checked by :meth:`DerivedTensors.refresh` at the start of every call into
   shape, dtype, device) holding the same values. The values are compared against a snapshot taken
   at build time, because edits through ``p.data`` (``p.data.copy_``, an EMA, FSDP's all-gathers)
   change a parameter without touching its version counter;
-* while ``torch.compile`` traces: never cache; the compiler merges repeated builds itself, and
-  guards on version counters would break the graph.
+* while ``torch.compile`` traces: build at the first use within a call and keep that build until the
+  call ends (:meth:`end_trace`, at every call boundary). Reusing across calls would need guards on
+  version counters, which break the graph; rebuilding at every use made dynamo trace the build once
+  per site (Intrinsic-SAID: every projection once per projected tensor, minutes on a tiny T5).
 """
 
 from __future__ import annotations
@@ -41,12 +43,14 @@ class DerivedTensors(Generic[T]):
         self._value: T | None = None
         self._key: tuple | None = None
         self._snapshot: torch.Tensor | None = None
+        self._traced: T | None = None  # while compiling: this call's build
         self.generation = 0
 
     def refresh(self) -> None:
         """Make the value current for a call starting now (rebuilding only where the rules above say so)."""
         if torch.compiler.is_compiling():
             return
+        self._traced = None
         if torch.is_grad_enabled():
             self._store(self._build(), key=None)
             return
@@ -62,19 +66,25 @@ class DerivedTensors(Generic[T]):
 
     @property
     def value(self) -> T:
-        """The built tensors; built now if no call has refreshed them (or while compiling, where nothing is kept)."""
+        """The built tensors; built now if no call has refreshed them."""
         if torch.compiler.is_compiling():
-            return self._build()
+            if self._traced is None:
+                self._traced = self._build()
+            return self._traced
         if self._value is None:
             self.refresh()
         return self._value
 
+    def end_trace(self) -> None:
+        """A compiled call starts or ends: a build from before is not used (the next use builds its own)."""
+        self._traced = None
+
     def clear(self) -> None:
-        self._value = self._key = self._snapshot = None
+        self._value = self._key = self._snapshot = self._traced = None
 
     def __getstate__(self) -> dict:
         # a copy (copy.deepcopy of the model) builds its own: built tensors may be part of a graph, which cannot be copied
-        return {**self.__dict__, "_value": None, "_key": None, "_snapshot": None}
+        return {**self.__dict__, "_value": None, "_key": None, "_snapshot": None, "_traced": None}
 
 
 def _flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:

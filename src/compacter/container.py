@@ -119,7 +119,7 @@ class CompacterModules(nn.Module):
         self._held: dict[nn.Module, list[tuple[str, Override]]] = {}  # holder module → (attribute, override)
         self._override_handles: dict[nn.Module, list] = {}
         self._weights: dict[str, DerivedTensors] = {}  # per task: its banks' built weights
-        self._refreshers: dict[str, list] = {}  # per task: its modules' own derived tensors (Intrinsic-SAID's)
+        self._derived: dict[str, list[DerivedTensors]] = {}  # per task: its modules' own (Intrinsic-SAID's)
         self._prepared: dict[str, tuple[int, dict[str, Prepared]]] = {}
         self._cast: dict[tuple[str, torch.dtype], tuple[int, dict[str, Prepared]]] = {}
         self._on_devices: dict[tuple, tuple[int, Prepared]] = {}  # a site's weights moved to its device (_moved)
@@ -161,14 +161,15 @@ class CompacterModules(nn.Module):
                 self._site_handles[module] = module.register_forward_hook(self._adapt)
         # bound methods, not closures: a deep copy of the model then builds from its own banks
         self._weights[task.name] = DerivedTensors(task.bank_inputs, task.build_banks)
-        self._refreshers[task.name] = [m.refresh_derived for m in task.modules() if hasattr(m, "refresh_derived")]
+        self._derived[task.name] = [m.derived for m in task.modules()
+                                    if isinstance(getattr(m, "derived", None), DerivedTensors)]
 
     def remove_task(self, name: str) -> None:
         task = self.tasks[name]
         task.remove_hooks()
         del self.tasks[name]
         self._weights.pop(name, None)
-        self._refreshers.pop(name, None)
+        self._derived.pop(name, None)
         self._prepared.pop(name, None)
         self._cast = {key: value for key, value in self._cast.items() if key[0] != name}
         self._on_devices = {key: value for key, value in self._on_devices.items() if key[0] != name}
@@ -216,6 +217,7 @@ class CompacterModules(nn.Module):
             raise ValueError("compacter does not read adapter_names= (PEFT's argument): route the rows of a batch "
                              "to their tasks with `with compacter.route(model, tasks): ...`.")
         if torch.compiler.is_compiling():
+            self._end_trace()  # no depth count while tracing: each boundary's first use builds (CSE merges them)
             return
         if self._depth == 0 and self.routing is not None:
             self.routing.check_batch(args, kwargs)
@@ -227,13 +229,19 @@ class CompacterModules(nn.Module):
     def _exit(self, module: nn.Module, args: tuple, output: Any) -> None:
         if not torch.compiler.is_compiling():
             self._depth = max(0, self._depth - 1)
+        else:
+            self._end_trace()
+
+    def _end_trace(self) -> None:
+        for name in self.tasks_in_use():
+            for derived in (self._weights[name], *self._derived[name]):
+                derived.end_trace()
 
     def begin_call(self) -> None:
         """Refresh the built weights of the tasks in use (rebuilt only where cache.py's rules say so)."""
         for name in self.tasks_in_use():
-            self._weights[name].refresh()
-            for refresh in self._refreshers[name]:
-                refresh()
+            for derived in (self._weights[name], *self._derived[name]):
+                derived.refresh()
 
     def _ensure_call(self) -> None:
         """A hooked module called on its own, outside any boundary: without gradients, check the weights for this

@@ -92,14 +92,10 @@ class IntrinsicProjection(nn.Module):
             Fastfood(len(members), size, numel, seed=seed * 1_000_003 + group, device=reference.device)
             for group, (numel, members) in enumerate(by_size.items())
         )
-        self._weights = DerivedTensors(self._inputs, self._build)
+        self.derived = DerivedTensors(self._inputs, self._build)  # refreshed by the container at each call
 
     def _inputs(self) -> list[torch.Tensor]:
         return [self.vector] if self.scales is None else [self.vector, self.scales]
-
-    def refresh_derived(self) -> None:
-        """Called at the start of every call into the model (see cache.py for when this rebuilds)."""
-        self._weights.refresh()
 
     def _build(self) -> list[torch.Tensor]:
         """θ0 + λ·P(θ_d) for every tensor, each size group projected in one batched Fastfood call."""
@@ -116,8 +112,8 @@ class IntrinsicProjection(nn.Module):
 
     def weight(self, index: int) -> torch.Tensor:
         """θ0 + λ·P(θ_d) for tensor ``index`` (tied owners get the same tensor)."""
-        return self._weights.value[index]
+        return self.derived.value[index]
 
     @property
     def builds(self) -> int:
-        return self._weights.generation
+        return self.derived.generation

@@ -33,6 +33,7 @@ DEFAULT_TARGET_LENGTH = 16
 MAX_SEED = 2**32 - 1  # numpy's RandomState draws the data splits
 COLUMN_FIELDS = ("text_column", "text_pair_column", "label_column", "source_column", "target_column")
 DEVICE_TYPES = ("cpu", "cuda")
+BUILT_WEIGHT_KINDS = ("adapter", "intrinsic-said")  # methods whose weights are built from trained ones
 
 
 @dataclass
@@ -95,6 +96,12 @@ class TrainConfig:
             if self.fsdp:
                 raise ValueError(f"--quantize {self.quantize} and --fsdp: sharding a quantized base is not supported. "
                                  "A quantized base is small enough to replicate: leave --fsdp out (DDP).")
+        if self.compile and self.gradient_checkpointing and method.kind in BUILT_WEIGHT_KINDS:
+            # under torch.compile the weights built inside a checkpointed block are not rebuilt the same way when
+            # the block is recomputed, and torch.utils.checkpoint stops the backward pass with a CheckpointError
+            raise ValueError(f"--compile and --gradient-checkpointing together are not supported for {self.method!r}, "
+                             "whose weights are built at each call. Give one of them: --gradient-checkpointing to "
+                             "save memory, or --compile for speed.")
         columns = [f"--{name.replace('_', '-')}" for name in COLUMN_FIELDS if getattr(self, name) is not None]
         if not self.is_custom:
             if Path(self.task).is_file():
