@@ -96,3 +96,39 @@ def test_bad_requests_and_options_say_what_to_fix(workspace, tmp_path, capsys):
     assert "--adapter expects NAME=DIR" in capsys.readouterr().err
     assert main(["predict", "--run", str(tmp_path), "--input", "x", "--output", "y"]) == 2
     assert "is not a finished run" in capsys.readouterr().err
+
+
+def test_a_quantized_base_serves_adapters_trained_on_the_full_precision_one(workspace, tmp_path, capsys):
+    from compacter.predict import load_model
+    from compacter.quantization import is_quantized, quantize_base
+
+    pytest.importorskip("torchao")
+    model = compacter.apply(transformers.T5ForConditionalGeneration.from_pretrained(workspace["t5"]), "compacter++",
+                            name="rte")
+    with torch.no_grad():
+        for param in compacter.trainable_parameters(model, "rte").values():
+            param.add_(0.3 * torch.randn(param.shape, generator=torch.Generator().manual_seed(3)))
+    compacter.save(model, tmp_path / "rte", name="rte", metadata={"task": TASKS["rte"].to_dict()})
+    served, _, _ = load_model(str(workspace["t5"]), {"rte": tmp_path / "rte"}, device="cpu", quantize="int8")
+    assert is_quantized(served.encoder.block[0].layer[1].DenseReluDense.wi.weight)
+    requests = [{"task": "rte", "sentence1": "alpha beta", "sentence2": "gamma"}, {"task": "rte", "text": "zeta eta"}]
+    common = ["predict", "--model", str(workspace["t5"]), "--adapter", f"rte={tmp_path / 'rte'}",
+              "--input", str(write_lines(tmp_path / "in.jsonl", requests))]
+    assert main([*common, "--output", str(tmp_path / "out.jsonl"), "--quantize", "int8"]) == 0
+    # the same answers as a base quantized by hand with the adapter loaded onto it
+    by_hand = quantize_base(transformers.T5ForConditionalGeneration.from_pretrained(workspace["t5"]), "int8")
+    by_hand = compacter.load(by_hand, tmp_path / "rte").eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(workspace["t5"])
+    for request, answer in zip(requests, read_lines(tmp_path / "out.jsonl")):
+        source = request.get("text") or TASKS["rte"].source(request)
+        with torch.no_grad():
+            generated = by_hand.generate(**tokenizer([source], return_tensors="pt"), max_new_tokens=16, do_sample=False)
+        assert answer["prediction"] == tokenizer.decode(generated[0], skip_special_tokens=True)
+    capsys.readouterr()
+    for kind, message in (("nf4", "--quantize nf4 uses bitsandbytes' CUDA kernels and needs a CUDA GPU"),
+                          ("int3", "Unknown quantization 'int3'; choose one of int8, int4, nf4, bnb-int8")):
+        if kind == "nf4" and torch.cuda.is_available():
+            continue
+        assert main([*common, "--output", str(tmp_path / f"{kind}.jsonl"), "--quantize", kind]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / f"{kind}.jsonl").exists()

@@ -51,6 +51,12 @@ def from_pretrained(base_name_or_path: str | os.PathLike, adapter_dir: str | os.
     """
     if adapter_dir is None:
         adapter_dir, base_name_or_path = base_name_or_path, None
+    return load(base_model_for(adapter_dir, base_name_or_path, **from_pretrained_kwargs), adapter_dir, name=name)
+
+
+def base_model_for(adapter_dir: str | os.PathLike, base_name_or_path: str | os.PathLike | None = None,
+                   **from_pretrained_kwargs: Any) -> nn.Module:
+    """The bare base model a saved task was trained on (its class and label count), not yet carrying the task."""
     description = saving.read_description(adapter_dir)
     if base_name_or_path is None:
         base_name_or_path = description.get("base_model_name_or_path")
@@ -61,8 +67,7 @@ def from_pretrained(base_name_or_path: str | os.PathLike, adapter_dir: str | os.
     num_labels = description.get("num_labels")
     if num_labels is not None:
         from_pretrained_kwargs.setdefault("num_labels", num_labels)
-    model = model_class.from_pretrained(str(base_name_or_path), **from_pretrained_kwargs)
-    return load(model, adapter_dir, name=name)
+    return model_class.from_pretrained(str(base_name_or_path), **from_pretrained_kwargs)
 
 
 def _model_class(class_name: str | None) -> type:

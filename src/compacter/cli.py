@@ -184,7 +184,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
     from .predict import DEFAULT_SOURCE_LENGTH, DEFAULT_TARGET_LENGTH, load_model, predict, read_requests, write_answers
 
-    base, tokenizer, adapters = args.model, args.tokenizer, {}
+    base, tokenizer, adapters, quantize = args.model, args.tokenizer, {}, args.quantize
     lengths = {"source_length": DEFAULT_SOURCE_LENGTH, "target_length": DEFAULT_TARGET_LENGTH}
     if args.run:
         run = _finished_run(args.run)
@@ -195,6 +195,7 @@ def run_predict(args: argparse.Namespace) -> int:
         base, tokenizer = base or config["model"], tokenizer or config.get("tokenizer")
         adapters[run["task"]] = str(Path(args.run) / "adapter")
         lengths = {"source_length": config["max_source_length"], "target_length": config["max_target_length"]}
+        quantize = quantize or config.get("quantize")  # the base the run was scored on
     for pair in args.adapter or []:
         name, sep, directory = pair.partition("=")
         if not sep or not name or not directory:
@@ -204,7 +205,8 @@ def run_predict(args: argparse.Namespace) -> int:
         adapters[name] = directory
     if not base:
         raise ValueError("Say which base model serves the adapters: --model NAME_OR_PATH (or --run RUN_DIR).")
-    model, tokenizer, served = load_model(base, adapters, device=args.device, tokenizer=tokenizer)
+    quantize = None if quantize in (None, "none") else quantize
+    model, tokenizer, served = load_model(base, adapters, device=args.device, tokenizer=tokenizer, quantize=quantize)
     requests = read_requests(args.input, served, default_task=next(iter(adapters)) if len(adapters) == 1 else None)
     answers = predict(model, tokenizer, requests, served, batch_size=args.batch_size, **lengths,
                       progress=lambda batches: tqdm(batches, desc="predicting", file=sys.stderr))
@@ -373,6 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--tokenizer", help="default: the base model's")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: a GPU when there is one)")
+    p.add_argument("--quantize", help="the frozen base in 8 or 4 bits: int8 or int4 (torchao; CPU and GPU), nf4 or "
+                   "bnb-int8 (bitsandbytes; CUDA GPU), none; default: the run's (--run), else none")
 
     p = sub.add_parser("sweep", help="run a grid of models × tasks × methods × lrs × seeds (× sizes); resumable")
     p.add_argument("config", help="a YAML file; see compacter.experiments.sweep for its keys")

@@ -28,6 +28,7 @@ from . import api
 from .attach import route, set_active, tasks, unroutable_reason
 from .data.loading import json_lines
 from .data.tasks import TASKS, Task
+from .quantization import BITSANDBYTES_KINDS, check_quantization, quantize_base
 from .saving import read_description
 
 DEFAULT_SOURCE_LENGTH = 512
@@ -58,21 +59,29 @@ def task_of(description: dict[str, Any], name: str) -> Task | None:
 
 
 def load_model(base: str, adapters: dict[str, str | os.PathLike], *, device: str | None = None,
-               tokenizer: str | None = None) -> tuple[nn.Module, Any, dict[str, Served]]:
-    """The base model with every adapter on it, its tokenizer, and how each task reads and answers."""
+               tokenizer: str | None = None, quantize: str | None = None) -> tuple[nn.Module, Any, dict[str, Served]]:
+    """The base model with every adapter on it, its tokenizer, and how each task reads and answers.
+
+    ``quantize``: int8 / int4 / nf4 / bnb-int8 stores the frozen base in 8 or 4 bits (quantization.py);
+    adapters trained on a full-precision base load onto it and back.
+    """
     if not adapters:
         raise ValueError("Give at least one adapter: --adapter NAME=DIR.")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if quantize is not None:
+        check_quantization(quantize, device)  # before anything loads
     descriptions = {name: read_description(directory) for name, directory in adapters.items()}
     classes = {d["base_model"].get("class") for d in descriptions.values()}
     labels = {d.get("num_labels") for d in descriptions.values()}
     if len(classes) > 1 or len(labels) > 1:
         raise ValueError(f"The adapters were trained on different kinds of model ({sorted(map(str, classes))}, label "
                          f"counts {sorted(map(str, labels))}); one base model serves only adapters of one kind.")
-    first_name, first = next(iter(adapters.items()))
-    model = api.from_pretrained(base, first, name=first_name)
-    for name, directory in list(adapters.items())[1:]:
+    model = api.base_model_for(next(iter(adapters.values())), base)
+    if quantize is not None:  # before the adapters attach to the base's modules
+        quantize_base(model, quantize, device=device if quantize in BITSANDBYTES_KINDS else None)
+    for name, directory in adapters.items():
         api.load(model, directory, name=name)
-    model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
+    model.to(device).eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer or base)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
