@@ -77,18 +77,21 @@ def measure(base: TrainConfig, folder: Path, extra_rates: list[float]) -> dict:
 def markdown(cases: dict) -> str:
     lines = ["| data | method | paper default | test acc. | encoder default | test acc. | `--lr auto` grid | pick | "
              "test acc. | new − auto |", "|---|---|---:|---:|---:|---:|---|---:|---:|---:|"]
-    within = []
+    below, above = [], []
     for case, methods in cases.items():
         for method, m in methods.items():
             old, new, auto = m["old_default"], m["new_default"], m["auto"]
             grid = ", ".join(f"{rate:g}" for rate in auto["grid"])
             lines.append(f"| {case} | {method} | {old['learning_rate']:g} | {old['test_accuracy']:.1f} | "
                          f"{new['learning_rate']:g} | {new['test_accuracy']:.1f} | {grid} | {auto['learning_rate']:g} | "
-                         f"{auto['test_accuracy']:.1f} | {m['new_minus_auto']:+.1f} |")
+                         f"{auto['test_accuracy']:.1f} | {m['new_minus_auto']:+.2f} |")
             if abs(m["new_minus_auto"]) > WITHIN:
-                within.append(f"{method} on {case} ({m['new_minus_auto']:+.1f})")
+                (below if m["new_minus_auto"] < 0 else above).append(f"{method} on {case} ({m['new_minus_auto']:+.2f})")
     lines += ["", f"Each encoder default within {WITHIN} points of `--lr auto` (test accuracy): "
-              + ("yes." if not within else "no: " + "; ".join(within) + ".")]
+              + ("yes." if not below + above else "no.")
+              + f" More than {WITHIN} below it: " + ("; ".join(below) if below else "none") + "."
+              + (f" More than {WITHIN} above it (the default tests better than the search's pick on validation): "
+                 + "; ".join(above) + "." if above else "")]
     lines += ["", "Every run (the validation score, the mean of accuracy and macro-F1, chooses):", "",
               "| data | method | lr | validation | test acc. | macro-F1 | train time (s) |",
               "|---|---|---:|---:|---:|---:|---:|"]
