@@ -196,8 +196,11 @@ def test_refuses_missing_folders_and_pickled_weights(tmp_path):
     with pytest.raises(FileNotFoundError, match="No folder at"):
         read_peft_folder(tmp_path / "absent")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="holds no adapter_config.json"):
+    with pytest.raises(FileNotFoundError, match="holds no adapter_config.json: it is not a PEFT adapter folder.$"):
         read_peft_folder(tmp_path / "empty")
+    shutil.copytree(fixture_folder("t5", "lora"), tmp_path / "named" / "summaries")  # save_pretrained of a named adapter
+    with pytest.raises(FileNotFoundError, match=r"sub-folders \['summaries'\]: pass one of those"):
+        read_peft_folder(tmp_path / "named")
     folder = copy_fixture("t5-lora", tmp_path, drop_weights=True)
     with pytest.raises(FileNotFoundError, match="holds no adapter_model.safetensors"):
         read_peft_folder(folder)

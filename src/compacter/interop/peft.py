@@ -184,7 +184,9 @@ def _read_config(folder: Path) -> dict:
         raise FileNotFoundError(f"No folder at {str(folder)!r}: pass the folder PEFT's save_pretrained wrote.")
     config_file = folder / CONFIG_FILE
     if not config_file.is_file():
-        raise FileNotFoundError(f"{str(folder)!r} holds no {CONFIG_FILE}: it is not a PEFT adapter folder.")
+        named = sorted(sub.name for sub in folder.iterdir() if (sub / CONFIG_FILE).is_file())
+        hint = f" It holds named adapters in sub-folders {named}: pass one of those." if named else ""
+        raise FileNotFoundError(f"{str(folder)!r} holds no {CONFIG_FILE}: it is not a PEFT adapter folder.{hint}")
     try:
         config = json.loads(config_file.read_text())
     except json.JSONDecodeError as error:
@@ -259,12 +261,12 @@ def _split_keys(tensors: dict[str, torch.Tensor], method: str, saved_whole: tupl
 def _lora_alphas(config: dict, weights: dict[str, dict[str, torch.Tensor]]) -> dict[str, float]:
     alphas = {}
     for module, pair in weights.items():
-        rank = _pattern_value(config.get("rank_pattern") or {}, module, config["r"])
+        rank = _pattern_value(config.get("rank_pattern") or {}, module, config.get("r", 8))  # PEFT's defaults
         found = (pair["lora_A"].shape[0], pair["lora_B"].shape[1])
         if found != (rank, rank):
             raise ValueError(f"{module!r} has lora_A of shape {tuple(pair['lora_A'].shape)} and lora_B of shape "
                              f"{tuple(pair['lora_B'].shape)}, but {CONFIG_FILE} gives it rank r={rank}.")
-        alphas[module] = float(_pattern_value(config.get("alpha_pattern") or {}, module, config["lora_alpha"]))
+        alphas[module] = float(_pattern_value(config.get("alpha_pattern") or {}, module, config.get("lora_alpha", 8)))
     return alphas
 
 
@@ -316,7 +318,7 @@ def _saved_whole(parameter: str, saved_whole: tuple[str, ...]) -> bool:
 
 
 def _linear_features(name: str, module: torch.nn.Module) -> tuple[int, int]:
-    if isinstance(module, torch.nn.Linear) or hasattr(module, "in_features") and hasattr(module, "out_features"):
+    if hasattr(module, "in_features") and hasattr(module, "out_features"):  # Linear, quantized Linear layers
         return module.in_features, module.out_features
     if type(module).__name__ == "Conv1D" and hasattr(module, "nx"):  # transformers' GPT-2 layer: weight is (in, out)
         return module.nx, module.nf
