@@ -29,7 +29,7 @@ import torch
 
 from compacter.demo import _require, write_splits
 from compacter.io import atomic_write
-from compacter.methods import get_config
+from compacter.methods.learning_rates import PAPER_RATES
 from compacter.saving import WEIGHTS_FILE
 from compacter.training import RESULTS_FILE, TrainConfig, train
 from compacter.training.search import grid_folder, train_with_lr_search
@@ -59,7 +59,7 @@ def measure(base: TrainConfig, folder: Path, extra_rates: list[float]) -> dict:
     search = train_with_lr_search(dataclasses.replace(base, output_dir=str(folder)))
     for rate in extra_rates:
         train(dataclasses.replace(base, learning_rate=rate, output_dir=str(grid_folder(folder, rate))))
-    old_rate = get_config(base.method, **base.method_overrides).learning_rate  # the paper's value for T5
+    old_rate = PAPER_RATES[base.method]  # the paper's value for T5
     new = base.learning_rate_choice()
     old_folder, new_folder = grid_folder(folder, old_rate), grid_folder(folder, new.value)
     old = run_record(train(dataclasses.replace(base, learning_rate=old_rate, output_dir=str(old_folder))), old_folder)

@@ -16,6 +16,7 @@ from conftest import tiny_bert, tiny_gpt2, tiny_llama, tiny_t5
 import compacter
 from compacter import architectures
 from compacter.layers import ProjectionBank, bottleneck
+from compacter.methods.adapters import BOTTLENECK
 
 VOCAB, HIDDEN, LAYERS = 128, 128, 2  # hidden 128: the paper's reduction factor 32 leaves k = 4, which n = 4 divides
 SMALL = dict(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=4, intermediate_size=256)
@@ -148,7 +149,7 @@ def batch(family: Family) -> dict[str, torch.Tensor]:
 
 
 def adapter_sites(model) -> list[str]:
-    return sorted({slot.module for slot in model.compacter.task().adapters.values()})
+    return sorted({module for module, _ in model.compacter.task().site_modules.values()})
 
 
 def logits(model, inputs) -> torch.Tensor:
@@ -266,7 +267,7 @@ def test_gemma3_with_vision_gets_adapters_in_its_language_model_only():
 # --- ALBERT: one block's weights serve every layer position ----------------------------------------
 
 def positions(model, module: str, calls: int = 3) -> list[int | None]:
-    slots = model.compacter.task().adapters
+    slots = model.compacter.task().sites[BOTTLENECK]
     return [slots[f"{module}@{p}"].index if f"{module}@{p}" in slots else None for p in range(calls)]
 
 
@@ -370,7 +371,7 @@ def test_an_inferred_model_saves_and_loads(monkeypatch, tmp_path):
     family = FAMILIES["mixtral"]
     monkeypatch.delitem(architectures.ARCHITECTURES, "mixtral")
     with pytest.warns(UserWarning, match="inferred"):
-        model = compacter.apply(build(family), "compacter", learning_rate=1e-2)
+        model = compacter.apply(build(family), "compacter")
     with torch.no_grad():
         model.compacter.task().up.bias.add_(0.1)  # as if trained
     compacter.save(model, tmp_path)
@@ -437,7 +438,7 @@ def test_a_site_that_returns_a_tuple_adapts_its_first_element_and_keeps_the_rest
     x = torch.randn(3, 8)
     hidden, router = model(x)
     attended = model.blocks[0].attn_out(x)  # with its adapter
-    weights = model.compacter.prepared("default")["blocks.0.moe"]
+    weights = model.compacter.task().site_weights(BOTTLENECK, "blocks.0.moe", x)
     torch.testing.assert_close(hidden, bottleneck(2 * attended, *weights))
     assert not torch.allclose(hidden, 2 * attended)
     torch.testing.assert_close(router, attended.sum(-1))

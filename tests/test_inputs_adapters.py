@@ -77,7 +77,7 @@ CASES = {
     "config a list": ({"raw_config": b"[1, 2]"}, r"must hold a JSON object, not list"),
     "n: 0": ({"config": set_method("n", 0)}, r"its method config is not valid .*n"),
     "n: 3 (does not divide)": ({"config": set_method("n", 3)}, r"n=3 does not divide"),
-    "an unknown kind": ({"config": set_method("kind", "lora")}, r"Unknown method kind 'lora'"),
+    "an unknown kind": ({"config": set_method("kind", "dora")}, r"Unknown method kind 'dora'"),
     "an extra field": ({"config": set_method("dropout", 0.1)}, r"its method config is not valid .*dropout"),
     "a string where a number belongs": ({"config": set_method("rank", "one")}, r"method config is not valid .*rank"),
     "method missing": ({"config": lambda d: d.pop("method")}, r"'method' must be a JSON object, but it is missing"),

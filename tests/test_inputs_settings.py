@@ -36,8 +36,7 @@ def params(capsys, *arguments):
     (["--set", "share_A=maybe"], "--set share_A=maybe: share_A must be true or false, got 'maybe'."),
     (["--set", "n=4.0"], "--set n=4.0: n must be a whole number ≥ 1, got '4.0'."),
     (["--set", "rank=1.5"], "--set rank=1.5: rank must be a whole number ≥ 1 or none, got '1.5'."),
-    (["--set", "learning_rate=abc"], "learning_rate must be a finite number > 0, got 'abc'."),
-    (["--set", "learning_rate=nan"], "learning_rate must be a finite number > 0, got 'nan'."),
+    (["--set", "learning_rate=1e-3"], "the learning rate is a setting of the run, not of the method"),
     (["--set", "reduction_factor=inf"], "reduction_factor must be a finite number > 0, got 'inf'."),
     (["--set", "reduction_factor=-32"], "reduction_factor must be a finite number > 0, got '-32'."),
     (["--set", "layers=[0, x]"], "layers must be a list of whole numbers ≥ 0 (e.g. [0, 1]) or none, got '[0, x]'."),
@@ -112,7 +111,8 @@ def test_python_settings_are_checked_like_cli_ones_and_leave_the_model_untouched
     ("intrinsic-said", {"dimension": 0}, "dimension must be a whole number ≥ 1, got 0."),
     ("intrinsic-said", {"seed": -1}, "seed must be a whole number ≥ 0 and ≤ 4294967295, got -1."),
     ("bitfit", {"add_missing_biases": "yes"}, "add_missing_biases must be true or false"),
-    ("full", {"learning_rate": 0}, "learning_rate must be a finite number > 0, got 0."),
+    ("lora", {"r": 0}, "r must be a whole number ≥ 1, got 0."),
+    ("ia3", {"target_modules": []}, "target_modules must be a non-empty list"),
 ])
 def test_every_method_checks_its_own_fields(method, overrides, message):
     with pytest.raises(ValueError, match=_literal(message)):
@@ -205,7 +205,8 @@ def valid_values(annotation, bounds):
         return st.integers(min_value=low, max_value=bounds.get("at_most"))
     if annotation is float:
         low = bounds.get("at_least", bounds.get("above"))
-        return st.floats(min_value=low, exclude_min="above" in bounds, allow_nan=False, allow_infinity=False)
+        return st.floats(min_value=low, max_value=bounds.get("at_most"), exclude_min="above" in bounds, allow_nan=False,
+                         allow_infinity=False)
     if annotation is str:
         if "choices" in bounds:
             return st.sampled_from(bounds["choices"])

@@ -11,8 +11,7 @@ from training_fixtures import make_workspace
 
 from compacter.cli import main
 from compacter.experiments.report import collect, select
-from compacter.methods import get_config
-from compacter.methods.learning_rates import DECODER_RATES, ENCODER_RATES, lr_grid, model_family
+from compacter.methods.learning_rates import DECODER_RATES, ENCODER_RATES, PAPER_RATES, lr_grid, model_family
 from compacter.training import TrainConfig, train
 from compacter.training.checkpoint import read_state
 from compacter.training.search import grid_folder, train_with_lr_search
@@ -48,7 +47,7 @@ def search(workspace, tmp_path_factory):
 
 def test_t5_keeps_the_papers_rates_so_reproducing_the_paper_needs_no_flag(workspace):
     for method in ("full", "compacter", "compacter++", "adapter", "prompt-t"):
-        paper = get_config(method).learning_rate
+        paper = PAPER_RATES[method]
         for model in ("t5-base", str(workspace["t5"])):  # a shipped config and a local seq2seq folder
             choice = TrainConfig(model=model, task="rte", method=method).learning_rate_choice()
             assert (choice.value, choice.family) == (paper, "seq2seq") and "paper" in choice.source
@@ -58,7 +57,7 @@ def test_t5_keeps_the_papers_rates_so_reproducing_the_paper_needs_no_flag(worksp
 def test_an_encoder_gets_the_encoder_table_and_a_decoder_the_decoder_table(workspace):
     bert = TrainConfig(model=str(workspace["bert"]), task="rte", method="full")
     assert bert.learning_rate_choice().family == "encoder"
-    assert bert.resolved().learning_rate == ENCODER_RATES["full"].value != get_config("full").learning_rate
+    assert bert.resolved().learning_rate == ENCODER_RATES["full"].value != PAPER_RATES["full"]
     resolved = bert.resolved()
     assert resolved.head_learning_rate == 10 * ENCODER_RATES["full"].value
     assert resolved.output_dir.endswith(f"-full-lr{ENCODER_RATES['full'].value:g}-seed42")
@@ -67,7 +66,7 @@ def test_an_encoder_gets_the_encoder_table_and_a_decoder_the_decoder_table(works
     assert "not measured here" in llama.learning_rate_choice().source
     # a method without an entry in the family's table keeps the paper's rate, and says so
     bitfit = TrainConfig(model=str(workspace["bert"]), task="rte", method="bitfit").learning_rate_choice()
-    assert bitfit.value == get_config("bitfit").learning_rate and "no encoder entry" in bitfit.source
+    assert bitfit.value == PAPER_RATES["bitfit"] and "no encoder entry" in bitfit.source
 
 
 def test_the_family_comes_from_the_config_even_without_its_architecture():
@@ -85,8 +84,8 @@ def test_a_given_learning_rate_always_wins(workspace):
     for model in ("t5-base", str(workspace["bert"]), str(workspace["llama"])):
         given = TrainConfig(model=model, task="rte", method="full", learning_rate=7e-5)
         assert given.resolved().learning_rate == 7e-5 and given.learning_rate_choice().family is None
-        in_method = TrainConfig(model=model, task="rte", method="full", method_overrides={"learning_rate": 6e-5})
-        assert in_method.resolved().learning_rate == 6e-5 and "method setting" in in_method.learning_rate_choice().source
+    with pytest.raises(ValueError, match=r"Method 'full' has no setting\(s\) \['learning_rate'\]"):
+        TrainConfig(model="t5-base", task="rte", method="full", method_overrides={"learning_rate": 6e-5})
 
 
 def test_a_model_whose_config_cannot_be_read_needs_a_given_rate(tmp_path):
@@ -206,7 +205,7 @@ def test_cli_lr_auto_searches_around_the_family_default_and_records_why(workspac
                  "--text-column", "review", "--label-column", "sentiment", "--epochs", "1", "--batch-size", "32",
                  "--lr", "auto", "--output-dir", str(output)])
     printed = json.loads(capsys.readouterr().out)
-    default = get_config("linear-probe").learning_rate  # no encoder entry: the paper's rate is the center
+    default = PAPER_RATES["linear-probe"]  # no encoder entry: the paper's rate is the center
     assert code == 0 and list(printed["grid"]) == [f"{rate:g}" for rate in lr_grid(default)]
     results = json.loads((output / "results.json").read_text())
     assert printed["learning_rate"] == results["chosen"]["learning_rate"] and printed["output_dir"] == str(output)
@@ -228,7 +227,7 @@ def test_a_default_run_records_its_family_default_in_results_and_log(workspace, 
     (["--lr", "fast"], "--lr must be a finite number > 0 (e.g. 3e-4) or auto (a search on validation), got 'fast'."),
     (["--lr", ""], "--lr must be a finite number > 0"),
     (["--lr", "nan"], "learning_rate must be a finite number > 0 or none, got nan."),
-    (["--lr", "auto", "--set", "learning_rate=1e-3"], "The learning rate is given (0.001) and --lr auto would choose it"),
+    (["--lr", "auto", "--set", "learning_rate=1e-3"], "the learning rate is a setting of the run, not of the method"),
 ])
 def test_bad_learning_rates_are_refused_before_anything_is_written(arguments, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -5,6 +5,7 @@ import torch
 from conftest import tiny_bert, tiny_gpt2, tiny_llama, tiny_t5
 
 import compacter
+from compacter.methods.adapters import BOTTLENECK
 from compacter.models import enable_activation_checkpointing
 
 ADAPTER_METHODS = ["adapter", "pfeiffer", "adapterdrop", "adapter-lowrank", "phm-adapter", "compacter", "compacter++"]
@@ -14,7 +15,7 @@ SMALL_MODEL_OVERRIDES = {"adapterdrop": {"skip_first_layers": 1}, "phm-adapter":
 
 
 def adapter_sites(model, name=None):
-    return sorted(model.compacter.task(name).adapters)
+    return sorted(model.compacter.task(name).site_modules)
 
 
 def train_steps(model, batch, steps=8, lr=3e-2):
@@ -49,7 +50,7 @@ def test_adapter_output_is_applied_before_the_residual():
     ff = model.encoder.block[0].layer[1]
     plain = ff.DenseReluDense(ff.layer_norm(x))
     compacter.apply(model, "adapter")
-    slot = model.compacter.task().adapters["encoder.block.0.layer.1.DenseReluDense.wo"]
+    slot = model.compacter.task().sites[BOTTLENECK]["encoder.block.0.layer.1.DenseReluDense.wo"]
     with torch.no_grad():
         slot.up.bias.normal_()  # zero at init: make the whole formula visible
         down = torch.nn.functional.linear(plain, slot.down.weight[slot.index], slot.down.bias[slot.index])
@@ -84,11 +85,17 @@ def test_frozen_and_trained_groups_follow_the_paper():
 def test_gradient_accumulation_and_eval_between_steps(seq2seq_batch):
     model = compacter.apply(tiny_t5(), "compacter")
     model.train()
-    for _ in range(2):  # two backward passes without a parameter update
-        model(**seq2seq_batch).loss.backward()
-    with torch.no_grad():
-        model(**seq2seq_batch)
     model(**seq2seq_batch).loss.backward()
+    trained = compacter.trainable_parameters(model)
+    once = {name: param.grad.clone() for name, param in trained.items()}
+    assert all(g.abs().sum() > 0 for g in once.values())
+    model(**seq2seq_batch).loss.backward()  # a second backward pass without a parameter update: the gradients add up
+    with torch.no_grad():
+        evaluated = model(**seq2seq_batch).loss  # an evaluation between them changes no gradient
+    model(**seq2seq_batch).loss.backward()
+    for name, param in trained.items():
+        torch.testing.assert_close(param.grad, 3 * once[name], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(evaluated, model(**seq2seq_batch).loss.detach())
 
 
 def test_bert_classification_head_trains_with_adapters():

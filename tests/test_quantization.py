@@ -12,7 +12,7 @@ from training_fixtures import corpus, sentiment_rows, write_csv
 
 import compacter
 import compacter.integrations
-from compacter.attach import architecture_fingerprint
+from compacter.inventory import architecture_fingerprint
 from compacter.quantization import (
     bitsandbytes_linear,
     dequantized,

@@ -13,9 +13,10 @@ from conftest import tiny_bert, tiny_llama, tiny_t5
 import compacter
 from compacter.saving import CONFIG_FILE, WEIGHTS_FILE
 
-T5_TASKS = {"rte": "compacter++", "mrpc": "compacter", "cola": "adapter-lowrank"}
-BERT_TASKS = {"rte": "compacter++", "mrpc": "pfeiffer", "cola": "linear-probe"}
-ROWS = ["rte", "mrpc", "cola", "cola", "rte", "mrpc"]
+T5_TASKS = {"rte": "compacter++", "mrpc": "compacter", "cola": "adapter-lowrank", "sst2": "lora", "qnli": "ia3"}
+BERT_TASKS = {"rte": "compacter++", "mrpc": "pfeiffer", "cola": "linear-probe", "sst2": "lora", "qnli": "ia3"}
+ROWS = ["rte", "mrpc", "cola", "sst2", "cola", "rte", "qnli", "mrpc", "sst2", "qnli"]
+ROW_COUNT = len(ROWS)
 
 
 def perturb(model, name, scale=0.05):
@@ -43,7 +44,7 @@ def single_task_models(model, methods, factory, tmp_path):
     return singles
 
 
-def t5_batch(rows=6):
+def t5_batch(rows=ROW_COUNT):
     generator = torch.Generator().manual_seed(3)
     ids = torch.randint(2, 128, (rows, 9), generator=generator)
     mask = torch.ones_like(ids)
@@ -51,7 +52,7 @@ def t5_batch(rows=6):
     return {"input_ids": ids, "attention_mask": mask, "labels": torch.randint(2, 128, (rows, 4), generator=generator)}
 
 
-def bert_batch(rows=6):
+def bert_batch(rows=ROW_COUNT):
     generator = torch.Generator().manual_seed(4)
     ids = torch.randint(2, 128, (rows, 8), generator=generator)
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.arange(rows) % 3}
@@ -140,17 +141,18 @@ def test_switching_disabling_and_deleting_tasks():
         for name in T5_TASKS:
             compacter.set_active(model, name)
             outputs[name] = model(**batch).logits
-        assert compacter.active_task(model) == "cola" and compacter.tasks(model) == list(T5_TASKS)
+        last = list(T5_TASKS)[-1]
+        assert compacter.active_task(model) == last and compacter.tasks(model) == list(T5_TASKS)
         with compacter.disabled(model):
             assert torch.equal(model(**batch).logits, reference)
-        assert torch.equal(model(**batch).logits, outputs["cola"])  # enabled again on leaving the block
+        assert torch.equal(model(**batch).logits, outputs[last])  # enabled again on leaving the block
         compacter.set_active(model, None)
         assert torch.equal(model(**batch).logits, reference)
         compacter.delete(model, "mrpc")
-        assert compacter.tasks(model) == ["rte", "cola"]
+        assert compacter.tasks(model) == [name for name in T5_TASKS if name != "mrpc"]
         compacter.set_active(model, "rte")
         assert torch.equal(model(**batch).logits, outputs["rte"])
-    with pytest.raises(ValueError, match=r"No task named 'mrpc' is attached to this model \(attached: 'rte', 'cola'\)"):
+    with pytest.raises(ValueError, match=r"No task named 'mrpc' is attached to this model \(attached: 'rte', 'cola', "):
         compacter.set_active(model, "mrpc")
 
 
@@ -175,9 +177,9 @@ def test_unload_gives_back_the_base_bit_for_bit():
 def test_bad_routing_and_peft_arguments_are_refused():
     model = multi_task(tiny_t5, T5_TASKS)
     batch = t5_batch()
-    with pytest.raises(ValueError, match=r"No task named 'qnli' is attached"), compacter.route(model, ["rte", "qnli"]):
+    with pytest.raises(ValueError, match=r"No task named 'boolq' is attached"), compacter.route(model, ["rte", "boolq"]):
         pass
-    with pytest.raises(ValueError, match="names the tasks of 2 rows, but the model was called with 6 rows"):
+    with pytest.raises(ValueError, match=f"names the tasks of 2 rows, but the model was called with {ROW_COUNT} rows"):
         with compacter.route(model, ["rte", "mrpc"]):
             model(**batch)
     with pytest.raises(ValueError, match=r"does not read adapter_names=.*compacter.route\(model, tasks\)"):
@@ -185,7 +187,8 @@ def test_bad_routing_and_peft_arguments_are_refused():
     with pytest.raises(ValueError, match="one task name per row"), compacter.route(model, "rte"):
         pass
     compacter.apply(model, "prompt-r", name="prompted", num_tokens=2)
-    with pytest.raises(ValueError, match="'prompted' is a prompt-tuning task"), compacter.route(model, ["prompted"]):
+    with pytest.raises(ValueError, match="'prompted' \\(prompt-r\\): its prompt changes the length of the input"), \
+            compacter.route(model, ["prompted"]):
         pass
     with pytest.raises(ValueError, match=r"'bitfit' trains the base model's own parameters in place, so it cannot "
                                          "share a model"):
@@ -321,7 +324,7 @@ def test_a_deep_copy_has_tasks_of_its_own():
     with torch.no_grad():
         before = model(**batch).logits
         assert torch.equal(copied(**batch).logits, before)
-        perturb(copied, "cola")
+        perturb(copied, compacter.active_task(copied))
         assert not torch.equal(copied(**batch).logits, before)
         assert torch.equal(model(**batch).logits, before)
     compacter.unload(copied)

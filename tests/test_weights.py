@@ -42,13 +42,15 @@ def trained_values(model):
 
 
 EDITS = {
-    # each changes the trained values behind autograd's back (none of the .data ones bumps a version counter)
+    # each changes the trained values without autograd; the .data ones bypass version counters too, and are followed
+    # by compacter.refresh(model), as the README says they must be
     "data.copy_": lambda params, new: [p.data.copy_(v) for p, v in zip(params, new)],
     "vector_to_parameters": lambda params, new: torch.nn.utils.vector_to_parameters(
         torch.nn.utils.parameters_to_vector(new), params),
     "ema": lambda params, new: [p.data.mul_(0.5).add_(v, alpha=0.5) for p, v in zip(params, new)],
     "no_grad copy_": lambda params, new: [p.copy_(v) for p, v in zip(params, new)],
 }
+BYPASS_VERSION_COUNTERS = {"data.copy_", "ema"}
 
 
 @pytest.mark.parametrize("edit", EDITS)
@@ -61,6 +63,8 @@ def test_every_call_path_sees_an_in_place_edit(edit, tmp_path):
            for i, p in enumerate(params)]
     with torch.no_grad():
         EDITS[edit](params, new)
+    if edit in BYPASS_VERSION_COUNTERS:
+        compacter.refresh(model)
     compacter.save(model, tmp_path)  # a fresh model with the edited values: the reference
     reference = call_paths(compacter.load(tiny_t5(seed=1), tmp_path).eval(), inputs)
     assert_same(call_paths(model, inputs), reference)
@@ -69,7 +73,8 @@ def test_every_call_path_sees_an_in_place_edit(edit, tmp_path):
 def test_weights_are_built_once_across_decoding_steps_and_again_after_a_change(tmp_path):
     model = compacter.apply(tiny_t5(seed=2), "compacter").eval()
     inputs = batch()
-    builds = model.compacter.weight_builds
+    def builds():
+        return model.compacter.task().prepared.builds
     with torch.no_grad():
         model.generate(input_ids=inputs["input_ids"], max_new_tokens=6, min_new_tokens=6, do_sample=False)
         assert builds() == 1  # one build for the encoder and all 6 decoding steps
@@ -166,3 +171,51 @@ def test_a_bf16_base_trains_fp32_master_weights_that_one_step_moves(tmp_path):
     loaded = compacter.load(tiny_llama().to(torch.bfloat16), tmp_path).eval()
     with torch.no_grad():
         assert torch.equal(loaded(input_ids=ids).logits, model.eval()(input_ids=ids).logits)
+
+
+def test_what_invalidates_prepared_weights_without_comparing_values(tmp_path):
+    """Every documented change is seen at the next call (cache.py), with no value compared on the device."""
+    from compacter.opcount import count
+
+    model = compacter.apply(tiny_t5(seed=6), "compacter").eval()
+    inputs = batch()
+    task = model.compacter.task()
+    trained = compacter.trainable_parameters(model)
+
+    def logits():
+        with torch.no_grad():
+            return model(**inputs).logits
+
+    before = logits()
+    with compacter.disabled(model):
+        base_syncs = count(logits).syncs  # what T5's own forward waits for
+    assert count(logits).syncs == base_syncs  # the cache check waits for no device
+    # a fused optimizer step writes without bumping version counters: the step hook counts it
+    optimizer = torch.optim.AdamW(trained.values(), lr=1e-2, fused=True)
+    model.train()
+    model(**inputs).loss.backward()
+    model.eval()
+    builds = task.prepared.builds
+    optimizer.step()
+    stepped = logits()
+    assert task.prepared.builds == builds + 1 and not torch.equal(stepped, before)
+    # compacter.load of other values into the same task
+    compacter.save(model, tmp_path / "stepped")
+    compacter.refresh(model)
+    with torch.no_grad():
+        for param in trained.values():
+            param.data.mul_(0.5)  # through .data: seen only after compacter.refresh
+    compacter.refresh(model)
+    halved = logits()
+    assert not torch.equal(halved, stepped)
+    compacter.saving.load_tensors(model, compacter.saving.read_tensors(tmp_path / "stepped"))
+    assert torch.equal(logits(), stepped)
+    # set_active back and forth, and a dtype change of the whole model
+    compacter.apply(model, "adapter", name="other")
+    compacter.set_active(model, "default")
+    assert torch.equal(logits(), stepped)
+    model.to(torch.float64)
+    with torch.no_grad():
+        as_double = model(**inputs).logits
+    assert as_double.dtype == torch.float64
+    torch.testing.assert_close(as_double.float(), stepped, rtol=1e-4, atol=1e-5)

@@ -16,6 +16,7 @@ import transformers
 from torch import nn
 
 from . import attach, saving
+from .interop import peft_tasks
 from .methods import MethodConfig
 
 
@@ -27,12 +28,19 @@ def apply(model: nn.Module, method: str | MethodConfig | dict = "compacter", *, 
 
 
 def load(model: nn.Module, directory: str | os.PathLike, *, name: str | None = None) -> nn.Module:
-    saving.load(model, directory, name=name)
+    if peft_tasks.is_peft_folder(directory):
+        peft_tasks.load_peft(model, directory, name=name)
+    else:
+        saving.load(model, directory, name=name)
     _bind_save_pretrained(model)
     return model
 
 
-apply.__doc__, load.__doc__ = attach.apply.__doc__, saving.load.__doc__
+apply.__doc__ = attach.apply.__doc__
+load.__doc__ = saving.load.__doc__ + """
+    A folder that PEFT wrote (a LoRA or (IA)³ adapter: its adapter_config.json names a ``peft_type``) is read too
+    (interop/peft_tasks.py), as a task of compacter's ``lora`` or ``ia3`` method.
+    """
 
 
 def _bind_save_pretrained(model: nn.Module) -> None:

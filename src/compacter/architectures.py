@@ -403,3 +403,40 @@ def output_layer_parameter_names(model: nn.Module) -> set[str]:
         return set()
     ids = {id(p) for p in output.parameters()}
     return {name for name, p in model.named_parameters(remove_duplicate=False) if id(p) in ids}
+
+
+# --- Target modules by name, as PEFT names them (LoRA, (IA)³) -------------------------------------------------------
+
+def find_targets(model: nn.Module, names: list[str] | None, pattern: str | None, defaults: dict[str, list[str]],
+                 method: str) -> list[tuple[str, nn.Module]]:
+    """The linear modules that ``names`` (a module whose name is one of them or ends with ``.<name>``) or ``pattern``
+    (a regular expression the whole name must match) select, PEFT's rules; neither given: ``defaults`` for the
+    model type."""
+    if names is None and pattern is None:
+        names = defaults.get(model_type(model))
+        if names is None:
+            raise ValueError(f"{method} has no default target modules for a {model_type(model)!r} model (known: "
+                             f"{', '.join(sorted(defaults))}). Name them: target_modules=[...] (module names or their "
+                             f"last parts, e.g. {_first_block_linears(model)[:4]}), or target_pattern=<regex>.")
+    compiled = re.compile(pattern) if pattern is not None else None
+    targets = []
+    for name, module in model.named_modules():
+        if not name or name.split(".")[0] == "compacter":
+            continue
+        selected = compiled.fullmatch(name) is not None if compiled is not None else any(
+            name == target or name.endswith("." + target) for target in names)
+        if selected:
+            if _input_width(module) is None:
+                raise ValueError(f"{method} targets {name!r}, a {type(module).__name__}: only linear layers can be "
+                                 "targets. Name the linear layers inside it.")
+            targets.append((name, module))
+    if not targets:
+        wanted = f"target_pattern={pattern!r}" if compiled is not None else f"target_modules={names}"
+        raise ValueError(f"{method}: {wanted} matches no module of this {model_type(model)!r} model. Its linear "
+                         f"layers are named like {_first_block_linears(model)[:6]}.")
+    return targets
+
+
+def linear_widths(module: nn.Module) -> tuple[int, int]:
+    """(input width, output width) of a linear layer (nn.Linear and its quantized subclasses, GPT-2's Conv1D)."""
+    return _input_width(module), _output_width(module)

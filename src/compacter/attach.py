@@ -1,26 +1,21 @@
-"""Attaching tasks to a model, switching between them, and taking them off again; what trains where."""
+"""Putting tasks on a model and taking them off again; which base parameters each task trains."""
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-from collections.abc import Iterator, Sequence
 from typing import Any
 
-import torch
 from torch import nn
 
-from .architectures import head_parameter_names, is_norm, model_type, output_layer_parameter_names
-from .container import CompacterModules, Override, Routing, parameter_holders
+from .architectures import head_parameter_names, is_norm, output_layer_parameter_names
+from .base_copies import Override, parameter_holders
+from .container import CompacterModules, container_of, refuse_in_place
 from .devices import execution_device, is_offloaded, stored_value
+from .inventory import architecture_fingerprint, base_modules, base_parameters, count_unique, distinct_weights
 from .methods import MethodConfig, get_config
 from .methods.base import TaskModules
-from .methods.prompt import Prompt
-from .quantization import is_quantized, logical_numel, logical_shape
+from .quantization import is_quantized
 
-GROUPS = ("adapters", "shared", "prompt", "intrinsic", "layer_norms", "biases", "head", "output_layer", "backbone")
 DEFAULT_TASK = "default"
-ROUTABLE_HOLDERS = (nn.Linear, nn.LayerNorm, nn.RMSNorm)
 
 
 def apply(model: nn.Module, method: str | MethodConfig | dict = "compacter", *, name: str = DEFAULT_TASK,
@@ -37,7 +32,7 @@ def apply(model: nn.Module, method: str | MethodConfig | dict = "compacter", *, 
     if container is not None and not isinstance(container, CompacterModules):
         raise ValueError("This model has a submodule named 'compacter' that compacter did not attach.")
     _check_new_task(container, name, config)
-    if config.in_base:
+    if config.trains_base_in_place:
         _check_base_trainable(model, config)
     first = container is None
     restore_point = RestorePoint(model)
@@ -52,13 +47,12 @@ def apply(model: nn.Module, method: str | MethodConfig | dict = "compacter", *, 
         if not any(p.requires_grad for p in task.parameters()) and not any(
                 p.requires_grad for _, p in base_parameters(model)):
             raise ValueError(f"The method {config.name!r} leaves nothing to train on this {type(model).__name__}"
-                             + (" (it trains only a new task head, and this model has none)."
-                                if config.kind == "linear-probe" else "."))
+                             f"{config.nothing_to_train_hint}.")
     except BaseException:
         task.remove_hooks()
         restore_point.restore()
         raise
-    if config.in_base:
+    if config.trains_base_in_place:
         container.restore_point = restore_point  # a failed load takes the task off again (rollback)
     if first:
         model.add_module("compacter", container)
@@ -77,9 +71,9 @@ def _check_new_task(container: CompacterModules | None, name: str, config: Metho
         raise ValueError(f"This model already has a task named {name!r} (method "
                          f"{container.tasks[name].config.name!r}). Choose another name=, or remove it first with "
                          f"compacter.delete(model, {name!r}).")
-    in_base = [t.config.name for t in container.tasks.values() if t.config.in_base]
-    if in_base or config.in_base:
-        method = in_base[0] if in_base else config.name
+    in_place = [t.config.name for t in container.tasks.values() if t.config.trains_base_in_place]
+    if in_place or config.trains_base_in_place:
+        method = in_place[0] if in_place else config.name
         raise ValueError(f"The method {method!r} trains the base model's own parameters in place, so it cannot share "
                          "a model with other tasks. Attach it to a fresh copy of the base model.")
 
@@ -134,7 +128,7 @@ def _train_base_parameters(model: nn.Module, task: TaskModules) -> list[Override
             targets.setdefault(param_name, "head")
         elif param_name in outputs:
             targets.setdefault(param_name, "output_layer")
-    if config.in_base:
+    if config.trains_base_in_place:
         for param_name in targets:
             named[param_name].requires_grad_(True)
         return []
@@ -193,111 +187,11 @@ def rollback(model: nn.Module) -> None:
     container.restore_point.restore()
 
 
-def container_of(model: nn.Module) -> CompacterModules:
-    modules = getattr(model, "compacter", None)
-    if not isinstance(modules, CompacterModules):
-        raise ValueError("This model has no compacter method attached; call compacter.apply(model, method) first.")
-    return modules
-
-
-def attached_config(model: nn.Module, name: str | None = None) -> MethodConfig:
-    """The method config of task ``name`` (default: the active task)."""
-    return container_of(model).task(name).config
-
-
-def tasks(model: nn.Module) -> list[str]:
-    """The names of the tasks attached to ``model``, in the order they were attached."""
-    modules = getattr(model, "compacter", None)
-    return list(modules.tasks) if isinstance(modules, CompacterModules) else []
-
-
-def active_task(model: nn.Module) -> str | None:
-    return container_of(model).active
-
-
-def set_active(model: nn.Module, name: str | None) -> None:
-    """Make task ``name`` the one the model runs (None: none, the base model)."""
-    container_of(model).set_active(name)
-
-
-@contextlib.contextmanager
-def disabled(model: nn.Module) -> Iterator[nn.Module]:
-    """``with compacter.disabled(model):`` the base model's own outputs, no task applied."""
-    container = container_of(model)
-    _refuse_in_base(container, "be disabled")
-    with container.switched(enabled=False):
-        yield model
-
-
-@contextlib.contextmanager
-def route(model: nn.Module, row_tasks: Sequence[str]) -> Iterator[nn.Module]:
-    """``with compacter.route(model, ["rte", "mrpc", ...]):`` row i of every batch runs task ``row_tasks[i]``.
-
-    Forward passes, losses and their gradients (each row's reaches only its own task's parameters)
-    and ``generate`` (beam search and ``num_return_sequences`` included) all follow the routing.
-    """
-    container = container_of(model)
-    _refuse_in_base(container, "be routed per row")
-    if isinstance(row_tasks, str) or not isinstance(row_tasks, Sequence) or not row_tasks:
-        raise ValueError("route() takes one task name per row of the batch, e.g. ['rte', 'mrpc', 'rte'].")
-    for name in row_tasks:
-        container.task(name)
-    distinct = tuple(dict.fromkeys(row_tasks))
-    for name in distinct:
-        reason = unroutable_reason(model, name)
-        if reason:
-            raise ValueError(f"{reason} Run its rows in a batch of their own.")
-    index = {name: i for i, name in enumerate(distinct)}
-    device = next(container.parameters(), torch.empty(0)).device
-    routing = Routing(distinct, torch.tensor([index[name] for name in row_tasks], device=device))
-    generate = model.__dict__.get("generate")
-    if hasattr(model, "generate"):
-        model.generate = _routed_generate(model, routing)
-    try:
-        with container.switched(routing=routing):
-            yield model
-    finally:
-        if generate is None:
-            model.__dict__.pop("generate", None)
-        else:
-            model.generate = generate
-
-
-def unroutable_reason(model: nn.Module, name: str) -> str | None:
-    """Why task ``name`` cannot share a batch with other tasks (None: it can)."""
-    container = container_of(model)
-    task = container.task(name)
-    if task.config.in_base:
-        return f"Task {name!r} ({task.config.name}) trains the base model's own parameters in place."
-    if any(isinstance(m, Prompt) for m in task.modules()):
-        return f"Task {name!r} is a prompt-tuning task: its prompt changes the length of the input."
-    for key in task.base_copies:
-        unroutable = [type(m).__name__ for m, _ in container._overrides[key].holders
-                      if not isinstance(m, ROUTABLE_HOLDERS) and not is_norm(m)]
-        if unroutable:
-            return f"Task {name!r} trains {key} (held by a {unroutable[0]}), which cannot differ from row to row."
-    return None
-
-
-def _routed_generate(model: nn.Module, routing: Routing):
-    """generate() repeats each routed row for its beams and returned sequences: allowed only inside it."""
-    generate = model.generate
-
-    def routed(*args, **kwargs):
-        routing.check_batch(args, {**kwargs, "input_ids": kwargs.get("input_ids", kwargs.get("inputs"))})
-        routing.generating = True
-        try:
-            return generate(*args, **kwargs)
-        finally:
-            routing.generating = False
-    return routed
-
-
 def delete(model: nn.Module, name: str) -> None:
     """Take task ``name`` off the model (the last task: the model is the base model again)."""
     container = container_of(model)
     container.task(name)
-    _refuse_in_base(container, "be deleted")
+    refuse_in_place(container, "be deleted")
     if len(container.tasks) == 1:
         unload(model)
     else:
@@ -307,7 +201,7 @@ def delete(model: nn.Module, name: str) -> None:
 def unload(model: nn.Module) -> nn.Module:
     """Take every task off and return the base model, exactly as it was (its ``state_dict`` bit-identical)."""
     container = container_of(model)
-    _refuse_in_base(container, "be unloaded")
+    refuse_in_place(container, "be unloaded")
     container.remove_all_hooks()
     del model._modules["compacter"]
     _restore_requires_grad(model, container)
@@ -317,110 +211,6 @@ def unload(model: nn.Module) -> nn.Module:
     return model
 
 
-def _refuse_in_base(container: CompacterModules, action: str) -> None:
-    for task in container.tasks.values():
-        if task.config.in_base:
-            raise ValueError(f"Task {task.name!r} ({task.config.name}) trains the base model's own parameters in "
-                             f"place, so it cannot {action}: reload the base model instead.")
-
-
-def count_unique(parameters) -> int:
-    """Number of parameters, each tensor counted once (tied embeddings are one tensor)."""
-    seen, total = set(), 0
-    for param in parameters:
-        if id(param) not in seen:
-            seen.add(id(param))
-            total += logical_numel(param)
-    return total
-
-
 def _is_ours(model: nn.Module, module: nn.Module) -> bool:
     container = getattr(model, "compacter", None)
     return isinstance(container, CompacterModules) and any(module is m for m in container.modules())
-
-
-def base_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
-    """The base model's modules, without compacter's."""
-    for module_name, module in model.named_modules():
-        if module_name != "compacter" and not module_name.startswith("compacter."):
-            yield module_name, module
-
-
-def base_parameters(model: nn.Module, remove_duplicate: bool = True) -> Iterator[tuple[str, nn.Parameter]]:
-    """The base model's parameters by name, without compacter's."""
-    for param_name, param in model.named_parameters(remove_duplicate=remove_duplicate):
-        if not param_name.startswith("compacter."):
-            yield param_name, param
-
-
-def distinct_weights(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
-    """The base model's weights, each once: tied ones too, when offloading split them into several tensors.
-
-    accelerate's ``cpu_offload`` / ``disk_offload`` give each module its own meta parameter, so the
-    tied embeddings and output layer of T5 or GPT-2 are no longer one tensor; transformers still
-    names the ties (``all_tied_weights_keys``: tied name → the name it is tied to).
-    """
-    named = list(base_parameters(model))
-    present = {name for name, _ in named}
-    tied = getattr(model, "all_tied_weights_keys", None)
-    tied = tied if isinstance(tied, dict) else {}
-    return [(name, p) for name, p in named if not (name in tied and tied[name] in present)]
-
-
-def parameter_groups(model: nn.Module, name: str | None = None) -> dict[str, str]:
-    """Which of GROUPS each parameter task ``name`` (default: active) trains belongs to, by model name."""
-    container = container_of(model)
-    task = container.task(name)
-    prefix = f"compacter.tasks.{task.name}."
-    groups = {}
-    for param_name, param in task.named_parameters():
-        if not param.requires_grad:
-            continue
-        if param_name.startswith("base."):
-            groups[prefix + param_name] = container._overrides[param_name[len("base."):]].group
-        else:
-            part = param_name.split(".")[0]
-            groups[prefix + param_name] = part if part in ("shared", "prompt", "intrinsic") else "adapters"
-    if task.config.in_base:
-        heads, outputs = head_parameter_names(model), output_layer_parameter_names(model)
-        norm_params = {id(p) for _, module in base_modules(model) if is_norm(module)
-                       for p in module.parameters(recurse=False)}
-        for param_name, param in base_parameters(model):
-            if not param.requires_grad:
-                continue
-            if param_name in heads:
-                groups[param_name] = "head"
-            elif param_name in outputs:
-                groups[param_name] = "output_layer"
-            elif id(param) in norm_params:
-                groups[param_name] = "layer_norms"
-            elif param_name.endswith("bias"):
-                groups[param_name] = "biases"
-            else:
-                groups[param_name] = "backbone"
-    return groups
-
-
-def trainable_parameters(model: nn.Module, name: str | None = None) -> dict[str, nn.Parameter]:
-    """Every parameter task ``name`` (default: the active task) trains, by model name, each tensor once."""
-    named = dict(model.named_parameters())
-    return {param_name: named[param_name] for param_name in parameter_groups(model, name)}
-
-
-def architecture_fingerprint(model: nn.Module) -> dict[str, Any]:
-    """What a saved adapter must match: the model type, its main sizes and every parameter's logical shape.
-
-    It describes the architecture, not how the weights are stored: a base quantized to 8 or 4 bits
-    (whose packed weights have other storage shapes) has the fingerprint of the unquantized base.
-    """
-    config = getattr(model, "config", None)
-    shapes = "\n".join(f"{name}:{logical_shape(p)}" for name, p in distinct_weights(model))
-    summary = {"model_type": model_type(model), "class": type(model).__name__}
-    for key in ("d_model", "hidden_size", "num_layers", "num_decoder_layers", "num_hidden_layers",
-                "vocab_size", "d_ff", "intermediate_size", "num_heads", "num_attention_heads"):
-        value = getattr(config, key, None)
-        if isinstance(value, int):
-            summary[key] = value
-    summary["parameters"] = count_unique(p for _, p in distinct_weights(model))
-    summary["shapes_sha256"] = hashlib.sha256(shapes.encode()).hexdigest()
-    return summary

@@ -23,8 +23,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .attach import apply, count_unique
+from .attach import apply
 from .compiling import compile_model
+from .inventory import count_unique
 from .methods import METHODS, AdapterConfig, MethodConfig, get_config
 from .models import build_model
 from .params import count_parameters

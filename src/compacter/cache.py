@@ -1,96 +1,92 @@
-"""Tensors derived from parameters (built adapter weights, projected weights), rebuilt only when needed.
+"""What a task computes from its parameters for a call, kept while those parameters are unchanged.
 
 This module imports nothing else of compacter.
 
-Rules, checked by :meth:`DerivedTensors.refresh` at the start of every call into the model:
+A task's *prepared* tensors are what its forward uses that is derived from its parameters: built
+adapter weights, those cast to the activations' dtype (once per bank, not per site) and moved to a
+site's device, its copies of base layer norms cast to the base's dtype, Intrinsic-SAID's projected
+weights. :class:`PreparedTensors` memoizes them by key; :meth:`PreparedTensors.refresh`, run once
+at the start of every call into the model, decides whether the memo still holds:
 
-* with gradients: always rebuild. A training forward needs a graph of its own (reusing one across
-  backward passes fails, and a gradient step changes the parameters anyway);
-* without gradients (evaluation, every step of ``generate``, serving): reuse the built tensors while
-  the parameters are provably the same: the same tensors (identity, storage, version counter,
-  shape, dtype, device) holding the same values. The values are compared against a snapshot taken
-  at build time, because edits through ``p.data`` (``p.data.copy_``, an EMA, FSDP's all-gathers)
-  change a parameter without touching its version counter;
-* while ``torch.compile`` traces: build at the first use within a call and keep that build until the
-  call ends (:meth:`end_trace`, at every call boundary). Reusing across calls would need guards on
-  version counters, which break the graph; rebuilding at every use made dynamo trace the build once
-  per site (Intrinsic-SAID: every projection once per projected tensor, minutes on a tiny T5).
+* with gradients: never. A training forward builds a graph of its own (reusing one across backward
+  passes fails); within the call (gradient checkpointing's recomputation included) it is reused;
+* without gradients (evaluation, every step of ``generate``, serving): while no parameter changed,
+  judged by what the host knows without asking the device: each parameter's identity, storage and
+  version counter (bumped by in-place ops outside ``.data``: ``p.copy_`` under no_grad, for-each and
+  single-tensor optimizer steps), a count of optimizer steps (torch's fused optimizers write without
+  bumping version counters: a post-step hook on every torch optimizer counts them), and an explicit
+  :meth:`invalidate` (``compacter.load``, ``set_active``, ``compacter.refresh(model)``). Edits through
+  ``p.data`` bypass all of these: call ``compacter.refresh(model)`` after them. No value is ever
+  compared on the device: such a comparison waits for the device at every decoding step;
+* while ``torch.compile`` traces: the memo lives for one traced call (cleared at every call boundary)
+  and nothing is checked (guards on version counters would break the graph). Without it dynamo would
+  trace a bank's build once per site that uses it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any
 
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
-T = TypeVar("T")
+_optimizer_steps = 0
+
+
+def _count_optimizer_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    global _optimizer_steps
+    _optimizer_steps += 1
+
+
+register_optimizer_step_post_hook(_count_optimizer_step)
 
 
 def _identity(tensor: torch.Tensor) -> tuple:
-    return (id(tensor), tensor.data_ptr(), tensor._version, tuple(tensor.shape), tensor.dtype, tensor.device)
+    local = getattr(tensor, "_local_tensor", tensor)  # a DTensor's shard (FSDP2)
+    return id(tensor), tensor._version, local._version, local.data_ptr()
 
 
-class DerivedTensors(Generic[T]):
-    """``build()`` computed from ``inputs()``, kept until one of them changes (see the module docstring).
+class PreparedTensors:
+    """A memo of tensors derived from ``parameters()``, valid while they are unchanged (module docstring).
 
-    ``generation`` counts the builds: caches derived from this one compare it to know when to rebuild,
-    and tests count builds with it.
+    ``builds`` counts how often a key marked ``counted`` was computed (tests and benchmarks count
+    weight builds with it).
     """
 
-    def __init__(self, inputs: Callable[[], Sequence[torch.Tensor]], build: Callable[[], T]) -> None:
-        self._inputs, self._build = inputs, build
-        self._value: T | None = None
+    def __init__(self, parameters: Callable[[], Iterable[torch.Tensor]]) -> None:
+        self._parameters = parameters
+        self._memo: dict[Hashable, Any] = {}
+        self._traced: dict[Hashable, Any] = {}
         self._key: tuple | None = None
-        self._snapshot: torch.Tensor | None = None
-        self._traced: T | None = None  # while compiling: this call's build
-        self.generation = 0
+        self.builds = 0
 
     def refresh(self) -> None:
-        """Make the value current for a call starting now (rebuilding only where the rules above say so)."""
+        """Called as a call into the model starts: drop the memo unless it provably still holds."""
         if torch.compiler.is_compiling():
+            self._traced = {}
             return
-        self._traced = None
         if torch.is_grad_enabled():
-            self._store(self._build(), key=None)
+            self.invalidate()
             return
-        inputs = list(self._inputs())
-        key = tuple(_identity(t) for t in inputs)
-        if self._value is not None and key == self._key and torch.equal(_flat(inputs), self._snapshot):
-            return
-        self._store(self._build(), key=key, snapshot=_flat(inputs).clone())
+        key = (_optimizer_steps, *(_identity(p) for p in self._parameters()))
+        if key != self._key:
+            self._memo.clear()
+            self._key = key
 
-    def _store(self, value: T, key: tuple | None, snapshot: torch.Tensor | None = None) -> None:
-        self._value, self._key, self._snapshot = value, key, snapshot
-        self.generation += 1
+    def invalidate(self) -> None:
+        self._memo.clear()
+        self._key = None
 
-    @property
-    def value(self) -> T:
-        """The built tensors; built now if no call has refreshed them."""
-        if torch.compiler.is_compiling():
-            if self._traced is None:
-                self._traced = self._build()
-            return self._traced
-        if self._value is None:
-            self.refresh()
-        return self._value
-
-    def end_trace(self) -> None:
-        """A compiled call starts or ends: a build from before is not used (the next use builds its own)."""
-        self._traced = None
-
-    def clear(self) -> None:
-        self._value = self._key = self._snapshot = self._traced = None
+    def get(self, key: Hashable, build: Callable[[], Any], counted: bool = False) -> Any:
+        memo = self._traced if torch.compiler.is_compiling() else self._memo
+        value = memo.get(key)
+        if value is None:
+            value = memo[key] = build()
+            if counted and not torch.compiler.is_compiling():
+                self.builds += 1
+        return value
 
     def __getstate__(self) -> dict:
-        # a copy (copy.deepcopy of the model) builds its own: built tensors may be part of a graph, which cannot be copied
-        return {**self.__dict__, "_value": None, "_key": None, "_snapshot": None, "_traced": None}
-
-
-def _flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """All values in one tensor (on the first one's device), so that the comparison is one kernel and one sync."""
-    if not tensors:
-        return torch.empty(0)
-    device = tensors[0].device
-    return torch.cat([t.detach().reshape(-1) if t.device == device and t.dtype == torch.float32
-                      else t.detach().reshape(-1).to(device, torch.float32) for t in tensors])
+        # copy.deepcopy(model): the copy builds its own (built tensors may be part of a graph, which cannot be copied)
+        return {**self.__dict__, "_memo": {}, "_traced": {}, "_key": None}

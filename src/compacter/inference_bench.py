@@ -23,11 +23,12 @@ import torch
 from torch import nn
 
 from .api import apply
-from .attach import route, set_active, trainable_parameters
 from .bench import fit_hypercomplex_dimension, paired_ratio
+from .inventory import trainable_parameters
 from .methods import get_config
 from .models import build_model
 from .saving import file_tensors
+from .switching import route, set_active
 
 
 @dataclass

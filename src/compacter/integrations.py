@@ -23,8 +23,10 @@ from pathlib import Path
 import transformers
 from torch import nn
 
-from .attach import DEFAULT_TASK, container_of, tasks
+from .attach import DEFAULT_TASK
+from .container import container_of
 from .saving import CONFIG_FILE, load_tensors, read_tensors
+from .switching import tasks
 
 
 @contextlib.contextmanager

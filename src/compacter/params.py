@@ -6,7 +6,8 @@ from dataclasses import asdict, dataclass, field
 
 from torch import nn
 
-from .attach import GROUPS, container_of, parameter_groups
+from .container import container_of
+from .inventory import GROUPS, parameter_groups
 
 
 @dataclass

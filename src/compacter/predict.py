@@ -25,11 +25,11 @@ import transformers
 from torch import nn
 
 from . import api
-from .attach import route, set_active, tasks, unroutable_reason
 from .data.loading import json_lines
 from .data.tasks import TASKS, Task
 from .quantization import BITSANDBYTES_KINDS, check_quantization, quantize_base
 from .saving import read_description
+from .switching import route, set_active, tasks, unroutable_reason
 
 DEFAULT_SOURCE_LENGTH = 512
 DEFAULT_TARGET_LENGTH = 16

@@ -29,19 +29,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from . import __version__
-from .attach import (
-    DEFAULT_TASK,
-    apply,
-    architecture_fingerprint,
-    container_of,
-    delete,
-    rollback,
-    tasks,
-    trainable_parameters,
-)
+from .attach import DEFAULT_TASK, apply, delete, rollback
+from .container import container_of
+from .inventory import architecture_fingerprint, trainable_parameters
 from .io import atomic_write
 from .methods import get_config
 from .params import count_parameters
+from .switching import tasks
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -201,7 +195,7 @@ def load(model: nn.Module, directory: str | os.PathLike, *, name: str | None = N
     try:
         load_tensors(model, tensors, name=name, source=directory)
     except BaseException:
-        if container_of(model).task(name).config.in_base:
+        if container_of(model).task(name).config.trains_base_in_place:
             rollback(model)
         else:
             delete(model, name)
@@ -271,9 +265,9 @@ def _num_labels(model: nn.Module) -> int | None:
 
 def _from_old_names(tensors: dict[str, torch.Tensor], method: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Files of format 1 named tensors by model parameter name: ``compacter.down.s``, base names for the rest."""
-    in_base = get_config(method).in_base
+    in_place = get_config(method).trains_base_in_place
     return {key.removeprefix("compacter.") if key.startswith("compacter.") else
-            (f"model.{key}" if in_base else f"base.{key}"): value for key, value in tensors.items()}
+            (f"model.{key}" if in_place else f"base.{key}"): value for key, value in tensors.items()}
 
 
 __all__ = ["CARD_FILE", "CONFIG_FILE", "FORMAT", "WEIGHTS_FILE", "file_name", "file_tensors", "load", "load_tensors",

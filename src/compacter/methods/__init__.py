@@ -3,9 +3,8 @@
 Add a method by writing a MethodConfig subclass and registering a factory here; every part of
 compacter (apply, params, save/load, train, bench) then knows it.
 
-Each method's ``learning_rate`` is the paper's, tuned for T5; it is the default on T5-style seq2seq
-models. Encoders and decoder-only models get their own defaults where a table in learning_rates.py
-has one (measured for encoders); `compacter train` picks the table from the model's config.
+A method's default learning rate is not part of its config (a saved task does not record one):
+learning_rates.py holds the table, per method and model family.
 """
 
 from __future__ import annotations
@@ -18,38 +17,71 @@ from .adapters import AdapterConfig
 from .base import MethodConfig, TaskModules
 from .bitfit import BitFitConfig
 from .full import FullConfig
+from .ia3 import IA3Config
 from .intrinsic import IntrinsicSAIDConfig
+from .learning_rates import PAPER_RATES
+from .lora import LoraConfig
 from .norms import LayerNormsConfig
 from .probe import LinearProbeConfig
 from .prompt import PromptConfig
 
 METHODS: dict[str, Callable[..., MethodConfig]] = {}
 CONFIG_KINDS: dict[str, type[MethodConfig]] = {}
+DESCRIPTIONS: dict[str, str] = {}
 
 
-def register_method(name: str, config_class: type[MethodConfig], **defaults: Any) -> None:
-    """Make ``name`` available everywhere, as ``config_class(**defaults)``."""
+def register_method(name: str, config_class: type[MethodConfig], *, learning_rate: float | None = None,
+                    description: str = "", **defaults: Any) -> None:
+    """Make ``name`` available everywhere, as ``config_class(**defaults)``.
+
+    ``learning_rate`` is the method's default on T5-style models (learning_rates.py holds it, and the other
+    families' defaults); ``description`` is its one line in ``compacter train --help``. The config class's
+    declarations are checked here: a contradictory one is refused, naming the field.
+    """
+    config_class.check_declarations()
+    known = CONFIG_KINDS.get(config_class.kind)
+    if known is not None and known is not config_class:
+        raise ValueError(f"The method kind {config_class.kind!r} is already {known.__name__}'s; give "
+                         f"{config_class.__name__} a kind of its own.")
     METHODS[name] = lambda **overrides: config_class(name=name, **{**defaults, **overrides})
     CONFIG_KINDS[config_class.kind] = config_class
+    DESCRIPTIONS[name] = description
+    if learning_rate is not None:
+        PAPER_RATES[name] = learning_rate
 
 
-register_method("full", FullConfig, learning_rate=3e-4)
-register_method("adapter", AdapterConfig, learning_rate=3e-4)
-register_method("pfeiffer", AdapterConfig, sublayers=["attention"], learning_rate=3e-4)
-register_method("adapterdrop", AdapterConfig, skip_first_layers=5, learning_rate=3e-4)
-register_method("adapter-lowrank", AdapterConfig, projection="low_rank", rank=1, learning_rate=3e-3)
-register_method("prompt-r", PromptConfig, init="random", learning_rate=3e-2)
-register_method("prompt-t", PromptConfig, init="vocab", learning_rate=3e-1)
-register_method("intrinsic-said", IntrinsicSAIDConfig, dimension=20_000, learning_rate=3e-2)
-register_method("bitfit", BitFitConfig, learning_rate=3e-4)
-register_method("phm-adapter", AdapterConfig, projection="phm", n=12, rank=None, share_A=False, learning_rate=3e-3)
-register_method("compacter", AdapterConfig, projection="phm", n=4, rank=1, share_A=True, learning_rate=3e-3)
+register_method("full", FullConfig, learning_rate=3e-4, description="every parameter trains")
+register_method("adapter", AdapterConfig, learning_rate=3e-4,
+                description="Houlsby adapters after attention and feed-forward (bottleneck d/32)")
+register_method("pfeiffer", AdapterConfig, sublayers=["attention"], learning_rate=3e-4,
+                description="one adapter per block, after attention")
+register_method("adapterdrop", AdapterConfig, skip_first_layers=5, learning_rate=3e-4,
+                description="Houlsby adapters, none in the first 5 blocks of each stack")
+register_method("adapter-lowrank", AdapterConfig, projection="low_rank", rank=1, learning_rate=3e-3,
+                description="adapters whose projections are rank-1 products")
+register_method("prompt-r", PromptConfig, init="random", learning_rate=3e-2,
+                description="100 trained prompt vectors, random init")
+register_method("prompt-t", PromptConfig, init="vocab", learning_rate=3e-1,
+                description="100 trained prompt vectors, initialised from vocabulary embeddings")
+register_method("intrinsic-said", IntrinsicSAIDConfig, dimension=20_000, learning_rate=3e-2,
+                description="a 20,000-dimensional vector projected onto every weight (Fastfood)")
+register_method("bitfit", BitFitConfig, learning_rate=3e-4, description="biases only (added where missing)")
+register_method("phm-adapter", AdapterConfig, projection="phm", n=12, rank=None, share_A=False, learning_rate=3e-3,
+                description="adapters with PHM projections (n=12)")
+register_method("compacter", AdapterConfig, projection="phm", n=4, rank=1, share_A=True, learning_rate=3e-3,
+                description="adapters with low-rank PHM projections, one shared A (n=4)")
 register_method("compacter++", AdapterConfig, projection="phm", n=4, rank=1, share_A=True,
-                sublayers=["feed_forward"], learning_rate=3e-3)
+                sublayers=["feed_forward"], learning_rate=3e-3,
+                description="Compacter after the feed-forward sublayer only: the paper's best")
+register_method("lora", LoraConfig, learning_rate=3e-4,
+                description="low-rank updates of the attention's q and v (PEFT's defaults: r=8, alpha=16)")
+register_method("ia3", IA3Config, learning_rate=3e-3,
+                description="(IA)³: learned rescaling of keys, values and the feed-forward input")
 # Not a method of the paper: the speed floor for every method that trains inside the model.
-register_method("layer-norms", LayerNormsConfig, learning_rate=3e-3)
+register_method("layer-norms", LayerNormsConfig, learning_rate=3e-3, description="only the layer norms train")
 # Not a method of the paper either: a frozen encoder with a trained classification head.
-register_method("linear-probe", LinearProbeConfig, learning_rate=3e-3)
+register_method("linear-probe", LinearProbeConfig, learning_rate=3e-3,
+                description="a frozen encoder, only a new task head trains")
 
 
 def refuse_reserved(overrides: dict[str, Any]) -> None:
@@ -73,6 +105,7 @@ def get_config(method: str | MethodConfig | dict, **overrides: Any) -> MethodCon
     if isinstance(method, dict):
         fields = dict(method)
         kind = fields.pop("kind", None)
+        fields.pop("learning_rate", None)  # saved by compacter < 0.3: the learning rate is a run's, not the method's
         if kind not in CONFIG_KINDS:
             raise ValueError(f"Unknown method kind {kind!r} in a saved config; known kinds: {sorted(CONFIG_KINDS)}.")
         return CONFIG_KINDS[kind](**{**fields, **overrides})
@@ -93,6 +126,6 @@ def get_config(method: str | MethodConfig | dict, **overrides: Any) -> MethodCon
         raise error
 
 
-__all__ = ["METHODS", "AdapterConfig", "BitFitConfig", "FullConfig", "IntrinsicSAIDConfig", "LayerNormsConfig",
-           "LinearProbeConfig", "MethodConfig", "PromptConfig", "TaskModules", "get_config", "refuse_reserved",
-           "register_method"]
+__all__ = ["DESCRIPTIONS", "METHODS", "AdapterConfig", "BitFitConfig", "FullConfig", "IA3Config", "IntrinsicSAIDConfig",
+           "LayerNormsConfig", "LinearProbeConfig", "LoraConfig", "MethodConfig", "PromptConfig", "TaskModules",
+           "get_config", "refuse_reserved", "register_method"]

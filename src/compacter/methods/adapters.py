@@ -9,21 +9,117 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..architectures import SUBLAYERS, Site, find_sites, resolve_spec
 from ..devices import execution_device
-from ..layers import ACTIVATIONS, ProjectionBank, SharedHypercomplexWeights, check_divisible
-from .base import MethodConfig, TaskModules
+from ..layers import ACTIVATIONS, ProjectionBank, SharedHypercomplexWeights, bottleneck, check_divisible
+from ..routing import per_row
+from .base import MethodConfig, SiteKind, TaskModules
 from .settings import setting
+
+
+class AdapterSlot(NamedTuple):
+    """The adapter at one site: slot ``index`` of a down and an up bank."""
+
+    down: ProjectionBank
+    up: ProjectionBank
+    index: int
+    activation: str
+
+
+class BottleneckWeights(NamedTuple):
+    down_weight: torch.Tensor
+    down_bias: torch.Tensor | None
+    up_weight: torch.Tensor
+    up_bias: torch.Tensor | None
+    activation: str
+
+
+class StackedBottlenecks(NamedTuple):
+    """The routed tasks' adapters at a site as one bottleneck: their down projections concatenated (rows), their up
+    projections concatenated (columns), each task's up bias a row of ``up_bias``, and per activation a mask
+    (tasks × bottleneck) that keeps each row of a batch to its own task's block."""
+
+    down_weight: torch.Tensor
+    down_bias: torch.Tensor
+    up_weight: torch.Tensor
+    up_bias: torch.Tensor
+    masks: tuple[tuple[str, torch.Tensor], ...]
+
+
+class Bottleneck(SiteKind):
+    """``h + U(act(D(h)))`` on a sublayer's output (SPEC §1), D and U slots of banks built together."""
+
+    name = "bottleneck"
+
+    def build(self, task: TaskModules) -> dict[ProjectionBank, tuple[torch.Tensor, torch.Tensor | None]]:
+        return task.prepared.get("banks", lambda: _build(_banks(task.sites[self])), counted=True)
+
+    def prepare(self, task: TaskModules, dtype: torch.dtype, device: torch.device) -> dict[str, BottleneckWeights]:
+        slots: dict[str, AdapterSlot] = task.sites[self]
+        built = self.build(task)
+        # one cast (and move) per bank, not one per site: autocast would cast each site's weight at each use
+        views = {}
+        for bank, (weights, biases) in built.items():
+            weights = weights.to(device, dtype)
+            views[bank] = (weights.unbind(0), (None,) * bank.count if biases is None else biases.to(device, dtype).unbind(0))
+        return {key: BottleneckWeights(views[slot.down][0][slot.index], views[slot.down][1][slot.index],
+                                       views[slot.up][0][slot.index], views[slot.up][1][slot.index], slot.activation)
+                for key, slot in slots.items()}
+
+    def forward(self, value: torch.Tensor, inputs: tuple, weights: Any, rows: torch.Tensor | None = None) -> torch.Tensor:
+        if rows is None:
+            return bottleneck(value, *weights)
+        inner = F.linear(value, weights.down_weight, weights.down_bias)
+        activated = sum(ACTIVATIONS[activation](inner) * per_row(mask, rows, inner) for activation, mask in weights.masks)
+        return F.linear(activated, weights.up_weight) + value + per_row(weights.up_bias, rows, value)
+
+    def stack(self, parts: list[BottleneckWeights | None]) -> StackedBottlenecks | None:
+        present = [(owner, part) for owner, part in enumerate(parts) if part is not None]
+        if not present:
+            return None
+        reference = present[0][1].down_weight
+        zero = reference.new_zeros(reference.shape[1])
+        sizes = [part.down_weight.shape[0] for _, part in present]
+        masks: dict[str, torch.Tensor] = {}  # per activation: ones on the blocks of the tasks that use it
+        start = 0
+        for (owner, part), size in zip(present, sizes):
+            masks.setdefault(part.activation, reference.new_zeros(len(parts), sum(sizes)))[owner, start: start + size] = 1
+            start += size
+        return StackedBottlenecks(
+            torch.cat([part.down_weight for _, part in present]),
+            torch.cat([part.down_bias if part.down_bias is not None else zero.new_zeros(part.down_weight.shape[0])
+                       for _, part in present]),
+            torch.cat([part.up_weight for _, part in present], dim=1),
+            torch.stack([part.up_bias if part is not None and part.up_bias is not None else zero for part in parts]),
+            tuple(masks.items()))
+
+
+BOTTLENECK = Bottleneck()
+
+
+def _build(banks: list[ProjectionBank]) -> dict[ProjectionBank, tuple[torch.Tensor, torch.Tensor | None]]:
+    """Each bank's (weights, biases) built in fp32 from the fp32 masters: under autocast the build's own matmuls
+    would cast every factor to the low precision (and back in the backward pass); one cast of the result is cheaper."""
+    device_type = banks[0].bias.device.type if banks[0].bias is not None else next(banks[0].parameters()).device.type
+    with torch.autocast(device_type, enabled=False):
+        return {bank: (bank.build_weights(), bank.bias) for bank in banks}
+
+
+def _banks(slots: dict[str, AdapterSlot]) -> list[ProjectionBank]:
+    return list(dict.fromkeys(bank for slot in slots.values() for bank in (slot.down, slot.up)))
 
 
 @dataclass
 class AdapterConfig(MethodConfig):
     kind: ClassVar[str] = "adapter"
+    builds_weights: ClassVar[bool] = True
+    param_groups: ClassVar[dict[str, str]] = {"shared": "shared"}
     reduction_factor: float = setting(32.0, above=0)  # bottleneck k = hidden size / reduction_factor
     bottleneck_size: int | None = setting(None, at_least=1)  # overrides reduction_factor when set
     projection: str = setting("dense", choices=("dense", "low_rank", "phm"))
@@ -103,5 +199,6 @@ class AdapterConfig(MethodConfig):
             for site, site_slots in zip(group, slots):
                 for position, index in enumerate(site_slots):
                     if index is not None:
-                        task.add_adapter(site.name, down, up, index, self.activation, position, site.calls)
+                        task.add_site(BOTTLENECK, site.name, AdapterSlot(down, up, index, self.activation), position,
+                                      site.calls)
 

@@ -21,7 +21,8 @@ from .base import MethodConfig, TaskModules
 @dataclass
 class BitFitConfig(MethodConfig):
     kind: ClassVar[str] = "bitfit"
-    in_base: ClassVar[bool] = True
+    trains_base_in_place: ClassVar[bool] = True
+    routable: ClassVar[bool] = False
     train_layer_norms: bool = False
     add_missing_biases: bool = True  # T5 has no biases at all: the paper adds them (SPEC §2)
 

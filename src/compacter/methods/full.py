@@ -13,7 +13,8 @@ from .base import MethodConfig, TaskModules
 @dataclass
 class FullConfig(MethodConfig):
     kind: ClassVar[str] = "full"
-    in_base: ClassVar[bool] = True
+    trains_base_in_place: ClassVar[bool] = True
+    routable: ClassVar[bool] = False
     train_output_layer: bool = True
 
     def attach(self, model: nn.Module, task: TaskModules) -> None:

@@ -8,9 +8,9 @@ per tensor. θ_d has d' − m entries, so that with the m scales exactly d' numb
 How it attaches: each projected parameter is taken out of its module(s) and kept, frozen, in
 ``model.compacter.tasks[name].intrinsic.base``; a forward pre-hook on each module that used it
 sets the attribute to ``θ0 + λ·P(θ_d)`` before the module runs. Tensors of the same size are
-projected together in one batched Fastfood call when a call into the model starts (and reused
-without gradients while θ_d and λ are unchanged, cache.py), so tied tensors (T5's embedding and
-lm_head) share one result. It trains the base's own weights, so it is alone on its model.
+projected together in one batched Fastfood call at the first use in a call into the model (kept in
+the task's prepared tensors: without gradients while θ_d and λ are unchanged, cache.py), so tied
+tensors (T5's embedding and lm_head) share one result. It trains the base's own weights, so it is alone on its model.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..architectures import head_parameter_names
-from ..cache import DerivedTensors
+from ..cache import PreparedTensors
 from ..fastfood import Fastfood
 from .base import MethodConfig, TaskModules
 from .settings import setting
@@ -31,7 +31,10 @@ from .settings import setting
 @dataclass
 class IntrinsicSAIDConfig(MethodConfig):
     kind: ClassVar[str] = "intrinsic-said"
-    in_base: ClassVar[bool] = True
+    trains_base_in_place: ClassVar[bool] = True
+    builds_weights: ClassVar[bool] = True
+    routable: ClassVar[bool] = False
+    param_groups: ClassVar[dict[str, str]] = {"intrinsic": "intrinsic"}
     dimension: int = setting(20_000, at_least=1)  # d': every trained number, the m scales included
     said: bool = True  # one trained scale λ per weight tensor, taken out of the d' budget
     seed: int = setting(0, at_least=0, at_most=2**32 - 1)  # draws the Fastfood projections; a saved file rebuilds them
@@ -48,7 +51,8 @@ class IntrinsicSAIDConfig(MethodConfig):
             raise ValueError(f"dimension={self.dimension} leaves nothing to project: this model has {count} weight "
                              f"tensors and Intrinsic-SAID spends one scale on each. Choose dimension > {count} "
                              "(the paper uses 20000), or said=False for no scales.")
-        projection = IntrinsicProjection(list(targets.values()), self.dimension - count, self.said, self.seed)
+        projection = IntrinsicProjection(list(targets.values()), self.dimension - count, self.said, self.seed,
+                                         task.prepared)
         task.add_module("intrinsic", projection)
         index_of = {key: index for index, key in enumerate(targets)}
         for module in model.modules():
@@ -76,7 +80,7 @@ class _WeightsSetter:
 class IntrinsicProjection(nn.Module):
     """θ_d, the scales λ, the frozen θ0 tensors and one batched Fastfood per tensor size."""
 
-    def __init__(self, tensors: list[nn.Parameter], size: int, said: bool, seed: int):
+    def __init__(self, tensors: list[nn.Parameter], size: int, said: bool, seed: int, prepared: PreparedTensors):
         super().__init__()
         reference = tensors[0]
         self.vector = nn.Parameter(torch.zeros(size, device=reference.device))
@@ -92,10 +96,7 @@ class IntrinsicProjection(nn.Module):
             Fastfood(len(members), size, numel, seed=seed * 1_000_003 + group, device=reference.device)
             for group, (numel, members) in enumerate(by_size.items())
         )
-        self.derived = DerivedTensors(self._inputs, self._build)  # refreshed by the container at each call
-
-    def _inputs(self) -> list[torch.Tensor]:
-        return [self.vector] if self.scales is None else [self.vector, self.scales]
+        self.prepared = prepared  # the task's: the container refreshes it as each call starts
 
     def _build(self) -> list[torch.Tensor]:
         """θ0 + λ·P(θ_d) for every tensor, each size group projected in one batched Fastfood call."""
@@ -112,8 +113,4 @@ class IntrinsicProjection(nn.Module):
 
     def weight(self, index: int) -> torch.Tensor:
         """θ0 + λ·P(θ_d) for tensor ``index`` (tied owners get the same tensor)."""
-        return self.derived.value[index]
-
-    @property
-    def builds(self) -> int:
-        return self.derived.generation
+        return self.prepared.get("intrinsic", self._build, counted=True)[index]

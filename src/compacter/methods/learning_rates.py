@@ -1,9 +1,9 @@
 """Default learning rates that fit the model: the paper's for T5-style seq2seq models, others per family.
 
-The paper tuned every method's learning rate for T5 (full fine-tuning 3e-4, Compacter 3e-3, ...;
-``register_method`` in methods/__init__.py keeps those values). On other model families they can be
-far off: on all-MiniLM-L6-v2 full fine-tuning at 3e-4 loses points against 1e-4. So a run that
-gives no learning rate gets the default of its model's *family*:
+The paper tuned every method's learning rate for T5 (full fine-tuning 3e-4, Compacter 3e-3, ...):
+``PAPER_RATES``, filled by ``register_method`` in methods/__init__.py (its ``learning_rate=``). On
+other model families they can be far off: on all-MiniLM-L6-v2 full fine-tuning at 3e-4 loses points
+against 1e-4. So a run that gives no learning rate gets the default of its model's *family*:
 
 * ``seq2seq`` (``config.is_encoder_decoder``, e.g. T5): the paper's values, unchanged, so that
   reproducing the paper needs no flag;
@@ -55,6 +55,10 @@ DECODER_RATES: dict[str, Rate] = {
 }
 
 FAMILY_TABLES = {"encoder": ENCODER_RATES, "decoder": DECODER_RATES}
+# Each method's rate on T5-style models: the paper's (SPEC §2); LoRA's and (IA)³'s from their own papers (Hu et al.,
+# 2021, on GLUE with RoBERTa and DeBERTa: 2e-4 to 5e-4; Liu et al., 2022: 3e-3). Filled by register_method.
+PAPER_RATES: dict[str, float] = {}
+FALLBACK_RATE = 3e-4  # a registered method that gave no learning_rate
 PAPER_SOURCE = "the paper's value (tuned for T5)"
 
 
@@ -87,8 +91,9 @@ def model_family(config: Any) -> str:
     return "encoder"
 
 
-def family_default(method: str, paper_rate: float, family: str) -> LearningRateChoice:
-    """The default learning rate of ``method`` on a model of ``family``; ``paper_rate`` is the method's own."""
+def family_default(method: str, family: str) -> LearningRateChoice:
+    """The default learning rate of ``method`` on a model of ``family``."""
+    paper_rate = PAPER_RATES.get(method, FALLBACK_RATE)
     if family not in FAMILIES:
         raise ValueError(f"Unknown model family {family!r}; the families are {', '.join(FAMILIES)}.")
     if family == "seq2seq":

@@ -13,6 +13,7 @@ from .base import MethodConfig, TaskModules
 @dataclass
 class LinearProbeConfig(MethodConfig):
     kind: ClassVar[str] = "linear-probe"
+    nothing_to_train_hint: ClassVar[str] = " (it trains only a new task head, and this model has none)"
     train_layer_norms: bool = False
 
     def attach(self, model: nn.Module, task: TaskModules) -> None:

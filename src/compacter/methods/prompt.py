@@ -50,6 +50,9 @@ FREQUENT_TOKEN_IDS = {
 @dataclass
 class PromptConfig(MethodConfig):
     kind: ClassVar[str] = "prompt"
+    routable: ClassVar[bool] = False
+    unroutable_reason: ClassVar[str] = "its prompt changes the length of the input"
+    param_groups: ClassVar[dict[str, str]] = {"prompt": "prompt"}
     num_tokens: int = setting(100, at_least=1)
     # "random": uniform(−init_range, init_range); "vocab": embeddings of frequent tokens
     init: str = setting("random", choices=("random", "vocab"))
@@ -84,6 +87,7 @@ class PromptConfig(MethodConfig):
         vectors = self._initial_vectors(model, stored_value(model, f"{embedding_name}.weight"))
         prompt = Prompt(vectors.to(execution_device(model, embedding_name)), position, max_positions)
         task.add_module("prompt", prompt)
+        task.on_switch.append(prompt.set_enabled)
         task.hooks.append(encoder.register_forward_pre_hook(prompt.extend_encoder_input, with_kwargs=True))
         if head is not None:
             task.hooks.append(head.register_forward_hook(prompt.drop_prompt_positions))
@@ -143,6 +147,9 @@ class Prompt(nn.Module):
         self.position = position  # inserted before this input position
         self.max_positions = max_positions
         self.enabled = True  # False runs the frozen model unchanged (set while its task is not the active one)
+
+    def set_enabled(self, enabled: bool) -> None:
+        self.enabled = enabled
 
     @property
     def length(self) -> int:

@@ -98,6 +98,9 @@ def parse_assignments(pairs: Iterable[str], classes: Iterable[type], option: str
         key = key.strip()
         if not sep or not key:
             raise ValueError(f"{option} expects KEY=VALUE, e.g. {option} share_A=false; got {pair!r}.")
+        if key == "learning_rate" and key not in known:
+            raise ValueError(f"{option} {pair}: the learning rate is a setting of the run, not of the method (a saved "
+                             "task does not record it): give it with --lr.")
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""

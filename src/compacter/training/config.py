@@ -33,7 +33,6 @@ DEFAULT_TARGET_LENGTH = 16
 MAX_SEED = 2**32 - 1  # numpy's RandomState draws the data splits
 COLUMN_FIELDS = ("text_column", "text_pair_column", "label_column", "source_column", "target_column")
 DEVICE_TYPES = ("cpu", "cuda")
-BUILT_WEIGHT_KINDS = ("adapter", "intrinsic-said")  # methods whose weights are built from trained ones
 
 
 @dataclass
@@ -88,7 +87,7 @@ class TrainConfig:
             _check_device(self.device)
         method = get_config(self.method, **self.method_overrides)  # unknown methods and settings fail here, early
         if self.quantize is not None:
-            if method.in_base:
+            if method.trains_base_in_place:
                 raise ValueError(f"--quantize {self.quantize} freezes the base model in 8 or 4 bits, but the method "
                                  f"{self.method!r} trains the base model's own parameters. Leave --quantize out, or "
                                  "train adapters (compacter++, compacter, adapter, ...).")
@@ -96,7 +95,7 @@ class TrainConfig:
             if self.fsdp:
                 raise ValueError(f"--quantize {self.quantize} and --fsdp: sharding a quantized base is not supported. "
                                  "A quantized base is small enough to replicate: leave --fsdp out (DDP).")
-        if self.compile and self.gradient_checkpointing and method.kind in BUILT_WEIGHT_KINDS:
+        if self.compile and self.gradient_checkpointing and method.builds_weights:
             # under torch.compile the weights built inside a checkpointed block are not rebuilt the same way when
             # the block is recomputed, and torch.utils.checkpoint stops the backward pass with a CheckpointError
             raise ValueError(f"--compile and --gradient-checkpointing together are not supported for {self.method!r}, "
@@ -168,10 +167,7 @@ class TrainConfig:
         family (methods/learning_rates.py; the model's config is read only then)."""
         if self.learning_rate is not None:
             return LearningRateChoice(self.learning_rate, None, "given (--lr / learning_rate)")
-        method = get_config(self.method, **self.method_overrides)
-        if "learning_rate" in self.method_overrides:
-            return LearningRateChoice(method.learning_rate, None, "given (the method setting learning_rate)")
-        return family_default(self.method, method.learning_rate, self.model_family())
+        return family_default(self.method, self.model_family())
 
     def model_family(self) -> str:
         """seq2seq, encoder or decoder: which table of default learning rates fits the model."""

@@ -36,14 +36,16 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..attach import active_task, apply, parameter_groups, trainable_parameters
+from ..attach import apply
 from ..compiling import compile_model
 from ..data import TaskData
+from ..inventory import parameter_groups, trainable_parameters
 from ..io import atomic_write
 from ..models import build_model, enable_activation_checkpointing
 from ..params import count_parameters
 from ..quantization import BITSANDBYTES_KINDS, quantize_base
 from ..saving import file_name, save
+from ..switching import active_task
 from . import distributed
 from .checkpoint import TrainingState, restore_rng, rng_state, save_state
 from .config import TrainConfig

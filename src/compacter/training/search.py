@@ -41,10 +41,9 @@ def grid_folder(output: str | Path, learning_rate: float) -> Path:
 
 def search_grid(config: TrainConfig, grid: Sequence[float] | None = None) -> list[float]:
     """The learning rates a search of ``config`` tries (checked), smallest first."""
-    if config.learning_rate is not None or "learning_rate" in config.method_overrides:
-        given = config.learning_rate if config.learning_rate is not None else config.method_overrides["learning_rate"]
-        raise ValueError(f"The learning rate is given ({given:g}) and --lr auto would choose it: give one of them "
-                         "(leave learning_rate unset for a search).")
+    if config.learning_rate is not None:
+        raise ValueError(f"The learning rate is given ({config.learning_rate:g}) and --lr auto would choose it: give "
+                         "one of them (leave learning_rate unset for a search).")
     if grid is None:
         return lr_grid(config.learning_rate_choice().value)
     rates = list(grid)

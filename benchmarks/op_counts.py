@@ -1,0 +1,179 @@
+"""Ops per training step and per generate of each method, against the plain model: the CPU proxy for GPU speed.
+
+    python benchmarks/op_counts.py            # T5-base's 12+12 layers shrunk to d_model 128, 7 timing rounds
+    python benchmarks/op_counts.py --quick    # 2+2 layers, 3 rounds (CI-sized)
+
+* training step (forward + backward, bf16 autocast, batch 1): compute and dispatched ops (opcount.py)
+  of full fine-tuning, the *plain layer-norm-only model* (the base model with only its layer norms
+  trainable: no compacter code at all, the floor of every method that trains inside the model) and
+  each method; per adapter site, the ops above the plain model;
+* ``generate`` of 16 new tokens (greedy, batch 1) on a bf16 base: compute ops and device syncs of the
+  base model and of each method (after one warm-up call, so what is counted is a steady-state call);
+* overhead time on this shrunk config, where the compute is small and the host's work dominates:
+  steps taken round-robin over the models in one process, the median over rounds of each one's time
+  over the reference's in the same round, with the interquartile range of those ratios.
+
+Writes benchmarks/results/op_counts.json and .md (or --output DIR).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import transformers
+
+import compacter
+from compacter.architectures import is_norm
+from compacter.io import atomic_write
+from compacter.opcount import count, training_step
+
+HERE = Path(__file__).parent
+METHODS = ["layer-norms", "compacter++", "compacter", "adapter", "lora", "ia3"]
+TRAIN_REFERENCE, GENERATE_REFERENCE = "plain LN-only", "base"
+
+
+def shrunk_t5(layers: int) -> transformers.T5ForConditionalGeneration:
+    torch.manual_seed(0)
+    config = transformers.T5Config(vocab_size=512, d_model=128, d_kv=32, d_ff=512, num_layers=layers,
+                                   num_decoder_layers=layers, num_heads=4, decoder_start_token_id=0, pad_token_id=0,
+                                   eos_token_id=1)
+    return transformers.T5ForConditionalGeneration(config)
+
+
+def training_models(layers: int) -> dict[str, torch.nn.Module]:
+    full = shrunk_t5(layers)
+    plain = shrunk_t5(layers).requires_grad_(False)
+    for module in plain.modules():
+        if is_norm(module):
+            module.requires_grad_(True)
+    models = {"full": full, TRAIN_REFERENCE: plain}
+    for method in METHODS:
+        models[method] = compacter.apply(shrunk_t5(layers), method)
+    return {name: model.train() for name, model in models.items()}
+
+
+def generation_models(layers: int) -> dict[str, torch.nn.Module]:
+    models = {GENERATE_REFERENCE: shrunk_t5(layers).to(torch.bfloat16)}
+    for method in [m for m in METHODS if m != "layer-norms"]:
+        models[method] = compacter.apply(shrunk_t5(layers).to(torch.bfloat16), method)
+    return {name: model.eval() for name, model in models.items()}
+
+
+def sites(model: torch.nn.Module) -> int:
+    container = getattr(model, "compacter", None)
+    return 0 if container is None else sum(len(slots) for slots in container.task().sites.values())
+
+
+def generate(model: torch.nn.Module, ids: torch.Tensor, tokens: int = 16) -> None:
+    with torch.no_grad():
+        model.generate(input_ids=ids, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
+
+
+def paired(times: dict[str, list[float]], reference: str) -> dict[str, dict]:
+    rows = {}
+    for name, values in times.items():
+        ratios = sorted(t / r for t, r in zip(values, times[reference]))
+        quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+        rows[name] = {"median_s": statistics.median(values), "ratio": statistics.median(ratios),
+                      "ratio_iqr": [quartiles[0], quartiles[2]]}
+    return rows
+
+
+def timed(function, *args) -> float:
+    start = time.perf_counter()
+    function(*args)
+    return time.perf_counter() - start
+
+
+def measure(layers: int, rounds: int) -> dict:
+    generator = torch.Generator().manual_seed(0)
+    batch = {"input_ids": torch.randint(2, 512, (1, 32), generator=generator),
+             "labels": torch.randint(2, 512, (1, 8), generator=generator)}
+    trainers = training_models(layers)
+    for model in trainers.values():
+        training_step(model, batch)  # warm-up: first-call work is not per-step work
+    train_counts = {name: count(training_step, model, batch) for name, model in trainers.items()}
+    train_times: dict[str, list[float]] = {name: [] for name in trainers}
+    for _ in range(rounds):  # round-robin: the machine's noise hits every model alike
+        for name, model in trainers.items():
+            train_times[name].append(timed(training_step, model, batch))
+    generators = generation_models(layers)
+    ids = batch["input_ids"]
+    for model in generators.values():
+        generate(model, ids)
+    generate_counts = {name: count(generate, model, ids) for name, model in generators.items()}
+    generate_times: dict[str, list[float]] = {name: [] for name in generators}
+    for _ in range(rounds):
+        for name, model in generators.items():
+            generate_times[name].append(timed(generate, model, ids))
+    train_time, generate_time = paired(train_times, TRAIN_REFERENCE), paired(generate_times, GENERATE_REFERENCE)
+    reference, base = train_counts[TRAIN_REFERENCE], generate_counts[GENERATE_REFERENCE]
+    training = {}
+    for name, counter in train_counts.items():
+        site_count = sites(trainers[name])
+        training[name] = {**counter.summary(), "compute_ratio": counter.compute / reference.compute,
+                          "sites": site_count, "time": train_time[name],
+                          "compute_per_site": ((counter.compute - reference.compute) / site_count) if site_count else None}
+    generation = {name: {**counter.summary(), "compute_ratio": counter.compute / base.compute,
+                         "extra_syncs": counter.syncs - base.syncs, "time": generate_time[name]}
+                  for name, counter in generate_counts.items()}
+    return {"config": {"model": f"T5 shrunk: {layers}+{layers} layers, d_model 128, vocab 512", "batch": 1,
+                       "source_tokens": 32, "target_tokens": 8, "generated_tokens": 16, "rounds": rounds,
+                       "training_precision": "bf16 autocast", "generation_base": "bf16"},
+            "machine": {"platform": platform.platform(), "torch": torch.__version__,
+                        "transformers": transformers.__version__, "threads": torch.get_num_threads()},
+            "training": training, "generate": generation}
+
+
+def markdown(results: dict) -> str:
+    config = results["config"]
+    lines = [f"Training step ({config['model']}, {config['training_precision']}, batch 1), ops of forward + backward; "
+             f"time: median ratio to the {TRAIN_REFERENCE} model over {config['rounds']} round-robin rounds (IQR):", "",
+             "| model | compute ops | dispatched | compute vs plain | per site above plain | time vs plain (IQR) |",
+             "|---|---:|---:|---:|---:|---|"]
+    for name, row in results["training"].items():
+        per_site = f"{row['compute_per_site']:.1f}" if row["compute_per_site"] is not None else ""
+        iqr = row["time"]["ratio_iqr"]
+        lines.append(f"| {name} | {row['compute']:,} | {row['dispatched']:,} | {row['compute_ratio']:.3f} | {per_site} | "
+                     f"{row['time']['ratio']:.3f} ({iqr[0]:.2f}-{iqr[1]:.2f}) |")
+    lines += ["", f"generate, {config['generated_tokens']} new tokens on a {config['generation_base']} base (greedy, "
+              "batch 1), after one warm-up call:", "",
+              "| model | compute ops | vs base | device syncs | syncs above base | time vs base (IQR) |",
+              "|---|---:|---:|---:|---:|---|"]
+    for name, row in results["generate"].items():
+        iqr = row["time"]["ratio_iqr"]
+        lines.append(f"| {name} | {row['compute']:,} | {row['compute_ratio']:.3f} | {row['syncs']} | "
+                     f"{row['extra_syncs']:+d} | {row['time']['ratio']:.3f} ({iqr[0]:.2f}-{iqr[1]:.2f}) |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="2+2 layers, 3 rounds")
+    parser.add_argument("--rounds", type=int, default=None, help="timing rounds (default 7, quick 3)")
+    parser.add_argument("--output", default=str(HERE / "results"), help="where op_counts.json and .md go")
+    args = parser.parse_args(argv)
+    rounds = args.rounds or (3 if args.quick else 7)
+    if rounds < 1:
+        parser.error("--rounds must be at least 1")
+    torch.set_num_threads(1)  # one thread: the host's per-op work, not the machine's parallelism, is measured
+    results = measure(2 if args.quick else 12, rounds)
+    name = "op_counts_quick" if args.quick else "op_counts"
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    table = markdown(results)
+    atomic_write(output / f"{name}.json", lambda tmp: Path(tmp).write_text(json.dumps(results, indent=2)))
+    atomic_write(output / f"{name}.md", lambda tmp: Path(tmp).write_text(table))
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

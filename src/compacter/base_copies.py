@@ -1,0 +1,157 @@
+"""Base parameters that tasks train as copies of their own (layer norms, a task head, the output layer).
+
+The modules that hold such a parameter are hooked (once, however many tasks copy it): for the
+duration of the module's forward its parameter is swapped for the running task's copy (cast to the
+base's dtype once per change of the copy: the copies are fp32 master weights), and swapped back
+afterwards, so that outside a forward the base model is exactly as it was loaded. A module's own hook,
+not one swap per call of the model: gradient checkpointing recomputes blocks after the call returned,
+and accelerate loads an offloaded module's parameters inside its own hook (devices.hook_around_forward).
+
+Under routing, a linear layer or norm whose parameter differs per row is recomputed row by row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .architectures import is_norm
+from .devices import hook_around_forward
+from .routing import per_row
+
+if TYPE_CHECKING:
+    from .container import CompacterModules
+
+ROUTABLE_HOLDERS = (nn.Linear, nn.LayerNorm, nn.RMSNorm)
+
+
+@dataclass(frozen=True)
+class Override:
+    """A base parameter that tasks may replace with their own copy, and where the base model holds it."""
+
+    key: str  # the parameter's name in the base model (the first, when tied)
+    group: str  # "layer_norms", "head" or "output_layer"
+    holders: tuple[tuple[nn.Module, str], ...]  # (module, attribute) pairs that hold it
+
+
+class BaseCopies:
+    """The hooks that swap tasks' copies of base parameters in, and the overrides they serve."""
+
+    def __init__(self, container: CompacterModules) -> None:
+        self.container = container
+        self.overrides: dict[str, Override] = {}  # by key: the base parameter's name
+        self.held: dict[nn.Module, list[tuple[str, Override]]] = {}  # holder module → (attribute, override)
+        self.handles: dict[nn.Module, list] = {}
+
+    def add(self, overrides: list[Override]) -> None:
+        for override in overrides:
+            if override.key in self.overrides:
+                continue
+            self.overrides[override.key] = override
+            for module, attribute in override.holders:
+                self.held.setdefault(module, []).append((attribute, override))
+                if module not in self.handles:  # inside accelerate's hook, if it loads the module's own
+                    self.handles[module] = hook_around_forward(module, self.swap_in, self.swap_out)
+
+    def keep_only(self, used: set[str]) -> None:
+        """Unhook the overrides that no task copies any more."""
+        for key in [key for key in self.overrides if key not in used]:
+            for module, _ in self.overrides.pop(key).holders:
+                self.held[module] = [(a, o) for a, o in self.held[module] if o.key != key]
+                if not self.held[module]:
+                    del self.held[module]
+                    for handle in self.handles.pop(module):
+                        handle.remove()
+
+    def remove_all(self) -> None:
+        for handles in self.handles.values():
+            for handle in handles:
+                handle.remove()
+        self.handles = {}
+
+    def unroutable_holder(self, key: str) -> str | None:
+        """The type of a module holding ``key`` that cannot take a different value per row, if there is one."""
+        return next((type(m).__name__ for m, _ in self.overrides[key].holders
+                     if not isinstance(m, ROUTABLE_HOLDERS) and not is_norm(m)), None)
+
+    def swap_in(self, module: nn.Module, args: tuple) -> None:
+        container, swaps = self.container, {}
+        if container.enabled and container.tasks_in_use():
+            container.ensure_call()
+            running = container.running
+            for attribute, override in self.held[module]:
+                base = module._parameters[attribute]
+                if running is not None:
+                    value = running.base_value(override.key, base)
+                    if value is not None:
+                        swaps[attribute] = value
+                elif container.routing is not None and not _recomputes_routed(module):  # a norm of the model's own:
+                    values = self._routed_values(override, base)  # it broadcasts its weight
+                    if values is not None:
+                        swaps[attribute] = per_row(values, container.routing.row_index(args[0]), args[0])
+        # all computed first: a failure above leaves the module untouched
+        module.__dict__.setdefault("_compacter_saved", []).append({a: module._parameters[a] for a in swaps})
+        module._parameters.update(swaps)
+
+    def swap_out(self, module: nn.Module, args: tuple, output: Any) -> Any:
+        stack = module.__dict__.get("_compacter_saved")
+        if stack:
+            module._parameters.update(stack.pop())
+        container = self.container
+        if container.routing is not None and container.enabled and _recomputes_routed(module):
+            return self._recompute_routed(module, args[0], output)
+        return output
+
+    def _routed_values(self, override: Override, base: torch.Tensor) -> torch.Tensor | None:
+        """(routed tasks, *shape): each routed task's copy of the parameter, or the base's own value."""
+        tasks = self.container.tasks
+        values = [tasks[name].base_value(override.key, base) for name in self.container.routing.tasks]
+        if all(v is None for v in values):
+            return None
+        return torch.stack([base if v is None else v for v in values])
+
+    def _recompute_routed(self, module: nn.Module, hidden: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        """A linear layer or torch norm whose parameters differ per row: its output computed row by row."""
+        routing = self.container.routing
+        values = {}
+        for attribute, override in self.held[module]:
+            stacked = self._routed_values(override, module._parameters[attribute])
+            if stacked is not None:
+                values[attribute] = stacked
+        if not values:
+            return output
+        rows = routing.row_index(hidden)
+        weight = values.get("weight", _broadcast(module, "weight", len(routing.tasks)))
+        bias = values.get("bias", _broadcast(module, "bias", len(routing.tasks)))
+        if isinstance(module, nn.Linear):
+            result = torch.einsum("b...i,boi->b...o", hidden, weight.index_select(0, rows).to(hidden.dtype))
+            return result if bias is None else result + per_row(bias, rows, result).to(result.dtype)
+        if isinstance(module, nn.LayerNorm):
+            normed = F.layer_norm(hidden, module.normalized_shape, None, None, module.eps)
+        else:
+            normed = F.rms_norm(hidden, module.normalized_shape, None, module.eps)
+        result = normed * per_row(weight.flatten(1), rows, normed).to(normed.dtype) if weight is not None else normed
+        return result if bias is None else result + per_row(bias.flatten(1), rows, result).to(result.dtype)
+
+
+def _recomputes_routed(module: nn.Module) -> bool:
+    return isinstance(module, ROUTABLE_HOLDERS)
+
+
+def _broadcast(module: nn.Module, attribute: str, count: int) -> torch.Tensor | None:
+    value = getattr(module, attribute, None)
+    return None if value is None else value.unsqueeze(0).expand(count, *value.shape)
+
+
+def parameter_holders(model: nn.Module) -> dict[int, list[tuple[nn.Module, str]]]:
+    """Every (module, attribute) that holds each parameter, by the parameter's id (tied ones have several)."""
+    holders: dict[int, list[tuple[nn.Module, str]]] = {}
+    for module in model.modules():
+        for attribute, param in module._parameters.items():
+            if param is not None:
+                holders.setdefault(id(param), []).append((module, attribute))
+    return holders

@@ -1,0 +1,119 @@
+"""Which task a model runs: the active one, none (``disabled``), or one per row of a batch (``route``)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from .container import CompacterModules, container_of, refuse_in_place
+from .methods import MethodConfig
+from .routing import Routing
+
+
+def attached_config(model: nn.Module, name: str | None = None) -> MethodConfig:
+    """The method config of task ``name`` (default: the active task)."""
+    return container_of(model).task(name).config
+
+
+def tasks(model: nn.Module) -> list[str]:
+    """The names of the tasks attached to ``model``, in the order they were attached."""
+    modules = getattr(model, "compacter", None)
+    return list(modules.tasks) if isinstance(modules, CompacterModules) else []
+
+
+def active_task(model: nn.Module) -> str | None:
+    return container_of(model).active
+
+
+def set_active(model: nn.Module, name: str | None) -> None:
+    """Make task ``name`` the one the model runs (None: none, the base model)."""
+    container_of(model).set_active(name)
+
+
+@contextlib.contextmanager
+def disabled(model: nn.Module) -> Iterator[nn.Module]:
+    """``with compacter.disabled(model):`` the base model's own outputs, no task applied."""
+    container = container_of(model)
+    refuse_in_place(container, "be disabled")
+    with container.switched(enabled=False):
+        yield model
+
+
+@contextlib.contextmanager
+def route(model: nn.Module, row_tasks: Sequence[str]) -> Iterator[nn.Module]:
+    """``with compacter.route(model, ["rte", "mrpc", ...]):`` row i of every batch runs task ``row_tasks[i]``.
+
+    Forward passes, losses and their gradients (each row's reaches only its own task's parameters)
+    and ``generate`` (beam search and ``num_return_sequences`` included) all follow the routing.
+    """
+    container = container_of(model)
+    refuse_in_place(container, "be routed per row")
+    if isinstance(row_tasks, str) or not isinstance(row_tasks, Sequence) or not row_tasks:
+        raise ValueError("route() takes one task name per row of the batch, e.g. ['rte', 'mrpc', 'rte'].")
+    for name in row_tasks:
+        container.task(name)
+    distinct = tuple(dict.fromkeys(row_tasks))
+    for name in distinct:
+        reason = unroutable_reason(model, name)
+        if reason:
+            raise ValueError(f"{reason} Run its rows in a batch of their own.")
+    index = {name: i for i, name in enumerate(distinct)}
+    device = next(container.parameters(), torch.empty(0)).device
+    routing = Routing(distinct, torch.tensor([index[name] for name in row_tasks], device=device))
+    generate = model.__dict__.get("generate")
+    if hasattr(model, "generate"):
+        model.generate = _routed_generate(model, routing)
+    try:
+        with container.switched(routing=routing):
+            yield model
+    finally:
+        if generate is None:
+            model.__dict__.pop("generate", None)
+        else:
+            model.generate = generate
+
+
+def unroutable_reason(model: nn.Module, name: str) -> str | None:
+    """Why task ``name`` cannot share a batch with other tasks (None: it can)."""
+    container = container_of(model)
+    task = container.task(name)
+    if task.config.trains_base_in_place:
+        return f"Task {name!r} ({task.config.name}) trains the base model's own parameters in place."
+    if not task.config.routable:
+        return f"Task {name!r} ({task.config.name}): {task.config.unroutable_reason}."
+    for key in task.base_copies:
+        holder = container.base_copies.unroutable_holder(key)
+        if holder is not None:
+            return f"Task {name!r} trains {key} (held by a {holder}), which cannot differ from row to row."
+    return None
+
+
+def _routed_generate(model: nn.Module, routing: Routing):
+    """generate() repeats each routed row for its beams and returned sequences: allowed only inside it."""
+    generate = model.generate
+
+    def routed(*args, **kwargs):
+        routing.check_batch(args, {**kwargs, "input_ids": kwargs.get("input_ids", kwargs.get("inputs"))})
+        routing.generating = True
+        try:
+            return generate(*args, **kwargs)
+        finally:
+            routing.generating = False
+    return routed
+
+
+
+
+def refresh(model: nn.Module) -> None:
+    """Make every task recompute what it derives from its parameters at the next call.
+
+    Needed only after editing trained parameters through ``p.data`` (``p.data.copy_(...)``, an EMA written
+    to ``.data``): such edits bypass the version counters by which compacter sees changes (cache.py). Optimizer
+    steps, ``p.copy_`` under ``torch.no_grad()``, ``compacter.load``, ``set_active`` and ``model.to(...)`` need
+    nothing.
+    """
+    for task in container_of(model).tasks.values():
+        task.prepared.invalidate()
