@@ -237,8 +237,9 @@ TRAIN_OPTIONS = {  # CLI flag → (TrainConfig field, type, help)
     "--gradient-accumulation": ("gradient_accumulation", int, "split each batch into this many steps"),
     "--max-source-length": ("max_source_length", int, "default: 128 GLUE, 256 SuperGLUE, 512 ReCoRD"),
     "--max-target-length": ("max_target_length", int, "default: 16 (ReCoRD 32)"),
-    "--warmup-steps": ("warmup_steps", int, "linear warm-up steps (default: the paper's 500); capped so that the "
-                       "last step reaches the peak learning rate"),
+    "--warmup-steps": ("warmup_steps", int, "linear warm-up steps (default: a tenth of the run, at most 500; a "
+                       "GLUE/SuperGLUE task on T5 follows the paper: 500 GLUE, 0 SuperGLUE and T5-small); ended before "
+                       "the last step, warned about when over half the run"),
     "--weight-decay": ("weight_decay", float, "AdamW weight decay (default 0)"),
     "--seed": ("seed", int, "default 42"),
     "--train-size": ("train_size", int, "low resource: train on the first N examples of one seeded order"),
@@ -265,7 +266,8 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     for flag, (field, kind, help_text) in TRAIN_OPTIONS.items():
         parser.add_argument(flag, dest=field, type=kind, help=help_text)
     parser.add_argument("--short-warmup", action="store_true",
-                        help="warm up for min(500, a tenth of the run) steps instead of 500 (the earlier default)")
+                        help="deprecated: a tenth of the run at most 500 steps, now the default (on a GLUE/SuperGLUE "
+                             "task with T5 it replaces the paper's protocol)")
     parser.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations to save memory")
     parser.add_argument("--random-init", action="store_true", help="random weights from the model's config (smoke tests)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the training forward (eager if it fails)")

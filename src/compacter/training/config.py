@@ -17,6 +17,7 @@ from ..methods.settings import check_fields, setting
 from ..models import check_source, load_config
 from ..quantization import KINDS as QUANTIZATIONS
 from ..quantization import check_quantization
+from .warmup import paper_warmup
 
 # SPEC §4 / the paper's Appendix A
 SOURCE_LENGTHS = {"glue": 128, "super_glue": 256, "record": 512, "custom": 128}
@@ -53,8 +54,9 @@ class TrainConfig:
     gradient_accumulation: int = setting(1, at_least=1)
     max_source_length: int | None = setting(None, at_least=1)
     max_target_length: int | None = setting(None, at_least=1)
-    warmup_steps: int | None = setting(None, at_least=0)  # None: the paper's 500; never more than the run has steps
-    short_warmup: bool = False  # warm up for min(500, a tenth of the run) instead (the earlier default)
+    # None: a tenth of the run at most 500, or the paper's protocol when the run reproduces it (warmup.py)
+    warmup_steps: int | None = setting(None, at_least=0)
+    short_warmup: bool = False  # deprecated (--short-warmup): a tenth of the run at most 500, the default rule
     weight_decay: float = setting(0.0, at_least=0)
     max_grad_norm: float = setting(1.0, above=0)
     seed: int = setting(42, at_least=0, at_most=MAX_SEED)
@@ -153,6 +155,8 @@ class TrainConfig:
             values["head_learning_rate"] = HEAD_LR_FACTOR * values["learning_rate"]
         if values["eval_batch_size"] is None:
             values["eval_batch_size"] = values["batch_size"]
+        if values["warmup_steps"] is None and not self.short_warmup and not self.is_custom:
+            values["warmup_steps"] = paper_warmup(self.task, self.model_config())  # None: the default rule
         if values["output_dir"] is None:
             values["output_dir"] = self.default_output_dir(f"{values['learning_rate']:g}")
         return TrainConfig(**values)
@@ -175,14 +179,18 @@ class TrainConfig:
 
     def model_family(self) -> str:
         """seq2seq, encoder or decoder: which table of default learning rates fits the model."""
+        return model_family(self.model_config("The default learning rate depends on the model's family (seq2seq "
+                                              "like T5, encoder, decoder-only)", "the learning rate (--lr)"))
+
+    def model_config(self, why: str = "The default warm-up depends on the model (the paper's protocol for T5)",
+                     setting_: str = "the warm-up (--warmup-steps)"):
+        """The model's config, read for a default that depends on it; ``why`` and ``setting_`` explain a failure."""
         check_source(self.model, "--model")  # a missing folder is said as such, not as an unreadable config
         try:
-            config = load_config(self.model)
+            return load_config(self.model)
         except (ValueError, OSError) as error:
-            raise ValueError(f"The default learning rate depends on the model's family (seq2seq like T5, encoder, "
-                             f"decoder-only), and the config of {self.model!r} cannot be read: {error} Give the "
-                             "learning rate (--lr), or a model whose config.json can be read.") from None
-        return model_family(config)
+            raise ValueError(f"{why}, and the config of {self.model!r} cannot be read: {error} Give {setting_}, or a "
+                             "model whose config.json can be read.") from None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -4,7 +4,7 @@
 finished, and otherwise steps the ``Trainer`` from the start or from the run's checkpoint:
 
 * set-up: build the model and attach the method, encode the data, AdamW with a linear schedule
-  (the paper's 500 warm-up steps), autocast, DDP / FSDP over processes;
+  (warm-up: warmup.py), autocast, DDP / FSDP over processes;
 * step: one global batch, split into processes and accumulation steps;
 * evaluate and checkpoint: on validation every epoch (or every N steps); the best adapter is kept
   and the training state is saved (checkpoint.py);
@@ -49,9 +49,7 @@ from .checkpoint import TrainingState, restore_rng, rng_state, save_state
 from .config import TrainConfig
 from .inputs import RunInputs, collate, encode, global_batches, read_inputs, shard
 from .resume import BEST_DIR, RESULTS_FILE, best_adapter, finished_results, resumable_state, run_folder
-
-PAPER_WARMUP_STEPS = 500
-SHORT_WARMUP_FRACTION = 10  # --short-warmup: at most a tenth of the run
+from .warmup import paper_warmup, warmup_steps, warmup_warning
 
 
 class TrainingDiverged(ValueError):
@@ -92,15 +90,6 @@ def train(config: TrainConfig, on_step: Callable[[int], None] | None = None, *,
         distributed.stop()
 
 
-def warmup_steps(config: TrainConfig, total_steps: int) -> int:
-    """The paper's 500 linear warm-up steps (or --warmup-steps), but never so many that the last step stays
-    below the peak learning rate; --short-warmup: min(500, a tenth of the run)."""
-    if config.short_warmup:
-        return min(PAPER_WARMUP_STEPS, total_steps // SHORT_WARMUP_FRACTION)
-    wanted = PAPER_WARMUP_STEPS if config.warmup_steps is None else config.warmup_steps
-    return min(wanted, total_steps - 1)
-
-
 class Trainer:
     """One run's model, optimiser, schedule and progress; what it holds between steps is what a checkpoint saves."""
 
@@ -128,7 +117,7 @@ class Trainer:
         self._batches: tuple[int, list[list[int]]] = (0, self._draw_batches(0))
         self.steps_per_epoch = len(self._batches[1])
         self.total_steps = self.steps_per_epoch * config.epochs
-        self.warmup_steps = warmup_steps(config, self.total_steps)
+        self.warmup_steps = warmup_steps(config.warmup_steps, self.total_steps)
         self.eval_every = config.eval_steps or self.steps_per_epoch
         self.scheduler = transformers.get_linear_schedule_with_warmup(self.optimizer, self.warmup_steps, self.total_steps)
         self.scaler = torch.amp.GradScaler(processes.device.type, enabled=config.precision == "fp16")
@@ -146,6 +135,10 @@ class Trainer:
                  config.model, self.data.task.name, config.method, f"{parameters.trainable:,}",
                  f"{parameters.total:,}", parameters.percent, self.total_steps, self.warmup_steps, processes.world)
         log.info("learning rate %g (%s)", config.learning_rate, self.learning_rate_source["source"])
+        paper = None if config.is_custom else paper_warmup(config.task, self.model.config)
+        warning = warmup_warning(config.warmup_steps, config.warmup_steps != paper, self.total_steps)
+        if warning:
+            log.warning(warning)
 
     def _build_model(self) -> torch.nn.Module:
         config, tokenizer = self.config, self.tokenizer

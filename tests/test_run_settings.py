@@ -1,0 +1,85 @@
+"""Settings of a run on your own data: the warm-up that fits the run, the default method, versions recorded,
+--max-steps and early stopping, --config files."""
+
+import json
+import re
+
+import pytest
+from conftest import write_tiny_pretrained
+from training_fixtures import corpus, sentiment_rows, write_csv
+
+from compacter.cli import main
+from compacter.training import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory):
+    return write_tiny_pretrained(tmp_path_factory.mktemp("tiny-bert"), "bert", corpus())
+
+
+@pytest.fixture(scope="module")
+def reviews(tmp_path_factory):
+    """A folder of train (55 rows) / validation / test files: 55 steps an epoch at batch size 1."""
+    folder = tmp_path_factory.mktemp("reviews")
+    write_csv(folder / "train.csv", sentiment_rows(55))
+    write_csv(folder / "validation.csv", sentiment_rows(10, offset=100))
+    write_csv(folder / "test.csv", sentiment_rows(12, offset=200))
+    return folder
+
+
+def own_data(bert, reviews, output, **settings):
+    values = dict(model=str(bert), task=str(reviews), text_column="review", label_column="sentiment",
+                  learning_rate=1e-3, epochs=3, batch_size=1, output_dir=str(output))
+    return TrainConfig(**{**values, **settings})
+
+
+class Stop(Exception):
+    """Ends a run after its first step: what it logs at its start is what these tests read."""
+
+
+def first_step_log(config, capsys) -> str:
+    def stop(step):
+        raise Stop
+    with pytest.raises(Stop):
+        train(config, on_step=stop)
+    return capsys.readouterr().err
+
+
+def test_a_165_step_run_warms_up_for_a_tenth_and_a_long_warmup_warns(bert, reviews, tmp_path, capsys):
+    log = first_step_log(own_data(bert, reviews, tmp_path / "default"), capsys)
+    assert "165 steps (16 warm-up)" in log and "warning" not in log
+
+    log = first_step_log(own_data(bert, reviews, tmp_path / "long", warmup_steps=200), capsys)
+    assert "165 steps (164 warm-up)" in log  # ended before the last step
+    assert ("warning: --warmup-steps 200 cover more than half of this run's 165 steps (the whole run): the learning "
+            "rate reaches its peak only at step 164.") in log
+    assert "give a smaller --warmup-steps (e.g. 16) or leave it out" in log
+
+
+def test_runs_recorded_before_the_new_warmup_default_keep_their_identity(bert, reviews, tmp_path):
+    config = own_data(bert, reviews, tmp_path / "run", epochs=1, batch_size=11)
+    first = train(config)
+    path = tmp_path / "run" / "results.json"
+    saved = json.loads(path.read_text())
+    # as an earlier compacter wrote it: short_warmup (--short-warmup) was a tenth of the run, today's default
+    saved["identity"]["hyper_parameters"]["short_warmup"] = True
+    path.write_text(json.dumps(saved))
+    assert train(config)["test"] == first["test"]  # the same run: returned, not trained again
+    # without it, warmup_steps None meant the paper's 500 steps: another run
+    saved["identity"]["hyper_parameters"]["short_warmup"] = False
+    path.write_text(json.dumps(saved))
+    message = re.escape("warmup_steps: 500 there, None (a tenth of the run, at most 500 steps) now")
+    with pytest.raises(ValueError, match=message):
+        train(config)
+    assert train(own_data(bert, reviews, tmp_path / "run", epochs=1, batch_size=11, warmup_steps=500))["test"] == \
+        first["test"]  # and --warmup-steps 500 names it
+
+
+def test_short_warmup_is_still_accepted(bert, reviews, tmp_path, capsys):
+    output = tmp_path / "alias"
+    code = main(["train", "--model", str(bert), "--task", str(reviews), "--text-column", "review", "--label-column",
+                 "sentiment", "--lr", "1e-3", "--epochs", "1", "--batch-size", "11", "--short-warmup",
+                 "--output-dir", str(output)])
+    assert code == 0, capsys.readouterr().err
+    results = json.loads((output / "results.json").read_text())
+    assert results["schedule"]["warmup_steps"] == 0 and results["config"]["warmup_steps"] is None
