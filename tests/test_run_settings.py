@@ -5,10 +5,12 @@ import json
 import re
 
 import pytest
-from conftest import write_tiny_pretrained
+from conftest import tiny_t5, write_tiny_pretrained
 from training_fixtures import corpus, sentiment_rows, write_csv
 
-from compacter.cli import main
+import compacter
+from compacter.cli import build_parser, main
+from compacter.methods import DEFAULT_METHOD, DESCRIPTIONS, METHODS, get_config
 from compacter.training import TrainConfig, train
 
 
@@ -83,3 +85,23 @@ def test_short_warmup_is_still_accepted(bert, reviews, tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     results = json.loads((output / "results.json").read_text())
     assert results["schedule"]["warmup_steps"] == 0 and results["config"]["warmup_steps"] is None
+
+
+def test_library_and_command_line_share_one_default_method(capsys):
+    model = compacter.apply(tiny_t5())
+    assert model.compacter.config.name == DEFAULT_METHOD == "compacter++"
+    assert model.compacter.config == get_config("compacter++")
+    assert TrainConfig(model="t5-small", task="rte").method == DEFAULT_METHOD
+    assert build_parser().parse_args(["train", "--model", "m", "--task", "rte"]).method == DEFAULT_METHOD
+    assert build_parser().parse_args(["params"]).method == DEFAULT_METHOD
+
+
+def test_train_help_shows_the_default_and_every_method_with_its_description(capsys):
+    assert set(DESCRIPTIONS) == set(METHODS)  # a registered method without a line would show a blank
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines at the terminal's width
+    assert "the method to train (default: compacter++)" in text
+    listed = text.split("methods (--method):")[1]
+    for name, description in DESCRIPTIONS.items():
+        assert f"{name} {description}" in listed

@@ -19,7 +19,7 @@ from . import attach, saving
 from .methods import MethodConfig
 
 
-def apply(model: nn.Module, method: str | MethodConfig | dict = "compacter", *, name: str = attach.DEFAULT_TASK,
+def apply(model: nn.Module, method: str | MethodConfig | dict = "compacter++", *, name: str = attach.DEFAULT_TASK,
           **overrides: Any) -> nn.Module:
     attach.apply(model, method, name=name, **overrides)
     _bind_save_pretrained(model)

@@ -23,7 +23,7 @@ DEFAULT_TASK = "default"
 ROUTABLE_HOLDERS = (nn.Linear, nn.LayerNorm, nn.RMSNorm)
 
 
-def apply(model: nn.Module, method: str | MethodConfig | dict = "compacter", *, name: str = DEFAULT_TASK,
+def apply(model: nn.Module, method: str | MethodConfig | dict = "compacter++", *, name: str = DEFAULT_TASK,
           **overrides: Any) -> nn.Module:
     """Attach ``method`` to ``model`` in place as task ``name``, make it the active task; returns the model.
 

@@ -261,7 +261,10 @@ TRAIN_OPTIONS = {  # CLI flag → (TrainConfig field, type, help)
 def add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="a hub name or a local folder (model and tokenizer)")
     parser.add_argument("--task", required=True, help="a GLUE/SuperGLUE task, or your CSV/JSON-lines/parquet file or folder")
-    parser.add_argument("--method", default="compacter++")
+    from .methods import DEFAULT_METHOD
+
+    parser.add_argument("--method", default=DEFAULT_METHOD, metavar="METHOD",
+                        help=f"the method to train (default: {DEFAULT_METHOD}); the methods are listed below")
     add_method_options(parser)
     for flag, (field, kind, help_text) in TRAIN_OPTIONS.items():
         parser.add_argument(flag, dest=field, type=kind, help=help_text)
@@ -353,7 +356,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .methods import METHODS
+    from .methods import DEFAULT_METHOD, METHODS, method_list
 
     parser = argparse.ArgumentParser(prog="compacter", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -363,7 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default="compacter++,full,linear-probe")
     p.add_argument("--epochs", type=int, default=3)
 
-    p = sub.add_parser("train", help="fine-tune a model on a task with a method; resumable; torchrun-ready")
+    p = sub.add_parser("train", help="fine-tune a model on a task with a method; resumable; torchrun-ready",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog=f"methods (--method):\n{method_list()}")
     add_train_options(p)
 
     p = sub.add_parser("predict", help="answer requests (JSON lines) for many tasks' adapters on one base, in mixed "
@@ -389,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("params", help="count the parameters a method trains (offline, in seconds)")
     p.add_argument("--model", default="t5-base", help="t5-small|base|large|3b|11b, a local folder or a hub name")
-    p.add_argument("--method", default="compacter", help=f"one of: {', '.join(METHODS)}")
+    p.add_argument("--method", default=DEFAULT_METHOD, help=f"one of: {', '.join(METHODS)} (default: {DEFAULT_METHOD})")
     add_method_options(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
 

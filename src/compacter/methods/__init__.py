@@ -52,6 +52,32 @@ register_method("layer-norms", LayerNormsConfig, learning_rate=3e-3)
 register_method("linear-probe", LinearProbeConfig, learning_rate=3e-3)
 
 
+DEFAULT_METHOD = "compacter++"  # the paper's best trade-off: compacter.apply(model) and `compacter train` use it
+# One line per method, for `--help` and the README (SPEC §2).
+DESCRIPTIONS: dict[str, str] = {
+    "full": "full fine-tuning: every parameter of the model trains",
+    "adapter": "Houlsby adapters: a bottleneck after attention and after the feed-forward block",
+    "pfeiffer": "adapters after attention only (as the paper's Pfeiffer-Adapter)",
+    "adapterdrop": "adapters, none in the first 5 layers",
+    "adapter-lowrank": "adapters whose projections are rank-1 products",
+    "prompt-r": "prompt tuning: trained vectors before the input, random start",
+    "prompt-t": "prompt tuning, started from vocabulary embeddings",
+    "intrinsic-said": "the whole model moves in a random 20,000-dimensional subspace (Fastfood)",
+    "bitfit": "only the biases train (added where the model has none)",
+    "phm-adapter": "adapters of hypercomplex (PHM) layers, n=12",
+    "compacter": "PHM adapters with shared slow weights and rank-1 fast weights, after attention and feed-forward",
+    "compacter++": "Compacter after the feed-forward block only: the paper's best trade-off (the default)",
+    "layer-norms": "only the layer norms train (not a method of the paper: the speed floor)",
+    "linear-probe": "a frozen encoder under a trained classification head (not a method of the paper)",
+}
+
+
+def method_list() -> str:
+    """Every method with its one-line description, one per line (the default marked)."""
+    width = max(map(len, METHODS))
+    return "\n".join(f"  {name:<{width}}  {DESCRIPTIONS.get(name, '')}" for name in METHODS)
+
+
 def refuse_reserved(overrides: dict[str, Any]) -> None:
     """``name`` and ``kind`` name a method; they are not settings of it."""
     reserved = sorted({"name", "kind"} & set(overrides))
@@ -93,6 +119,6 @@ def get_config(method: str | MethodConfig | dict, **overrides: Any) -> MethodCon
         raise error
 
 
-__all__ = ["METHODS", "AdapterConfig", "BitFitConfig", "FullConfig", "IntrinsicSAIDConfig", "LayerNormsConfig",
-           "LinearProbeConfig", "MethodConfig", "PromptConfig", "TaskModules", "get_config", "refuse_reserved",
-           "register_method"]
+__all__ = ["DEFAULT_METHOD", "DESCRIPTIONS", "METHODS", "AdapterConfig", "BitFitConfig", "FullConfig",
+           "IntrinsicSAIDConfig", "LayerNormsConfig", "LinearProbeConfig", "MethodConfig", "PromptConfig", "TaskModules",
+           "get_config", "method_list", "refuse_reserved", "register_method"]

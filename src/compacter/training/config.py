@@ -11,7 +11,7 @@ import torch
 
 from ..data import get_task
 from ..data.files import READERS, is_data_path
-from ..methods import get_config
+from ..methods import DEFAULT_METHOD, get_config
 from ..methods.learning_rates import LearningRateChoice, family_default, model_family
 from ..methods.settings import check_fields, setting
 from ..models import check_source, load_config
@@ -43,7 +43,7 @@ class TrainConfig:
 
     model: str = setting(non_empty=True)  # a hub name or a local folder
     task: str = setting(non_empty=True)  # a GLUE/SuperGLUE task name, or your own CSV / JSON-lines / parquet file or folder
-    method: str = setting("compacter++", non_empty=True)
+    method: str = setting(DEFAULT_METHOD, non_empty=True)
     output_dir: str | None = setting(None, non_empty=True)  # default: runs/<model>-<task>-<method>-lr<lr>-seed<seed>
     method_overrides: dict[str, Any] = field(default_factory=dict)
     data_dir: str | None = setting(None, non_empty=True)  # GLUE/SuperGLUE original files or an export; None: the hub
