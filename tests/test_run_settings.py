@@ -3,12 +3,16 @@
 
 import json
 import re
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 from conftest import tiny_t5, write_tiny_pretrained
 from training_fixtures import corpus, sentiment_rows, write_csv
 
 import compacter
+from compacter import provenance
 from compacter.cli import build_parser, main
 from compacter.methods import DEFAULT_METHOD, DESCRIPTIONS, METHODS, get_config
 from compacter.training import TrainConfig, train
@@ -105,3 +109,33 @@ def test_train_help_shows_the_default_and_every_method_with_its_description(caps
     listed = text.split("methods (--method):")[1]
     for name, description in DESCRIPTIONS.items():
         assert f"{name} {description}" in listed
+
+
+def git_head() -> str | None:
+    root = Path(compacter.__file__).resolve().parent.parent.parent
+    if shutil.which("git") is None or not (root / "pyproject.toml").is_file():
+        return None
+    done = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def test_results_and_adapters_record_the_version_and_commit_of_the_code(bert, reviews, tmp_path):
+    results = train(own_data(bert, reviews, tmp_path / "run", epochs=1, batch_size=11))
+    written = json.loads((tmp_path / "run" / "results.json").read_text())
+    adapter = json.loads((tmp_path / "run" / "adapter" / "adapter_config.json").read_text())
+    head = git_head()
+    assert written["versions"] == results["versions"]
+    assert written["versions"]["compacter"] == adapter["compacter_version"] == compacter.__version__
+    assert written["versions"]["compacter_commit"] == adapter["compacter_commit"] == head
+    assert (written["versions"]["compacter_dirty"] is None) == (head is None)
+
+
+def test_an_installed_copy_outside_a_checkout_records_no_commit(tmp_path, monkeypatch):
+    site = tmp_path / "site-packages" / "compacter"
+    site.mkdir(parents=True)
+    monkeypatch.setattr(provenance, "PACKAGE", site)
+    provenance._checkout.cache_clear()
+    try:
+        assert provenance.code_version() == {"compacter": compacter.__version__, "commit": None, "dirty": None}
+    finally:
+        provenance._checkout.cache_clear()

@@ -42,6 +42,7 @@ from .attach import (
 from .io import atomic_write
 from .methods import get_config
 from .params import count_parameters
+from .provenance import code_version
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -78,6 +79,7 @@ def save(model: nn.Module, directory: str | os.PathLike, metadata: dict[str, Any
     description = {
         "format": FORMAT,
         "compacter_version": __version__,
+        "compacter_commit": code_version()["commit"],  # None outside a git checkout (provenance.py)
         "name": task.name,
         "method": task.config.to_dict(),
         "base_model": container.fingerprint,

@@ -23,7 +23,6 @@ import json
 import logging
 import math
 import resource
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,13 +34,13 @@ import transformers
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from .. import __version__
 from ..attach import active_task, apply, parameter_groups, trainable_parameters
 from ..compiling import compile_model
 from ..data import TaskData
 from ..io import atomic_write
 from ..models import build_model, enable_activation_checkpointing
 from ..params import count_parameters
+from ..provenance import versions
 from ..quantization import BITSANDBYTES_KINDS, quantize_base
 from ..saving import file_name, save
 from . import distributed
@@ -284,8 +283,7 @@ class Trainer:
                          "warmup_steps": self.warmup_steps},
             "config": config.to_dict(), "learning_rate_source": self.learning_rate_source,
             "identity": self.inputs.identity,
-            "versions": {"compacter": __version__, "torch": torch.__version__,
-                         "transformers": transformers.__version__, "python": sys.version.split()[0]},
+            "versions": versions(),
         }
         if processes.main:
             text = json.dumps(results, indent=2)
