@@ -139,3 +139,48 @@ def test_an_installed_copy_outside_a_checkout_records_no_commit(tmp_path, monkey
         assert provenance.code_version() == {"compacter": compacter.__version__, "commit": None, "dirty": None}
     finally:
         provenance._checkout.cache_clear()
+
+
+def cli_train(bert, reviews, output, *flags) -> list[str]:
+    return ["train", "--model", str(bert), "--task", str(reviews), "--text-column", "review", "--label-column",
+            "sentiment", "--lr", "1e-3", "--batch-size", "11", "--output-dir", str(output), *flags]
+
+
+def test_max_steps_trains_that_many_steps_whatever_the_epochs(bert, reviews, tmp_path, capsys):
+    output = tmp_path / "ten"
+    assert main(cli_train(bert, reviews, output, "--epochs", "1", "--max-steps", "10", "--eval-steps", "5")) == 0
+    results = json.loads((output / "results.json").read_text())
+    assert results["schedule"] == {"total_steps": 10, "steps_per_epoch": 5, "warmup_steps": 1}
+    assert results["steps_trained"] == 10 and not results["stopped_early"]
+    assert [entry["step"] for entry in results["history"]] == [5, 10]
+    assert results["identity"]["hyper_parameters"]["max_steps"] == 10
+    capsys.readouterr()
+    assert main(cli_train(bert, reviews, output, "--epochs", "1", "--max-steps", "12", "--eval-steps", "5")) == 2
+    assert "max_steps: 10 there, 12 now" in capsys.readouterr().err
+
+
+def test_patience_stops_a_flat_run_and_keeps_the_best_checkpoint(bert, reviews, tmp_path, capsys):
+    output = tmp_path / "flat"
+    # a learning rate far too small to change a prediction: the validation score is the same at every evaluation
+    flags = ["--lr", "1e-12", "--epochs", "2", "--eval-steps", "1", "--warmup-steps", "0"]
+    assert main(cli_train(bert, reviews, output, *flags, "--patience", "2")) == 0
+    results = json.loads((output / "results.json").read_text())
+    scores = [entry["validation"]["score"] for entry in results["history"]]
+    assert len(set(scores)) == 1  # flat, as meant
+    assert [entry["step"] for entry in results["history"]] == [1, 2, 3]  # 2 evaluations without a better score
+    assert results["steps_trained"] == 3 and results["stopped_early"] and results["schedule"]["total_steps"] == 10
+    assert results["best_step"] == 1
+    adapter = json.loads((output / "adapter" / "adapter_config.json").read_text())
+    assert adapter["metadata"]["step"] == 1  # the best checkpoint is the one kept, not the last
+    assert "stopped early at step 3 of 10" in (output / "train.log").read_text()
+    capsys.readouterr()
+    assert main(cli_train(bert, reviews, output, *flags, "--patience", "3")) == 2
+    assert "patience: 2 there, 3 now" in capsys.readouterr().err
+
+
+def test_patience_0_is_refused_before_anything_is_written(bert, reviews, tmp_path, capsys):
+    output = tmp_path / "never"
+    assert main(cli_train(bert, reviews, output, "--patience", "0")) == 2
+    err = capsys.readouterr().err
+    assert "patience=0 (--patience 0) would stop the run at its first evaluation" in err and "e.g. --patience 3" in err
+    assert not output.exists()

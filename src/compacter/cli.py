@@ -233,6 +233,10 @@ TRAIN_OPTIONS = {  # CLI flag → (TrainConfig field, type, help)
              "validation (default: the method's rate for the model's family: the paper's for T5, measured for encoders)"),
     "--head-lr": ("head_learning_rate", float, "a new classification head's learning rate (default: 10 × --lr)"),
     "--epochs": ("epochs", int, "default: 20 for small tasks, 3 for large ones; low resource as in §5.6"),
+    "--max-steps": ("max_steps", int, "train this many optimiser steps (instead of --epochs; the data repeats as "
+                    "needed)"),
+    "--patience": ("patience", int, "early stopping: stop after N evaluations in a row without a better validation "
+                   "score; the best checkpoint is kept"),
     "--batch-size": ("batch_size", int, "global batch, over all processes (default: 100 GLUE, 32 SuperGLUE, 16 ReCoRD)"),
     "--gradient-accumulation": ("gradient_accumulation", int, "split each batch into this many steps"),
     "--max-source-length": ("max_source_length", int, "default: 128 GLUE, 256 SuperGLUE, 512 ReCoRD"),

@@ -50,6 +50,8 @@ class TrainConfig:
     learning_rate: float | None = setting(None, above=0)  # None: the method's for the model's family (learning_rates.py)
     head_learning_rate: float | None = setting(None, above=0)  # a new task head (encoders); None: HEAD_LR_FACTOR × lr
     epochs: int | None = setting(None, at_least=1)  # None: 20 for the small tasks, 3 for the large ones; §5.6 low resource
+    max_steps: int | None = setting(None, at_least=1)  # train this many steps (epochs are then as many as it takes)
+    patience: int | None = setting(None, at_least=1)  # stop after this many evaluations without a better validation score
     batch_size: int | None = setting(None, at_least=1)  # the global batch, over all processes and accumulation steps
     gradient_accumulation: int = setting(1, at_least=1)
     max_source_length: int | None = setting(None, at_least=1)
@@ -83,6 +85,10 @@ class TrainConfig:
             raise ValueError("learning_rate='auto' is a search over several runs, not a setting of one run: leave "
                              "learning_rate unset and call compacter.training.train_with_lr_search(config) (or "
                              "`compacter train --lr auto`).")
+        if self.patience == 0:
+            raise ValueError("patience=0 (--patience 0) would stop the run at its first evaluation. Give the number of "
+                             "evaluations without a better validation score after which to stop (e.g. --patience 3), "
+                             "or leave it out to train all steps.")
         check_fields(self)
         if self.warmup_steps is not None and self.short_warmup:
             raise ValueError(f"warmup_steps={self.warmup_steps} and short_warmup both set the warm-up: give one of them.")

@@ -52,7 +52,7 @@ def run_identity(config: TrainConfig, data: TaskData, tokenizer, architecture: d
 
 
 # Settings added after runs were recorded: left out while unset, so that those runs keep their identity.
-LEFT_OUT_WHEN_UNSET = ("quantize",)
+LEFT_OUT_WHEN_UNSET = ("quantize", "max_steps", "patience")
 
 
 def hyper_parameters(config: TrainConfig) -> dict[str, Any]:

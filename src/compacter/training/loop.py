@@ -78,7 +78,7 @@ def train(config: TrainConfig, on_step: Callable[[int], None] | None = None, *,
             if state is not None:
                 trainer.restore(state)
             trainer.start()
-            while trainer.step < trainer.total_steps:
+            while trainer.step < trainer.total_steps and not trainer.out_of_patience():
                 loss = trainer.train_step()
                 if trainer.step % trainer.eval_every == 0 or trainer.step == trainer.total_steps:
                     trainer.evaluate_and_checkpoint(loss)
@@ -115,7 +115,7 @@ class Trainer:
                              "--batch-size or use fewer processes / accumulation steps.")
         self._batches: tuple[int, list[list[int]]] = (0, self._draw_batches(0))
         self.steps_per_epoch = len(self._batches[1])
-        self.total_steps = self.steps_per_epoch * config.epochs
+        self.total_steps = config.max_steps or self.steps_per_epoch * config.epochs
         self.warmup_steps = warmup_steps(config.warmup_steps, self.total_steps)
         self.eval_every = config.eval_steps or self.steps_per_epoch
         self.scheduler = transformers.get_linear_schedule_with_warmup(self.optimizer, self.warmup_steps, self.total_steps)
@@ -256,6 +256,12 @@ class Trainer:
                 scaler=self.scaler.state_dict(), rng=rng_state()))
         distributed.barrier(self.processes)
 
+    def out_of_patience(self) -> bool:
+        """Early stopping: ``patience`` evaluations in a row without a better validation score than the best."""
+        if self.config.patience is None or self.best is None:
+            return False
+        return sum(entry["step"] > self.best["step"] for entry in self.history) >= self.config.patience
+
     def evaluate(self, split: str) -> dict:
         predictions = predict(self.model, self.encoded[split], self.data, self.text_to_text, self.config,
                               self.processes, self.pad_id, self.tokenizer, self.autocast)
@@ -271,6 +277,9 @@ class Trainer:
                                                  if file_name(name, task) in best}, f"{self.output / BEST_DIR}")
         self.model.eval()
         test = self.evaluate("test")
+        if self.step < self.total_steps:
+            self.log.info("stopped early at step %d of %d: %d evaluations without a better validation score "
+                          "(--patience %d)", self.step, self.total_steps, self.config.patience, self.config.patience)
         self.log.info("test score %.2f with the best validation checkpoint (step %d)", test["score"], self.best["step"])
         config, processes = self.config, self.processes
         results = {
@@ -281,6 +290,7 @@ class Trainer:
             "peak_memory_bytes": _peak_memory(processes), "processes": processes.world, "seed": config.seed,
             "schedule": {"total_steps": self.total_steps, "steps_per_epoch": self.steps_per_epoch,
                          "warmup_steps": self.warmup_steps},
+            "steps_trained": self.step, "stopped_early": self.step < self.total_steps,
             "config": config.to_dict(), "learning_rate_source": self.learning_rate_source,
             "identity": self.inputs.identity,
             "versions": versions(),
