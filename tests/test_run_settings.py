@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import tiny_t5, write_tiny_pretrained
 from training_fixtures import corpus, sentiment_rows, write_csv
 
@@ -184,3 +185,71 @@ def test_patience_0_is_refused_before_anything_is_written(bert, reviews, tmp_pat
     err = capsys.readouterr().err
     assert "patience=0 (--patience 0) would stop the run at its first evaluation" in err and "e.g. --patience 3" in err
     assert not output.exists()
+
+
+def test_print_config_then_config_is_the_same_run(bert, reviews, tmp_path, capsys):
+    flags = cli_train(bert, reviews, tmp_path / "flags", "--epochs", "1", "--set", "n=2", "--warmup-steps", "1",
+                      "--patience", "4")
+    assert main(flags) == 0
+    direct = json.loads((tmp_path / "flags" / "results.json").read_text())
+    capsys.readouterr()
+    assert main([*flags, "--print-config"]) == 0
+    text = capsys.readouterr().out
+    settings = yaml.safe_load(text)
+    assert settings["set"] == {"n": 2} and settings["epochs"] == 1 and settings["patience"] == 4
+    assert settings["max_steps"] is None and settings["fsdp"] is False  # every key, the unset ones as their default
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    assert main(["train", "--config", str(path), "--output-dir", str(tmp_path / "from-file")]) == 0
+    from_file = json.loads((tmp_path / "from-file" / "results.json").read_text())
+    assert from_file["identity"] == direct["identity"]
+    assert from_file["test"] == direct["test"]
+
+
+def arguments(*argv):
+    from compacter.cli import train_arguments, train_config
+
+    return train_config(train_arguments(build_parser().parse_args(["train", *argv])))
+
+
+def test_flags_on_the_command_line_win_over_the_file(bert, reviews, tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(f"model: {bert}\ntask: {reviews}\ntext_column: review\nlabel-column: sentiment\nepochs: 3\n"
+                    "lr: 3e-4\nwarmup_steps: 7\nset: {{n: 2, share_A: false}}\ngradient_checkpointing: true\n")
+    config = arguments("--config", str(path), "--epochs", "1", "--warmup-steps", "0", "--n", "4")
+    assert (config.epochs, config.warmup_steps, config.learning_rate) == (1, 0, 3e-4)  # 0 on the command line wins
+    assert config.method_overrides == {"share_A": False, "n": 4} and config.gradient_checkpointing
+    assert config.method == DEFAULT_METHOD and config.text_column == "review" and config.label_column == "sentiment"
+
+
+@pytest.mark.parametrize("text,message", [
+    ("batchsize: 8\n", "unknown key 'batchsize'; did you mean 'batch_size'? The keys are the flags of `compacter "
+                       "train` without their dashes: model, task, method, n,"),
+    ("learning_rate: 0.001\n", "unknown key 'learning_rate'; in a config file it is 'lr', as the flag."),
+    ("epochs: three\n", "epochs must be a whole number, got 'three'."),
+    ("epochs: 2.5\n", "epochs must be a whole number, got 2.5."),
+    ("head_lr: fast\n", "head_lr must be a number, got 'fast'."),
+    ("fsdp: 1\n", "fsdp must be true or false, got 1."),
+    ("set: [n, 8]\n", "set must be a mapping of method settings (e.g. set: {share_A: false, n: 8}), got ['n', 8]."),
+    ("set: {share_A: maybe}\n", "share_A must be true or false, got 'maybe'."),
+    ("- epochs\n", "must be a mapping of flags to values"),
+    ("epochs: 1\nepochs: 2\n", "the key 'epochs' is given twice"),
+    ("patience: 0\n", "patience=0 (--patience 0) would stop the run at its first evaluation."),
+])
+def test_a_bad_config_file_is_refused_before_anything_is_written(text, message, bert, reviews, tmp_path, capsys):
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    output = tmp_path / "out"
+    code = main(["train", "--config", str(path), "--model", str(bert), "--task", str(reviews), "--text-column",
+                 "review", "--label-column", "sentiment", "--output-dir", str(output)])
+    assert code == 2 and message in capsys.readouterr().err
+    assert not output.exists()
+
+
+def test_a_missing_config_file_or_model_is_said_as_such(tmp_path, capsys):
+    assert main(["train", "--config", str(tmp_path / "nope.yaml")]) == 2
+    assert "--config " + str(tmp_path / "nope.yaml") + ": no such file" in capsys.readouterr().err
+    (tmp_path / "run.yaml").write_text("task: rte\n")
+    assert main(["train", "--config", str(tmp_path / "run.yaml")]) == 2
+    assert "Say which model to train: --model on the command line (nor in --config), or model: in a --config file." \
+        in capsys.readouterr().err

@@ -18,11 +18,9 @@ def command(name: str):
     return register
 
 
-METHOD_FLAGS = ("n", "rank", "reduction_factor", "bottleneck_size", "num_tokens")  # shortcuts for --set KEY=VALUE
-
-
 def method_overrides(args: argparse.Namespace) -> dict:
     """The method settings of ``--set KEY=VALUE`` and the shortcut flags, each parsed into its type (methods/settings.py)."""
+    from .config_file import METHOD_FLAGS
     from .methods import CONFIG_KINDS, refuse_reserved
     from .methods.settings import parse_assignments
 
@@ -263,11 +261,16 @@ TRAIN_OPTIONS = {  # CLI flag → (TrainConfig field, type, help)
 
 
 def add_train_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="a hub name or a local folder (model and tokenizer)")
-    parser.add_argument("--task", required=True, help="a GLUE/SuperGLUE task, or your CSV/JSON-lines/parquet file or folder")
     from .methods import DEFAULT_METHOD
 
-    parser.add_argument("--method", default=DEFAULT_METHOD, metavar="METHOD",
+    parser.add_argument("--config", metavar="FILE", help="a YAML file of settings: every flag a key (lr: 3e-4, "
+                        "batch_size: 32, set: {n: 8}); flags given here win")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the settings as such a YAML file (with every key) and train nothing")
+    parser.add_argument("--model", help="a hub name or a local folder (model and tokenizer); required, here or in --config")
+    parser.add_argument("--task", help="a GLUE/SuperGLUE task, or your CSV/JSON-lines/parquet file or folder; required, "
+                        "here or in --config")
+    parser.add_argument("--method", metavar="METHOD",
                         help=f"the method to train (default: {DEFAULT_METHOD}); the methods are listed below")
     add_method_options(parser)
     for flag, (field, kind, help_text) in TRAIN_OPTIONS.items():
@@ -306,11 +309,39 @@ def learning_rate_option(text: str) -> float | str:
                          f"{text!r}.") from None
 
 
+def train_arguments(args: argparse.Namespace) -> argparse.Namespace:
+    """The command line's flags over --config's, the method's default, and --model / --task checked as given."""
+    from .config_file import merge, read_config_file
+    from .methods import DEFAULT_METHOD
+
+    parser = argparse.ArgumentParser(prog="compacter train")
+    add_train_options(parser)
+    if args.config:
+        args = merge(args, read_config_file(args.config, parser))
+    args.method = args.method or DEFAULT_METHOD
+    missing = [name for name in ("model", "task") if not getattr(args, name)]
+    if missing and not args.print_config:
+        where = " (nor in --config)" if args.config else ""
+        raise ValueError(f"Say which {' and '.join(missing)} to train: --{missing[0]} on the command line{where}, or "
+                         f"{missing[0]}: in a --config file.")
+    return args
+
+
 @command("train")
 def run_train(args: argparse.Namespace) -> int:
     from .training import train
     from .training.search import train_with_lr_search
 
+    args = train_arguments(args)
+    if args.print_config:
+        from .config_file import config_text
+
+        if args.model and args.task:
+            train_config(args)  # the settings are checked (and refused) as for training
+        parser = argparse.ArgumentParser()
+        add_train_options(parser)
+        print(config_text(args, parser), end="")
+        return 0
     config = train_config(args)
     if args.learning_rate is not None and learning_rate_option(args.learning_rate) == "auto":
         results = train_with_lr_search(config)
