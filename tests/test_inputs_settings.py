@@ -17,6 +17,7 @@ import compacter
 from compacter.cli import main
 from compacter.methods import CONFIG_KINDS, get_config
 from compacter.methods.settings import check_setting, check_value, field_types, format_text, parse_assignments, parse_text
+from compacter.models import load_config
 from compacter.training import TrainConfig
 from compacter.training.warmup import warmup_steps
 
@@ -190,7 +191,7 @@ def test_cuda_without_a_gpu_says_so(tmp_path, capsys):
 ])
 def test_warmup_follows_the_paper_on_glue_with_t5(settings_, total, expected):
     config = TrainConfig(**{"model": "t5-small", "task": "rte", "learning_rate": 1e-3, **settings_}).resolved()
-    assert warmup_steps(config.warmup_steps, total) == expected
+    assert warmup_steps(config.with_paper_warmup(load_config(config.model)).warmup_steps, total) == expected
 
 
 # Property tests of the parsers.

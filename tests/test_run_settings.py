@@ -97,7 +97,7 @@ def test_library_and_command_line_share_one_default_method(capsys):
     assert model.compacter.config.name == DEFAULT_METHOD == "compacter++"
     assert model.compacter.config == get_config("compacter++")
     assert TrainConfig(model="t5-small", task="rte").method == DEFAULT_METHOD
-    assert build_parser().parse_args(["train", "--model", "m", "--task", "rte"]).method == DEFAULT_METHOD
+    assert arguments("--model", "t5-small", "--task", "rte").method == DEFAULT_METHOD
     assert build_parser().parse_args(["params"]).method == DEFAULT_METHOD
 
 
@@ -215,7 +215,7 @@ def arguments(*argv):
 def test_flags_on_the_command_line_win_over_the_file(bert, reviews, tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text(f"model: {bert}\ntask: {reviews}\ntext_column: review\nlabel-column: sentiment\nepochs: 3\n"
-                    "lr: 3e-4\nwarmup_steps: 7\nset: {{n: 2, share_A: false}}\ngradient_checkpointing: true\n")
+                    "lr: 3e-4\nwarmup_steps: 7\nset: {n: 2, share_A: false}\ngradient_checkpointing: true\n")
     config = arguments("--config", str(path), "--epochs", "1", "--warmup-steps", "0", "--n", "4")
     assert (config.epochs, config.warmup_steps, config.learning_rate) == (1, 0, 3e-4)  # 0 on the command line wins
     assert config.method_overrides == {"share_A": False, "n": 4} and config.gradient_checkpointing

@@ -150,11 +150,14 @@ def run_bench(args: argparse.Namespace) -> int:
 def run_data(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .data import load_task
     from .io import atomic_write
+    from .runs import is_run, task_data
 
-    data = load_task(args.task, args.data_dir, seed=args.seed, train_size=args.train_size)
-    print(f"{data.task.name} ({data.task.benchmark}), source: {args.data_dir or 'the Hugging Face hub'}, seed {args.seed}")
+    data = task_data(args.task, data_dir=args.data_dir, seed=args.seed, train_size=args.train_size,
+                     columns=data_columns(args))
+    source = (f"the run {args.task}'s own data" if is_run(args.task) else args.task if data.task.benchmark == "custom"
+              else args.data_dir or "the Hugging Face hub")
+    print(f"{data.task.name} ({data.task.benchmark}), source: {source}, seed {args.seed}")
     for split, rows in data.splits.items():
         print(f"  {split:<10} {len(rows):>8,} examples")
     for split in ("train", "validation", "test"):
@@ -167,12 +170,44 @@ def run_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def data_columns(args: argparse.Namespace) -> dict[str, str | None]:
+    """--text-column, --label-column, ... of `data show` and `score`: the columns of your own data file."""
+    return {key: getattr(args, key) for key in COLUMN_KEYS if getattr(args, key, None) is not None}
+
+
+COLUMN_KEYS = ("text_column", "text_pair_column", "label_column", "source_column", "target_column")
+
+
+def add_column_options(parser: argparse.ArgumentParser) -> None:
+    for key in COLUMN_KEYS:
+        parser.add_argument(f"--{key.replace('_', '-')}", help="your own data: the column of the "
+                            f"{key.removesuffix('_column').replace('_', ' ')} (default: as the run trained)")
+
+
 @command("score")
 def run_score(args: argparse.Namespace) -> int:
-    from .data import get_task
     from .data.scoring import score_files
+    from .evaluation import file_columns
+    from .runs import finished_run, is_run, named_task
 
-    print(json.dumps(score_files(get_task(args.task), args.predictions, args.references), indent=2))
+    task = named_task(args.task, data_columns(args))
+    config = finished_run(args.task)["config"] if is_run(args.task) else {}
+    columns = file_columns(task, data_columns(args), config)
+    print(json.dumps(score_files(task, args.predictions, args.references, columns), indent=2))
+    return 0
+
+
+@command("evaluate")
+def run_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import Request, run_evaluation
+
+    evaluation, output = run_evaluation(Request(
+        run=args.run, adapter=args.adapter, model=args.model, input=args.input, split=args.split,
+        columns=data_columns(args), output=args.output, device=args.device, batch_size=args.batch_size,
+        tokenizer=args.tokenizer))
+    summary = {"task": evaluation.task.name, **{k: round(v, 2) if isinstance(v, float) else v
+                                                for k, v in evaluation.metrics.items()}, "output": str(output)}
+    print(json.dumps(summary, indent=2))
     return 0
 
 
@@ -181,11 +216,12 @@ def run_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .predict import DEFAULT_SOURCE_LENGTH, DEFAULT_TARGET_LENGTH, load_model, predict, read_requests, write_answers
+    from .runs import finished_run
 
     base, tokenizer, adapters, quantize = args.model, args.tokenizer, {}, args.quantize
     lengths = {"source_length": DEFAULT_SOURCE_LENGTH, "target_length": DEFAULT_TARGET_LENGTH}
     if args.run:
-        run = _finished_run(args.run)
+        run = finished_run(args.run)
         config = run["config"]
         if not config.get("pretrained", True):
             raise ValueError(f"{args.run} trained on a randomly initialised base (--random-init): there is no base model "
@@ -212,16 +248,6 @@ def run_predict(args: argparse.Namespace) -> int:
     counts = {name: sum(a["task"] == name for a in answers) for name in served}
     print(json.dumps({"output": args.output, "requests": len(answers), "by_task": counts}, indent=2))
     return 0
-
-
-def _finished_run(directory: str) -> dict:
-    path = Path(directory) / "results.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{directory} is not a finished run: it has no results.json (and so no best adapter yet).")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON ({error}).") from None
 
 
 TRAIN_OPTIONS = {  # CLI flag → (TrainConfig field, type, help)
@@ -433,10 +459,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_method_options(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
-    p = sub.add_parser("data", help="split sizes and formatted examples of a GLUE/SuperGLUE task")
+    p = sub.add_parser("data", help="split sizes and formatted examples of a task (GLUE/SuperGLUE, a run's, your files)")
     data_sub = p.add_subparsers(dest="data_command", required=True)
     p = data_sub.add_parser("show", help="print split sizes and a few input/target pairs")
-    p.add_argument("--task", required=True)
+    p.add_argument("--task", required=True, help="a GLUE/SuperGLUE task, a finished run's folder (its own data), or "
+                   "your file or folder with --text-column and --label-column (or --source-column, --target-column)")
+    add_column_options(p)
     p.add_argument("--data-dir", help="original GLUE/SuperGLUE files or a hub export (default: the hub)")
     p.add_argument("--seed", type=whole_number(0, 2**32 - 1), default=42)
     p.add_argument("--train-size", type=whole_number(1), help="low-resource subset of the training split")
@@ -445,10 +473,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export", help="write --split's examples as JSON lines (references for `compacter score`)")
 
     p = sub.add_parser("score", help="score a predictions file against references (prints JSON)")
-    p.add_argument("--task", required=True)
+    p.add_argument("--task", required=True, help="a GLUE/SuperGLUE task, a finished run's folder, or your data file "
+                   "with its columns")
     p.add_argument("--predictions", required=True, help='JSON lines: "text" or {"prediction": "text"}')
     p.add_argument("--references", required=True,
-                   help='JSON lines: the examples (from data show --export) or {"target": "label text"}')
+                   help='JSON lines: the examples (from data show --export) or {"target": "label text"}; your own '
+                        "data: also its labelled CSV / TSV / parquet file")
+    add_column_options(p)
+
+    p = sub.add_parser("evaluate", help="score a finished run or a saved adapter on a labelled file: metrics (JSON, "
+                       "Markdown) and a confusion matrix (PNG)")
+    p.add_argument("--run", help="a finished `compacter train` folder: its base model, best adapter and settings")
+    p.add_argument("--adapter", help="a saved adapter folder (with --model)")
+    p.add_argument("--model", help="the base model (default with --run: the run's)")
+    p.add_argument("--input", help="a labelled CSV / JSON-lines / parquet file, or a folder of split files (default "
+                   "with --run: the run's own data)")
+    p.add_argument("--split", default="test", choices=["train", "validation", "test"],
+                   help="which split of the run's data (or of an --input folder); default test")
+    add_column_options(p)
+    p.add_argument("--output", help="the reports' folder (default: RUN_DIR/evaluation-<input>, or "
+                   "evaluation-<task>-<input>)")
+    p.add_argument("--batch-size", type=whole_number(1), help="default: the run's evaluation batch size, else 32")
+    p.add_argument("--tokenizer", help="default: the run's, else the base model's")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: a GPU when there is one)")
 
     p = sub.add_parser("bench", help="step time and memory of each method relative to full fine-tuning (Table 3)")
     p.add_argument("--model", default="t5-small", help="t5-small|t5-base|..., a local folder or hub name (random weights)")

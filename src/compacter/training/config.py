@@ -161,8 +161,6 @@ class TrainConfig:
             values["head_learning_rate"] = HEAD_LR_FACTOR * values["learning_rate"]
         if values["eval_batch_size"] is None:
             values["eval_batch_size"] = values["batch_size"]
-        if values["warmup_steps"] is None and not self.short_warmup and not self.is_custom:
-            values["warmup_steps"] = paper_warmup(self.task, self.model_config())  # None: the default rule
         if values["output_dir"] is None:
             values["output_dir"] = self.default_output_dir(f"{values['learning_rate']:g}")
         return TrainConfig(**values)
@@ -185,18 +183,21 @@ class TrainConfig:
 
     def model_family(self) -> str:
         """seq2seq, encoder or decoder: which table of default learning rates fits the model."""
-        return model_family(self.model_config("The default learning rate depends on the model's family (seq2seq "
-                                              "like T5, encoder, decoder-only)", "the learning rate (--lr)"))
-
-    def model_config(self, why: str = "The default warm-up depends on the model (the paper's protocol for T5)",
-                     setting_: str = "the warm-up (--warmup-steps)"):
-        """The model's config, read for a default that depends on it; ``why`` and ``setting_`` explain a failure."""
         check_source(self.model, "--model")  # a missing folder is said as such, not as an unreadable config
         try:
-            return load_config(self.model)
+            config = load_config(self.model)
         except (ValueError, OSError) as error:
-            raise ValueError(f"{why}, and the config of {self.model!r} cannot be read: {error} Give {setting_}, or a "
-                             "model whose config.json can be read.") from None
+            raise ValueError(f"The default learning rate depends on the model's family (seq2seq like T5, encoder, "
+                             f"decoder-only), and the config of {self.model!r} cannot be read: {error} Give the "
+                             "learning rate (--lr), or a model whose config.json can be read.") from None
+        return model_family(config)
+
+    def with_paper_warmup(self, model_config: Any) -> TrainConfig:
+        """This (resolved) config with the paper's warm-up written in when the run reproduces the paper (warmup.py):
+        a GLUE/SuperGLUE task on T5 with no warm-up given; else unchanged (None: a tenth of the run)."""
+        if self.warmup_steps is not None or self.short_warmup or self.is_custom:
+            return self
+        return dataclasses.replace(self, warmup_steps=paper_warmup(self.task, model_config))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

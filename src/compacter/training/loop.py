@@ -69,7 +69,7 @@ def train(config: TrainConfig, on_step: Callable[[int], None] | None = None, *,
     processes = distributed.start(config.device)
     try:
         inputs = read_inputs(config)  # everything checked before anything is written
-        finished = finished_results(output, inputs.identity, config)
+        finished = finished_results(output, inputs.identity, inputs.config)
         if finished is not None:
             return finished
         state = resumable_state(output, inputs.identity)

@@ -9,8 +9,9 @@
 * ``--warmup-steps N`` always wins. Whichever number applies, the warm-up ends before the last step,
   so that the run reaches its peak learning rate; a warm-up over half the run is warned about.
 
-``TrainConfig.resolved`` writes the paper's number into ``warmup_steps``; ``None`` there means the
-tenth-of-the-run rule. The deprecated ``short_warmup`` (``--short-warmup``) asks for that rule by name.
+``read_inputs`` writes the paper's number into the run's ``warmup_steps`` (``TrainConfig.with_paper_warmup``,
+once the model's config is read); ``None`` there means the tenth-of-the-run rule. The deprecated
+``short_warmup`` (``--short-warmup``) asks for that rule by name.
 """
 
 from __future__ import annotations
