@@ -301,6 +301,9 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     add_method_options(parser)
     for flag, (field, kind, help_text) in TRAIN_OPTIONS.items():
         parser.add_argument(flag, dest=field, type=kind, help=help_text)
+    parser.add_argument("--report-to", dest="report_to", nargs="+", metavar="TRACKER",
+                        help="log loss, learning rate, validation metrics and throughput to tensorboard, wandb and/or "
+                             "mlflow (several allowed; pip install 'compacter[track]'); default none")
     parser.add_argument("--short-warmup", action="store_true",
                         help="deprecated: a tenth of the run at most 500 steps, now the default (on a GLUE/SuperGLUE "
                              "task with T5 it replaces the paper's protocol)")
@@ -320,6 +323,7 @@ def train_config(args: argparse.Namespace):
             del values["learning_rate"]  # a search (training/search.py) chooses it; run_train tells the two apart
     return TrainConfig(model=args.model, task=args.task, method=args.method, method_overrides=method_overrides(args),
                        gradient_checkpointing=args.gradient_checkpointing, short_warmup=args.short_warmup,
+                       report_to=[name.strip() for item in args.report_to or [] for name in item.split(",") if name.strip()],
                        pretrained=not args.random_init,
                        compile=args.compile, fsdp=args.fsdp, **values)
 

@@ -114,6 +114,11 @@ def _checked(key: str, value: Any, action: argparse.Action, path: Path) -> Any:
         assignments = [f"{name}={format_text(item)}" for name, item in value.items()]
         parse_assignments(assignments, CONFIG_KINDS.values(), option=f"{where}:")  # refused here, naming the setting
         return assignments
+    if action.nargs in ("+", "*"):  # a list (report_to): one text or several
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not items or not all(isinstance(item, str) and item for item in items):
+            raise ValueError(f"{where} must be a text or a list of texts, got {value!r}.")
+        return items
     kind = action.type or str
     if kind is str:
         if key == "lr" and _is_number(value):  # --lr takes a number or auto

@@ -17,6 +17,7 @@ from ..methods.settings import check_fields, setting
 from ..models import check_source, load_config
 from ..quantization import KINDS as QUANTIZATIONS
 from ..quantization import check_quantization
+from .tracking import NONE, TRACKERS, check_trackers
 from .warmup import paper_warmup
 
 # SPEC §4 / the paper's Appendix A
@@ -79,6 +80,7 @@ class TrainConfig:
     source_column: str | None = setting(None, non_empty=True)
     target_column: str | None = setting(None, non_empty=True)
     device: str | None = setting(None, non_empty=True)  # cpu, cuda or cuda:N; default: this process's GPU when there is one
+    report_to: list[str] = setting(factory=list, choices=(*TRACKERS, NONE))  # experiment trackers (tracking.py)
 
     def __post_init__(self) -> None:
         if isinstance(self.learning_rate, str) and self.learning_rate.strip().lower() == "auto":
@@ -92,6 +94,7 @@ class TrainConfig:
         check_fields(self)
         if self.warmup_steps is not None and self.short_warmup:
             raise ValueError(f"warmup_steps={self.warmup_steps} and short_warmup both set the warm-up: give one of them.")
+        check_trackers(self.report_to)
         if self.device is not None:
             _check_device(self.device)
         method = get_config(self.method, **self.method_overrides)  # unknown methods and settings fail here, early

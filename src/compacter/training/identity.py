@@ -34,7 +34,8 @@ WEIGHT_FILES = ("config.json", "*.safetensors", "*.bin", "*.safetensors.index.js
 # Settings that say where a run's inputs are (their content is in the identity instead) or how it runs.
 NOT_HYPER_PARAMETERS = ("model", "task", "data_dir", "tokenizer", "pretrained", "method", "method_overrides",
                         "output_dir", "device", "eval_batch_size", "compile", "gradient_checkpointing", "fsdp",
-                        "short_warmup")  # short_warmup: the warm-up rule is in warmup_steps (None: the default rule)
+                        "short_warmup",  # the warm-up rule is in warmup_steps (None: the default rule)
+                        "report_to")
 
 
 def run_identity(config: TrainConfig, data: TaskData, tokenizer, architecture: dict[str, Any]) -> dict[str, Any]:

@@ -48,6 +48,8 @@ from .checkpoint import TrainingState, restore_rng, rng_state, save_state
 from .config import TrainConfig
 from .inputs import RunInputs, collate, encode, global_batches, read_inputs, shard
 from .resume import BEST_DIR, RESULTS_FILE, best_adapter, finished_results, resumable_state, run_folder
+from .tracking import Trackers
+from .tracking import metrics as tracked
 from .warmup import paper_warmup, warmup_steps, warmup_warning
 
 
@@ -75,16 +77,17 @@ def train(config: TrainConfig, on_step: Callable[[int], None] | None = None, *,
         state = resumable_state(output, inputs.identity)
         with run_folder(output, processes) as log:
             trainer = Trainer(inputs, processes, output, log, learning_rate_source)
-            if state is not None:
-                trainer.restore(state)
-            trainer.start()
-            while trainer.step < trainer.total_steps and not trainer.out_of_patience():
-                loss = trainer.train_step()
-                if trainer.step % trainer.eval_every == 0 or trainer.step == trainer.total_steps:
-                    trainer.evaluate_and_checkpoint(loss)
-                if on_step is not None:
-                    on_step(trainer.step)
-            return trainer.finish()
+            with trainer.trackers:
+                if state is not None:
+                    trainer.restore(state)
+                trainer.start()
+                while trainer.step < trainer.total_steps and not trainer.out_of_patience():
+                    loss = trainer.train_step()
+                    if trainer.step % trainer.eval_every == 0 or trainer.step == trainer.total_steps:
+                        trainer.evaluate_and_checkpoint(loss)
+                    if on_step is not None:
+                        on_step(trainer.step)
+                return trainer.finish()
     finally:
         distributed.stop()
 
@@ -129,6 +132,7 @@ class Trainer:
                 processes.device.index] if processes.device.type == "cuda" else None)
         self.forward = compile_model(self.network) if config.compile else self.network
         self.step, self.best, self.history, self.elapsed = 0, None, [], 0.0
+        self.trackers = Trackers(config.report_to, output, config.to_dict(), processes.main)
         parameters = count_parameters(self.model)
         log.info("%s on %s: %s trains %s of %s parameters (%.4f%%); %d steps (%d warm-up), %d process(es)",
                  config.model, self.data.task.name, config.method, f"{parameters.trainable:,}",
@@ -185,6 +189,7 @@ class Trainer:
         self.progress = tqdm(total=self.total_steps, initial=self.step, desc="training",
                              disable=not self.processes.main, dynamic_ncols=True)
         self.started = time.perf_counter() - self.elapsed
+        self._since = (time.perf_counter(), self.step)  # throughput: time and step of the last evaluation
         if self.processes.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.processes.device)
         self.model.train()
@@ -227,11 +232,14 @@ class Trainer:
         self.step += 1
         self.progress.update(1)
         self.progress.set_postfix(loss=f"{loss:.4f}")
+        self.trackers.log({"train/loss": loss, "train/learning_rate": self.scheduler.get_last_lr()[0]}, self.step)
         return loss
 
     def evaluate_and_checkpoint(self, loss: float) -> None:
         """Score validation, keep the adapter if it is the best so far, and save the training state."""
         self.elapsed = time.perf_counter() - self.started
+        since, step = self._since
+        throughput = (self.step - step) * self.config.batch_size / max(time.perf_counter() - since, 1e-9)
         self.model.eval()
         metrics = self.evaluate("validation")
         self.model.train()
@@ -248,6 +256,7 @@ class Trainer:
                              "validation": metrics})
         self.log.info("step %d  loss %.4f  validation score %.2f%s", self.step, loss, metrics["score"],
                       "  (best so far)" if improved else "")
+        self.trackers.log({**tracked("validation", metrics), "train/examples_per_second": throughput}, self.step)
         trained, optimizer = distributed.full_tensors(self.trained), distributed.full_optimizer_state(self.optimizer)
         if self.processes.main:
             save_state(self.output, TrainingState(
@@ -255,6 +264,7 @@ class Trainer:
                 elapsed=self.elapsed, trained=trained, optimizer=optimizer, scheduler=self.scheduler.state_dict(),
                 scaler=self.scaler.state_dict(), rng=rng_state()))
         distributed.barrier(self.processes)
+        self._since = (time.perf_counter(), self.step)
 
     def out_of_patience(self) -> bool:
         """Early stopping: ``patience`` evaluations in a row without a better validation score than the best."""
@@ -277,6 +287,7 @@ class Trainer:
                                                  if file_name(name, task) in best}, f"{self.output / BEST_DIR}")
         self.model.eval()
         test = self.evaluate("test")
+        self.trackers.log(tracked("test", test), self.step)
         if self.step < self.total_steps:
             self.log.info("stopped early at step %d of %d: %d evaluations without a better validation score "
                           "(--patience %d)", self.step, self.total_steps, self.config.patience, self.config.patience)
