@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Callable
@@ -523,14 +524,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--new-tokens", type=int, help="tokens generate() makes (default 16 with --inference, 8 with --serve)")
     p.add_argument("--json", help="write results here (and a .md table and a .png plot beside it)")
     p.add_argument("--plot", help="write the plot here")
+    verbose = {"action": "store_true", "help": "show other libraries' messages that compacter hides by default "
+               "(torchao's kernel loading, transformers' load report of a new task head; quiet.py)"}
+    parser.add_argument("-v", "--verbose", **verbose)
+    for command_parser in [*sub.choices.values(), *data_sub.choices.values()]:
+        command_parser.add_argument("-v", "--verbose", **{**verbose, "default": argparse.SUPPRESS})
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .quiet import quiet
+
     try:
-        return COMMANDS[args.command](args)
+        with contextlib.nullcontext() if args.verbose else quiet():
+            return COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError, KeyError, OSError) as error:
         print(f"compacter {args.command}: error: {error}", file=sys.stderr)
         return 2
