@@ -57,16 +57,29 @@ def test_tensorboard_event_files_hold_every_step_and_evaluation(workspace, tmp_p
 def test_wandb_and_mlflow_log_offline_when_installed(tracker, package, workspace, tmp_path, monkeypatch):
     pytest.importorskip(package)
     monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())  # local files, as mlflow-skinny has
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # mlflow 3 asks for a database otherwise
     monkeypatch.chdir(tmp_path)
     assert train(workspace, tmp_path / "run", "--report-to", tracker) == 0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
     if tracker == "wandb":
-        assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+        import wandb
+
+        wandb.teardown()  # the W&B service writes the run's records out
+        logs = list((tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb"))  # W&B's own binary records
+        assert len(logs) == 1 and results["test"]["n"] == 10
+        records = logs[0].read_bytes()
+        for key in (b"train/loss", b"train/learning_rate", b"validation/score", b"test/accuracy"):
+            assert key in records
     else:
         import mlflow
 
         runs = mlflow.search_runs(search_all_experiments=True)
-        assert len(runs) == 1 and runs["metrics.validation/score"].notna().all()
+        assert len(runs) == 1 and runs["tags.mlflow.runName"][0] == "run"
+        assert runs["metrics.test/accuracy"][0] == pytest.approx(results["test"]["accuracy"])
+        history = mlflow.MlflowClient().get_metric_history(runs["run_id"][0], "validation/score")
+        assert [m.step for m in history] == [entry["step"] for entry in results["history"]]
+        assert [m.value for m in history] == pytest.approx([entry["validation"]["score"] for entry in results["history"]])
 
 
 @pytest.mark.parametrize("flags,message", [

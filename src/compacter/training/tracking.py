@@ -4,8 +4,8 @@ through each tracker's own API (optional extras: ``pip install 'compacter[track]
 * tensorboard: event files in ``<output_dir>/tensorboard`` (``torch.utils.tensorboard.SummaryWriter``);
 * wandb: ``wandb.init(dir=<output_dir>, name=<run folder>, config=<the run's settings>)``; ``WANDB_MODE=offline``
   (or ``wandb offline``) keeps it on this machine;
-* mlflow: a run named after the run folder, in the tracking store ``MLFLOW_TRACKING_URI`` names (default
-  ``./mlruns``, local files), with the settings as parameters.
+* mlflow: a run named after the run folder, in the tracking store ``MLFLOW_TRACKING_URI`` names (else
+  mlflow's default), with the settings as parameters.
 
 Each step logs ``train/loss`` and ``train/learning_rate``; each evaluation ``validation/<metric>`` and
 ``train/examples_per_second``; the end ``test/<metric>``. Only the main process logs. A tracker that is
