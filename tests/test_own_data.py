@@ -5,6 +5,7 @@ import json
 import matplotlib.image
 import pytest
 from conftest import write_tiny_pretrained
+from glue_fixtures import write_benchmarks
 from training_fixtures import corpus, sentiment_rows, write_csv
 
 from compacter.cli import main
@@ -131,3 +132,23 @@ def test_bad_evaluate_input_is_refused_before_anything_is_written(rows, flags, m
     assert main(["evaluate", "--run", str(output), "--input", str(path), "--output", str(reports), *flags]) == 2
     assert message in capsys.readouterr().err
     assert not reports.exists()
+
+
+def test_a_glue_run_is_evaluated_on_its_exported_examples_with_the_tasks_metrics(workspace, tmp_path, capsys):
+    glue = write_benchmarks(tmp_path / "glue")
+    output = tmp_path / "rte"
+    assert main(["train", "--model", str(workspace["t5"]), "--task", "rte", "--data-dir", str(glue), "--epochs", "1",
+                 "--batch-size", "8", "--lr", "3e-2", "--output-dir", str(output)]) == 0
+    results = json.loads((output / "results.json").read_text())
+    assert results["schedule"]["warmup_steps"] == 4  # the paper's 500 for GLUE on (a tiny) T5, ended before the end
+    exported = tmp_path / "rte-test.jsonl"
+    assert main(["data", "show", "--task", "rte", "--data-dir", str(glue), "--export", str(exported)]) == 0
+    evaluated("--run", str(output), "--input", str(exported), capsys=capsys)
+    record = json.loads((output / "evaluation-rte-test" / "evaluation.json").read_text())
+    assert record["metrics"] == results["test"] and set(record["metrics"]) == {"accuracy", "score", "invalid", "n"}
+    assert record["confusion_matrix"]["labels"][:2] == ["entailment", "not_entailment"]
+    capsys.readouterr()
+    assert main(["evaluate", "--run", str(output), "--input", str(workspace["data"] / "test.csv"), "--output",
+                 str(tmp_path / "never")]) == 2
+    assert "rte examples are read from a hub export (JSON lines or parquet" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
