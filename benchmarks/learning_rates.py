@@ -41,7 +41,7 @@ QUICK_CASES = {"full data": {"epochs": 1, "train_size": None}, "100 examples": {
 QUICK_ARTICLES = 150
 README_BEGIN, README_END = "<!-- benchmarks/learning_rates.py: begin -->", "<!-- benchmarks/learning_rates.py: end -->"
 WITHIN = 0.5  # points of test accuracy: how close a default must come to `--lr auto`
-DEMO = {"batch_size": 32, "max_source_length": 64, "seed": 42, "short_warmup": True}
+DEMO = {"batch_size": 32, "max_source_length": 64, "seed": 42}
 
 
 def run_record(results: dict, folder: Path) -> dict:

@@ -17,8 +17,9 @@ import compacter
 from compacter.cli import main
 from compacter.methods import CONFIG_KINDS, get_config
 from compacter.methods.settings import check_setting, check_value, field_types, format_text, parse_assignments, parse_text
+from compacter.models import load_config
 from compacter.training import TrainConfig
-from compacter.training.loop import warmup_steps
+from compacter.training.warmup import warmup_steps
 
 SETTINGS_CLASSES = [*CONFIG_KINDS.values(), TrainConfig]
 FIELDS = [(cls, name, annotation, bounds) for cls in SETTINGS_CLASSES
@@ -177,17 +178,20 @@ def test_cuda_without_a_gpu_says_so(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("settings_,total,expected", [
-    ({}, 8, 7),  # the paper's 500, capped so that the last step runs at the peak learning rate
-    ({}, 10_000, 500),
+    ({"model": "t5-base"}, 8, 7),  # the paper's 500 on GLUE with T5-base, capped so that the last step runs at the peak
+    ({"model": "t5-base"}, 10_000, 500),
+    ({"model": "t5-small"}, 10_000, 0),  # the paper: no warm-up with T5-small
+    ({"model": "t5-base", "task": "boolq"}, 10_000, 0),  # nor on SuperGLUE
     ({"warmup_steps": 0}, 8, 0),
     ({"warmup_steps": 3}, 8, 3),
     ({"warmup_steps": 50}, 8, 7),
-    ({"short_warmup": True}, 8, 0),  # min(500, a tenth of the run)
+    ({"short_warmup": True}, 8, 0),  # min(500, a tenth of the run), the default rule by name
     ({"short_warmup": True}, 2_000, 200),
-    ({"short_warmup": True}, 10_000, 500),
+    ({"short_warmup": True, "model": "t5-base"}, 10_000, 500),
 ])
-def test_warmup_defaults_to_the_papers_500_steps(settings_, total, expected):
-    assert warmup_steps(TrainConfig(model="t5-small", task="rte", **settings_), total) == expected
+def test_warmup_follows_the_paper_on_glue_with_t5(settings_, total, expected):
+    config = TrainConfig(**{"model": "t5-small", "task": "rte", "learning_rate": 1e-3, **settings_}).resolved()
+    assert warmup_steps(config.with_paper_warmup(load_config(config.model)).warmup_steps, total) == expected
 
 
 # Property tests of the parsers.

@@ -20,7 +20,7 @@ from .interop import peft_tasks
 from .methods import MethodConfig
 
 
-def apply(model: nn.Module, method: str | MethodConfig | dict = "compacter", *, name: str = attach.DEFAULT_TASK,
+def apply(model: nn.Module, method: str | MethodConfig | dict = "compacter++", *, name: str = attach.DEFAULT_TASK,
           **overrides: Any) -> nn.Module:
     attach.apply(model, method, name=name, **overrides)
     _bind_save_pretrained(model)

@@ -18,7 +18,7 @@ from .quantization import is_quantized
 DEFAULT_TASK = "default"
 
 
-def apply(model: nn.Module, method: str | MethodConfig | dict = "compacter", *, name: str = DEFAULT_TASK,
+def apply(model: nn.Module, method: str | MethodConfig | dict = "compacter++", *, name: str = DEFAULT_TASK,
           **overrides: Any) -> nn.Module:
     """Attach ``method`` to ``model`` in place as task ``name``, make it the active task; returns the model.
 

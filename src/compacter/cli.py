@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Callable
@@ -18,11 +19,9 @@ def command(name: str):
     return register
 
 
-METHOD_FLAGS = ("n", "rank", "reduction_factor", "bottleneck_size", "num_tokens")  # shortcuts for --set KEY=VALUE
-
-
 def method_overrides(args: argparse.Namespace) -> dict:
     """The method settings of ``--set KEY=VALUE`` and the shortcut flags, each parsed into its type (methods/settings.py)."""
+    from .config_file import METHOD_FLAGS
     from .methods import CONFIG_KINDS, refuse_reserved
     from .methods.settings import parse_assignments
 
@@ -152,11 +151,14 @@ def run_bench(args: argparse.Namespace) -> int:
 def run_data(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .data import load_task
     from .io import atomic_write
+    from .runs import is_run, task_data
 
-    data = load_task(args.task, args.data_dir, seed=args.seed, train_size=args.train_size)
-    print(f"{data.task.name} ({data.task.benchmark}), source: {args.data_dir or 'the Hugging Face hub'}, seed {args.seed}")
+    data = task_data(args.task, data_dir=args.data_dir, seed=args.seed, train_size=args.train_size,
+                     columns=data_columns(args))
+    source = (f"the run {args.task}'s own data" if is_run(args.task) else args.task if data.task.benchmark == "custom"
+              else args.data_dir or "the Hugging Face hub")
+    print(f"{data.task.name} ({data.task.benchmark}), source: {source}, seed {args.seed}")
     for split, rows in data.splits.items():
         print(f"  {split:<10} {len(rows):>8,} examples")
     for split in ("train", "validation", "test"):
@@ -169,12 +171,44 @@ def run_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def data_columns(args: argparse.Namespace) -> dict[str, str | None]:
+    """--text-column, --label-column, ... of `data show` and `score`: the columns of your own data file."""
+    return {key: getattr(args, key) for key in COLUMN_KEYS if getattr(args, key, None) is not None}
+
+
+COLUMN_KEYS = ("text_column", "text_pair_column", "label_column", "source_column", "target_column")
+
+
+def add_column_options(parser: argparse.ArgumentParser) -> None:
+    for key in COLUMN_KEYS:
+        parser.add_argument(f"--{key.replace('_', '-')}", help="your own data: the column of the "
+                            f"{key.removesuffix('_column').replace('_', ' ')} (default: as the run trained)")
+
+
 @command("score")
 def run_score(args: argparse.Namespace) -> int:
-    from .data import get_task
     from .data.scoring import score_files
+    from .evaluation import file_columns
+    from .runs import finished_run, is_run, named_task
 
-    print(json.dumps(score_files(get_task(args.task), args.predictions, args.references), indent=2))
+    task = named_task(args.task, data_columns(args))
+    config = finished_run(args.task)["config"] if is_run(args.task) else {}
+    columns = file_columns(task, data_columns(args), config)
+    print(json.dumps(score_files(task, args.predictions, args.references, columns), indent=2))
+    return 0
+
+
+@command("evaluate")
+def run_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import Request, run_evaluation
+
+    evaluation, output = run_evaluation(Request(
+        run=args.run, adapter=args.adapter, model=args.model, input=args.input, split=args.split,
+        columns=data_columns(args), output=args.output, device=args.device, batch_size=args.batch_size,
+        tokenizer=args.tokenizer))
+    summary = {"task": evaluation.task.name, **{k: round(v, 2) if isinstance(v, float) else v
+                                                for k, v in evaluation.metrics.items()}, "output": str(output)}
+    print(json.dumps(summary, indent=2))
     return 0
 
 
@@ -183,11 +217,12 @@ def run_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .predict import DEFAULT_SOURCE_LENGTH, DEFAULT_TARGET_LENGTH, load_model, predict, read_requests, write_answers
+    from .runs import finished_run
 
     base, tokenizer, adapters, quantize = args.model, args.tokenizer, {}, args.quantize
     lengths = {"source_length": DEFAULT_SOURCE_LENGTH, "target_length": DEFAULT_TARGET_LENGTH}
     if args.run:
-        run = _finished_run(args.run)
+        run = finished_run(args.run)
         config = run["config"]
         if not config.get("pretrained", True):
             raise ValueError(f"{args.run} trained on a randomly initialised base (--random-init): there is no base model "
@@ -216,16 +251,6 @@ def run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _finished_run(directory: str) -> dict:
-    path = Path(directory) / "results.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{directory} is not a finished run: it has no results.json (and so no best adapter yet).")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON ({error}).") from None
-
-
 TRAIN_OPTIONS = {  # CLI flag → (TrainConfig field, type, help)
     "--output-dir": ("output_dir", str, "where the run writes (default: runs/<model>-<task>-<method>-lr<lr>-seed<seed>)"),
     "--data-dir": ("data_dir", str, "GLUE/SuperGLUE original files or a hub export (default: the hub)"),
@@ -233,12 +258,17 @@ TRAIN_OPTIONS = {  # CLI flag → (TrainConfig field, type, help)
              "validation (default: the method's rate for the model's family: the paper's for T5, measured for encoders)"),
     "--head-lr": ("head_learning_rate", float, "a new classification head's learning rate (default: 10 × --lr)"),
     "--epochs": ("epochs", int, "default: 20 for small tasks, 3 for large ones; low resource as in §5.6"),
+    "--max-steps": ("max_steps", int, "train this many optimiser steps (instead of --epochs; the data repeats as "
+                    "needed)"),
+    "--patience": ("patience", int, "early stopping: stop after N evaluations in a row without a better validation "
+                   "score; the best checkpoint is kept"),
     "--batch-size": ("batch_size", int, "global batch, over all processes (default: 100 GLUE, 32 SuperGLUE, 16 ReCoRD)"),
     "--gradient-accumulation": ("gradient_accumulation", int, "split each batch into this many steps"),
     "--max-source-length": ("max_source_length", int, "default: 128 GLUE, 256 SuperGLUE, 512 ReCoRD"),
     "--max-target-length": ("max_target_length", int, "default: 16 (ReCoRD 32)"),
-    "--warmup-steps": ("warmup_steps", int, "linear warm-up steps (default: the paper's 500); capped so that the "
-                       "last step reaches the peak learning rate"),
+    "--warmup-steps": ("warmup_steps", int, "linear warm-up steps (default: a tenth of the run, at most 500; a "
+                       "GLUE/SuperGLUE task on T5 follows the paper: 500 GLUE, 0 SuperGLUE and T5-small); ended before "
+                       "the last step, warned about when over half the run"),
     "--weight-decay": ("weight_decay", float, "AdamW weight decay (default 0)"),
     "--seed": ("seed", int, "default 42"),
     "--train-size": ("train_size", int, "low resource: train on the first N examples of one seeded order"),
@@ -258,14 +288,26 @@ TRAIN_OPTIONS = {  # CLI flag → (TrainConfig field, type, help)
 
 
 def add_train_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="a hub name or a local folder (model and tokenizer)")
-    parser.add_argument("--task", required=True, help="a GLUE/SuperGLUE task, or your CSV/JSON-lines/parquet file or folder")
-    parser.add_argument("--method", default="compacter++")
+    from .methods import DEFAULT_METHOD
+
+    parser.add_argument("--config", metavar="FILE", help="a YAML file of settings: every flag a key (lr: 3e-4, "
+                        "batch_size: 32, set: {n: 8}); flags given here win")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the settings as such a YAML file (with every key) and train nothing")
+    parser.add_argument("--model", help="a hub name or a local folder (model and tokenizer); required, here or in --config")
+    parser.add_argument("--task", help="a GLUE/SuperGLUE task, or your CSV/JSON-lines/parquet file or folder; required, "
+                        "here or in --config")
+    parser.add_argument("--method", metavar="METHOD",
+                        help=f"the method to train (default: {DEFAULT_METHOD}); the methods are listed below")
     add_method_options(parser)
     for flag, (field, kind, help_text) in TRAIN_OPTIONS.items():
         parser.add_argument(flag, dest=field, type=kind, help=help_text)
+    parser.add_argument("--report-to", dest="report_to", nargs="+", metavar="TRACKER",
+                        help="log loss, learning rate, validation metrics and throughput to tensorboard, wandb and/or "
+                             "mlflow (several allowed; pip install 'compacter[track]'); default none")
     parser.add_argument("--short-warmup", action="store_true",
-                        help="warm up for min(500, a tenth of the run) steps instead of 500 (the earlier default)")
+                        help="deprecated: a tenth of the run at most 500 steps, now the default (on a GLUE/SuperGLUE "
+                             "task with T5 it replaces the paper's protocol)")
     parser.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations to save memory")
     parser.add_argument("--random-init", action="store_true", help="random weights from the model's config (smoke tests)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the training forward (eager if it fails)")
@@ -282,6 +324,7 @@ def train_config(args: argparse.Namespace):
             del values["learning_rate"]  # a search (training/search.py) chooses it; run_train tells the two apart
     return TrainConfig(model=args.model, task=args.task, method=args.method, method_overrides=method_overrides(args),
                        gradient_checkpointing=args.gradient_checkpointing, short_warmup=args.short_warmup,
+                       report_to=[name.strip() for item in args.report_to or [] for name in item.split(",") if name.strip()],
                        pretrained=not args.random_init,
                        compile=args.compile, fsdp=args.fsdp, **values)
 
@@ -297,11 +340,39 @@ def learning_rate_option(text: str) -> float | str:
                          f"{text!r}.") from None
 
 
+def train_arguments(args: argparse.Namespace) -> argparse.Namespace:
+    """The command line's flags over --config's, the method's default, and --model / --task checked as given."""
+    from .config_file import merge, read_config_file
+    from .methods import DEFAULT_METHOD
+
+    parser = argparse.ArgumentParser(prog="compacter train")
+    add_train_options(parser)
+    if args.config:
+        args = merge(args, read_config_file(args.config, parser))
+    args.method = args.method or DEFAULT_METHOD
+    missing = [name for name in ("model", "task") if not getattr(args, name)]
+    if missing and not args.print_config:
+        where = " (nor in --config)" if args.config else ""
+        raise ValueError(f"Say which {' and '.join(missing)} to train: --{missing[0]} on the command line{where}, or "
+                         f"{missing[0]}: in a --config file.")
+    return args
+
+
 @command("train")
 def run_train(args: argparse.Namespace) -> int:
     from .training import train
     from .training.search import train_with_lr_search
 
+    args = train_arguments(args)
+    if args.print_config:
+        from .config_file import config_text
+
+        if args.model and args.task:
+            train_config(args)  # the settings are checked (and refused) as for training
+        parser = argparse.ArgumentParser()
+        add_train_options(parser)
+        print(config_text(args, parser), end="")
+        return 0
     config = train_config(args)
     if args.learning_rate is not None and learning_rate_option(args.learning_rate) == "auto":
         results = train_with_lr_search(config)
@@ -351,7 +422,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .methods import METHODS
+    from .methods import DEFAULT_METHOD, METHODS, method_list
 
     parser = argparse.ArgumentParser(prog="compacter", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -361,7 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default="compacter++,full,linear-probe")
     p.add_argument("--epochs", type=int, default=3)
 
-    p = sub.add_parser("train", help="fine-tune a model on a task with a method; resumable; torchrun-ready")
+    p = sub.add_parser("train", help="fine-tune a model on a task with a method; resumable; torchrun-ready",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog=f"methods (--method):\n{method_list()}")
     add_train_options(p)
 
     p = sub.add_parser("predict", help="answer requests (JSON lines) for many tasks' adapters on one base, in mixed "
@@ -387,14 +460,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("params", help="count the parameters a method trains (offline, in seconds)")
     p.add_argument("--model", default="t5-base", help="t5-small|base|large|3b|11b, a local folder or a hub name")
-    p.add_argument("--method", default="compacter", help=f"one of: {', '.join(METHODS)}")
+    p.add_argument("--method", default=DEFAULT_METHOD, help=f"one of: {', '.join(METHODS)} (default: {DEFAULT_METHOD})")
     add_method_options(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
-    p = sub.add_parser("data", help="split sizes and formatted examples of a GLUE/SuperGLUE task")
+    p = sub.add_parser("data", help="split sizes and formatted examples of a task (GLUE/SuperGLUE, a run's, your files)")
     data_sub = p.add_subparsers(dest="data_command", required=True)
     p = data_sub.add_parser("show", help="print split sizes and a few input/target pairs")
-    p.add_argument("--task", required=True)
+    p.add_argument("--task", required=True, help="a GLUE/SuperGLUE task, a finished run's folder (its own data), or "
+                   "your file or folder with --text-column and --label-column (or --source-column, --target-column)")
+    add_column_options(p)
     p.add_argument("--data-dir", help="original GLUE/SuperGLUE files or a hub export (default: the hub)")
     p.add_argument("--seed", type=whole_number(0, 2**32 - 1), default=42)
     p.add_argument("--train-size", type=whole_number(1), help="low-resource subset of the training split")
@@ -403,10 +478,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export", help="write --split's examples as JSON lines (references for `compacter score`)")
 
     p = sub.add_parser("score", help="score a predictions file against references (prints JSON)")
-    p.add_argument("--task", required=True)
+    p.add_argument("--task", required=True, help="a GLUE/SuperGLUE task, a finished run's folder, or your data file "
+                   "with its columns")
     p.add_argument("--predictions", required=True, help='JSON lines: "text" or {"prediction": "text"}')
     p.add_argument("--references", required=True,
-                   help='JSON lines: the examples (from data show --export) or {"target": "label text"}')
+                   help='JSON lines: the examples (from data show --export) or {"target": "label text"}; your own '
+                        "data: also its labelled CSV / TSV / parquet file")
+    add_column_options(p)
+
+    p = sub.add_parser("evaluate", help="score a finished run or a saved adapter on a labelled file: metrics (JSON, "
+                       "Markdown) and a confusion matrix (PNG)")
+    p.add_argument("--run", help="a finished `compacter train` folder: its base model, best adapter and settings")
+    p.add_argument("--adapter", help="a saved adapter folder (with --model)")
+    p.add_argument("--model", help="the base model (default with --run: the run's)")
+    p.add_argument("--input", help="a labelled CSV / JSON-lines / parquet file, or a folder of split files (default "
+                   "with --run: the run's own data)")
+    p.add_argument("--split", default="test", choices=["train", "validation", "test"],
+                   help="which split of the run's data (or of an --input folder); default test")
+    add_column_options(p)
+    p.add_argument("--output", help="the reports' folder (default: RUN_DIR/evaluation-<input>, or "
+                   "evaluation-<task>-<input>)")
+    p.add_argument("--batch-size", type=whole_number(1), help="default: the run's evaluation batch size, else 32")
+    p.add_argument("--tokenizer", help="default: the run's, else the base model's")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: a GPU when there is one)")
 
     p = sub.add_parser("bench", help="step time and memory of each method relative to full fine-tuning (Table 3)")
     p.add_argument("--model", default="t5-small", help="t5-small|t5-base|..., a local folder or hub name (random weights)")
@@ -430,14 +524,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--new-tokens", type=int, help="tokens generate() makes (default 16 with --inference, 8 with --serve)")
     p.add_argument("--json", help="write results here (and a .md table and a .png plot beside it)")
     p.add_argument("--plot", help="write the plot here")
+    verbose = {"action": "store_true", "help": "show other libraries' messages that compacter hides by default "
+               "(torchao's kernel loading, transformers' load report of a new task head; quiet.py)"}
+    parser.add_argument("-v", "--verbose", **verbose)
+    for command_parser in [*sub.choices.values(), *data_sub.choices.values()]:
+        command_parser.add_argument("-v", "--verbose", **{**verbose, "default": argparse.SUPPRESS})
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .quiet import quiet
+
     try:
-        return COMMANDS[args.command](args)
+        with contextlib.nullcontext() if args.verbose else quiet():
+            return COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError, KeyError, OSError) as error:
         print(f"compacter {args.command}: error: {error}", file=sys.stderr)
         return 2

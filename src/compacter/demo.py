@@ -6,8 +6,8 @@ and as a linear probe (frozen encoder), on one stratified 65/10/25 split, throug
 `compacter train` code path as any user CSV. Each method runs with the library's defaults (its
 learning rate for an encoder, methods/learning_rates.py); the table gives test accuracy, % trained
 parameters, time and file size.
-The demo's runs are 138 steps long, far shorter than the paper's 500 warm-up steps, so they warm
-up for a tenth of the run (``--short-warmup``) and then decay, instead of warming up to the end.
+The demo's runs are 138 steps long: like any run of your own data they warm up for a tenth of the
+run (training/warmup.py) and then decay.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def run_demo(output_dir: str | Path = "runs/demo", *, methods: tuple[str, ...] =
     for method in methods:
         config = TrainConfig(model=model, task=str(data), method=method, text_column="text", label_column="topic",
                              epochs=epochs, batch_size=batch_size, max_source_length=max_length, seed=seed,
-                             short_warmup=True, output_dir=str(output / method))
+                             output_dir=str(output / method))
         results = train(config)
         rows.append({
             "method": method, "test_accuracy": results["test"]["accuracy"], "test_macro_f1": results["test"]["f1_macro"],

@@ -35,6 +35,7 @@ from .inventory import architecture_fingerprint, trainable_parameters
 from .io import atomic_write
 from .methods import get_config
 from .params import count_parameters
+from .provenance import code_version
 from .switching import tasks
 
 CONFIG_FILE = "adapter_config.json"
@@ -72,6 +73,7 @@ def save(model: nn.Module, directory: str | os.PathLike, metadata: dict[str, Any
     description = {
         "format": FORMAT,
         "compacter_version": __version__,
+        "compacter_commit": code_version()["commit"],  # None outside a git checkout (provenance.py)
         "name": task.name,
         "method": task.config.to_dict(),
         "base_model": container.fingerprint,

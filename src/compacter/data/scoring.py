@@ -26,13 +26,20 @@ from .metrics import compute_metrics, parse_label
 from .tasks import Task
 
 STSB_RANGE = (0.0, 5.0)
+LABELLED_SUFFIXES = (".csv", ".tsv", ".parquet")  # your own labelled data, read with its columns
 PREDICTION_FORMS = '"text" or {"prediction": "text"}'
 
 
-def score_files(task: Task, predictions: str | Path, references: str | Path) -> dict:
-    """The task's metrics of a predictions file against a references file."""
+def score_files(task: Task, predictions: str | Path, references: str | Path, columns=None) -> dict:
+    """The task's metrics of a predictions file against a references file: JSON lines as above or, for your own
+    data (``columns``: data/labelled.py), a labelled CSV / TSV / parquet file as you trained from."""
     predicted = read_predictions(predictions, task)
-    gold = read_references(references, task)
+    if columns is not None and Path(references).suffix.lower() in LABELLED_SUFFIXES:
+        from .labelled import read_labelled
+
+        gold = read_labelled(references, task, columns)
+    else:
+        gold = read_references(references, task)
     if len(predicted) != len(gold):
         raise ValueError(f"{predictions} has {len(predicted)} predictions and {references} has {len(gold)} references; "
                          "they pair up line by line, so both must have as many lines.")
@@ -65,6 +72,8 @@ def read_references(path: str | Path, task: Task) -> list[dict]:
 def _reference(task: Task, row: Any, where: str) -> dict:
     """One reference as the example form compute_metrics reads: {"label": ...} (and "idx") or {"answers": [...]}."""
     whole_example = task.name in ("multirc", "record")
+    if task.labels is None and task.benchmark == "custom":  # your own text-to-text data: the target text is the answer
+        return {"answers": _answers(row, where)}
     if isinstance(row, str) or (isinstance(row, dict) and "target" in row and "label" not in row and "answers" not in row):
         if whole_example:
             raise ValueError(f"{where}: {task.name} references need the full examples (idx / answers); write them "
@@ -93,6 +102,18 @@ def _reference(task: Task, row: Any, where: str) -> dict:
                              "`compacter data show --export` writes it).")
         reference["idx"] = idx
     return reference
+
+
+def _answers(row: Any, where: str) -> list[str]:
+    """The gold answer(s) of a text-to-text reference: a string, {"target": text} or {"answers": [texts]}."""
+    if isinstance(row, str):
+        return [row]
+    if isinstance(row, dict) and isinstance(row.get("answers"), list) and all(isinstance(a, str) for a in row["answers"]):
+        return row["answers"]
+    if isinstance(row, dict) and isinstance(row.get("target"), str):
+        return [row["target"]]
+    raise ValueError(f"{where}: a text-to-text reference is the target text, as a JSON string, {{\"target\": "
+                     f"\"text\"}} or {{\"answers\": [\"text\", ...]}}, got {json.dumps(row)}.")
 
 
 def _label(task: Task, value: Any, where: str, key: str) -> int | float:

@@ -50,38 +50,49 @@ def register_method(name: str, config_class: type[MethodConfig], *, learning_rat
         PAPER_RATES[name] = learning_rate
 
 
-register_method("full", FullConfig, learning_rate=3e-4, description="every parameter trains")
+register_method("full", FullConfig, learning_rate=3e-4, description="full fine-tuning: every parameter of the model trains")
 register_method("adapter", AdapterConfig, learning_rate=3e-4,
-                description="Houlsby adapters after attention and feed-forward (bottleneck d/32)")
+                description="Houlsby adapters: a bottleneck after attention and after the feed-forward block")
 register_method("pfeiffer", AdapterConfig, sublayers=["attention"], learning_rate=3e-4,
-                description="one adapter per block, after attention")
+                description="adapters after attention only (as the paper's Pfeiffer-Adapter)")
 register_method("adapterdrop", AdapterConfig, skip_first_layers=5, learning_rate=3e-4,
-                description="Houlsby adapters, none in the first 5 blocks of each stack")
+                description="adapters, none in the first 5 layers")
 register_method("adapter-lowrank", AdapterConfig, projection="low_rank", rank=1, learning_rate=3e-3,
                 description="adapters whose projections are rank-1 products")
 register_method("prompt-r", PromptConfig, init="random", learning_rate=3e-2,
-                description="100 trained prompt vectors, random init")
+                description="prompt tuning: trained vectors before the input, random start")
 register_method("prompt-t", PromptConfig, init="vocab", learning_rate=3e-1,
-                description="100 trained prompt vectors, initialised from vocabulary embeddings")
+                description="prompt tuning, started from vocabulary embeddings")
 register_method("intrinsic-said", IntrinsicSAIDConfig, dimension=20_000, learning_rate=3e-2,
-                description="a 20,000-dimensional vector projected onto every weight (Fastfood)")
-register_method("bitfit", BitFitConfig, learning_rate=3e-4, description="biases only (added where missing)")
+                description="the whole model moves in a random 20,000-dimensional subspace (Fastfood)")
+register_method("bitfit", BitFitConfig, learning_rate=3e-4,
+                description="only the biases train (added where the model has none)")
 register_method("phm-adapter", AdapterConfig, projection="phm", n=12, rank=None, share_A=False, learning_rate=3e-3,
-                description="adapters with PHM projections (n=12)")
+                description="adapters of hypercomplex (PHM) layers, n=12")
 register_method("compacter", AdapterConfig, projection="phm", n=4, rank=1, share_A=True, learning_rate=3e-3,
-                description="adapters with low-rank PHM projections, one shared A (n=4)")
+                description="PHM adapters, shared slow weights and rank-1 fast ones, after attention and feed-forward")
 register_method("compacter++", AdapterConfig, projection="phm", n=4, rank=1, share_A=True,
                 sublayers=["feed_forward"], learning_rate=3e-3,
-                description="Compacter after the feed-forward sublayer only: the paper's best")
+                description="Compacter after the feed-forward block only: the paper's best trade-off (the default)")
 register_method("lora", LoraConfig, learning_rate=3e-4,
-                description="low-rank updates of the attention's q and v (PEFT's defaults: r=8, alpha=16)")
+                description="LoRA as PEFT defines it: low-rank updates of the attention's q and v (r=8, alpha=16)")
 register_method("ia3", IA3Config, learning_rate=3e-3,
-                description="(IA)³: learned rescaling of keys, values and the feed-forward input")
+                description="(IA)³ as PEFT defines it: learned rescaling of keys, values and the feed-forward input")
 # Not a method of the paper: the speed floor for every method that trains inside the model.
-register_method("layer-norms", LayerNormsConfig, learning_rate=3e-3, description="only the layer norms train")
+register_method("layer-norms", LayerNormsConfig, learning_rate=3e-3,
+                description="only the layer norms train (not a method of the paper: the speed floor)")
 # Not a method of the paper either: a frozen encoder with a trained classification head.
 register_method("linear-probe", LinearProbeConfig, learning_rate=3e-3,
-                description="a frozen encoder, only a new task head trains")
+                description="a frozen encoder under a trained classification head (not a method of the paper)")
+
+
+DEFAULT_METHOD = "compacter++"  # the paper's best trade-off: compacter.apply(model) and `compacter train` use it
+
+
+def method_list() -> str:
+    """Every method with its one-line description, one per line (the default marked)."""
+    width = max(map(len, METHODS))
+    return "\n".join(f"  {name:<{width}}  {DESCRIPTIONS.get(name, '')}" for name in METHODS)
 
 
 def refuse_reserved(overrides: dict[str, Any]) -> None:
@@ -126,6 +137,6 @@ def get_config(method: str | MethodConfig | dict, **overrides: Any) -> MethodCon
         raise error
 
 
-__all__ = ["DESCRIPTIONS", "METHODS", "AdapterConfig", "BitFitConfig", "FullConfig", "IA3Config", "IntrinsicSAIDConfig",
-           "LayerNormsConfig", "LinearProbeConfig", "LoraConfig", "MethodConfig", "PromptConfig", "TaskModules",
-           "get_config", "refuse_reserved", "register_method"]
+__all__ = ["DEFAULT_METHOD", "DESCRIPTIONS", "METHODS", "AdapterConfig", "BitFitConfig", "FullConfig", "IA3Config",
+           "IntrinsicSAIDConfig", "LayerNormsConfig", "LinearProbeConfig", "LoraConfig", "MethodConfig", "PromptConfig",
+           "TaskModules", "get_config", "method_list", "refuse_reserved", "register_method"]

@@ -11,12 +11,14 @@ import torch
 
 from ..data import get_task
 from ..data.files import READERS, is_data_path
-from ..methods import get_config
+from ..methods import DEFAULT_METHOD, get_config
 from ..methods.learning_rates import LearningRateChoice, family_default, model_family
 from ..methods.settings import check_fields, setting
 from ..models import check_source, load_config
 from ..quantization import KINDS as QUANTIZATIONS
 from ..quantization import check_quantization
+from .tracking import NONE, TRACKERS, check_trackers
+from .warmup import paper_warmup
 
 # SPEC §4 / the paper's Appendix A
 SOURCE_LENGTHS = {"glue": 128, "super_glue": 256, "record": 512, "custom": 128}
@@ -41,19 +43,22 @@ class TrainConfig:
 
     model: str = setting(non_empty=True)  # a hub name or a local folder
     task: str = setting(non_empty=True)  # a GLUE/SuperGLUE task name, or your own CSV / JSON-lines / parquet file or folder
-    method: str = setting("compacter++", non_empty=True)
+    method: str = setting(DEFAULT_METHOD, non_empty=True)
     output_dir: str | None = setting(None, non_empty=True)  # default: runs/<model>-<task>-<method>-lr<lr>-seed<seed>
     method_overrides: dict[str, Any] = field(default_factory=dict)
     data_dir: str | None = setting(None, non_empty=True)  # GLUE/SuperGLUE original files or an export; None: the hub
     learning_rate: float | None = setting(None, above=0)  # None: the method's for the model's family (learning_rates.py)
     head_learning_rate: float | None = setting(None, above=0)  # a new task head (encoders); None: HEAD_LR_FACTOR × lr
     epochs: int | None = setting(None, at_least=1)  # None: 20 for the small tasks, 3 for the large ones; §5.6 low resource
+    max_steps: int | None = setting(None, at_least=1)  # train this many steps (epochs are then as many as it takes)
+    patience: int | None = setting(None, at_least=1)  # stop after this many evaluations without a better validation score
     batch_size: int | None = setting(None, at_least=1)  # the global batch, over all processes and accumulation steps
     gradient_accumulation: int = setting(1, at_least=1)
     max_source_length: int | None = setting(None, at_least=1)
     max_target_length: int | None = setting(None, at_least=1)
-    warmup_steps: int | None = setting(None, at_least=0)  # None: the paper's 500; never more than the run has steps
-    short_warmup: bool = False  # warm up for min(500, a tenth of the run) instead (the earlier default)
+    # None: a tenth of the run at most 500, or the paper's protocol when the run reproduces it (warmup.py)
+    warmup_steps: int | None = setting(None, at_least=0)
+    short_warmup: bool = False  # deprecated (--short-warmup): a tenth of the run at most 500, the default rule
     weight_decay: float = setting(0.0, at_least=0)
     max_grad_norm: float = setting(1.0, above=0)
     seed: int = setting(42, at_least=0, at_most=MAX_SEED)
@@ -74,15 +79,21 @@ class TrainConfig:
     source_column: str | None = setting(None, non_empty=True)
     target_column: str | None = setting(None, non_empty=True)
     device: str | None = setting(None, non_empty=True)  # cpu, cuda or cuda:N; default: this process's GPU when there is one
+    report_to: list[str] = setting(factory=list, choices=(*TRACKERS, NONE))  # experiment trackers (tracking.py)
 
     def __post_init__(self) -> None:
         if isinstance(self.learning_rate, str) and self.learning_rate.strip().lower() == "auto":
             raise ValueError("learning_rate='auto' is a search over several runs, not a setting of one run: leave "
                              "learning_rate unset and call compacter.training.train_with_lr_search(config) (or "
                              "`compacter train --lr auto`).")
+        if self.patience == 0:
+            raise ValueError("patience=0 (--patience 0) would stop the run at its first evaluation. Give the number of "
+                             "evaluations without a better validation score after which to stop (e.g. --patience 3), "
+                             "or leave it out to train all steps.")
         check_fields(self)
         if self.warmup_steps is not None and self.short_warmup:
             raise ValueError(f"warmup_steps={self.warmup_steps} and short_warmup both set the warm-up: give one of them.")
+        check_trackers(self.report_to)
         if self.device is not None:
             _check_device(self.device)
         method = get_config(self.method, **self.method_overrides)  # unknown methods and settings fail here, early
@@ -179,6 +190,13 @@ class TrainConfig:
                              f"decoder-only), and the config of {self.model!r} cannot be read: {error} Give the "
                              "learning rate (--lr), or a model whose config.json can be read.") from None
         return model_family(config)
+
+    def with_paper_warmup(self, model_config: Any) -> TrainConfig:
+        """This (resolved) config with the paper's warm-up written in when the run reproduces the paper (warmup.py):
+        a GLUE/SuperGLUE task on T5 with no warm-up given; else unchanged (None: a tenth of the run)."""
+        if self.warmup_steps is not None or self.short_warmup or self.is_custom:
+            return self
+        return dataclasses.replace(self, warmup_steps=paper_warmup(self.task, model_config))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -8,7 +8,7 @@ A run's identity is what it computes from:
 * the tokenizer (a hash of its full definition: vocabulary, normaliser, special tokens);
 * the task (its name, label names and input fields) and a SHA-256 of each split's examples;
 * the method's resolved config and every hyper-parameter (learning rates, epochs, batch size,
-  lengths, warm-up, seed, training-set size, evaluation steps, precision, ...).
+  lengths, warm-up (a number, or None for the default rule), seed, training-set size, evaluation steps, precision, ...).
 
 Paths are not part of it: ``--output-dir out/a/`` and an absolute path, ``--model ./bert`` and the
 same folder copied elsewhere, a run folder copied or renamed: all are the same run. Neither is
@@ -27,12 +27,15 @@ from typing import Any
 from ..data import TaskData
 from ..methods import get_config
 from .config import TrainConfig
+from .warmup import DEFAULT_RULE, PAPER_WARMUP_STEPS
 
 FORMAT = 1
 WEIGHT_FILES = ("config.json", "*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
 # Settings that say where a run's inputs are (their content is in the identity instead) or how it runs.
 NOT_HYPER_PARAMETERS = ("model", "task", "data_dir", "tokenizer", "pretrained", "method", "method_overrides",
-                        "output_dir", "device", "eval_batch_size", "compile", "gradient_checkpointing", "fsdp")
+                        "output_dir", "device", "eval_batch_size", "compile", "gradient_checkpointing", "fsdp",
+                        "short_warmup",  # the warm-up rule is in warmup_steps (None: the default rule)
+                        "report_to")
 
 
 def run_identity(config: TrainConfig, data: TaskData, tokenizer, architecture: dict[str, Any]) -> dict[str, Any]:
@@ -50,12 +53,27 @@ def run_identity(config: TrainConfig, data: TaskData, tokenizer, architecture: d
 
 
 # Settings added after runs were recorded: left out while unset, so that those runs keep their identity.
-LEFT_OUT_WHEN_UNSET = ("quantize",)
+LEFT_OUT_WHEN_UNSET = ("quantize", "max_steps", "patience")
 
 
 def hyper_parameters(config: TrainConfig) -> dict[str, Any]:
     return {key: value for key, value in config.to_dict().items() if key not in NOT_HYPER_PARAMETERS
             and not (key in LEFT_OUT_WHEN_UNSET and value is None)}
+
+
+def current_warmup(saved: dict[str, Any]) -> dict[str, Any]:
+    """Hyper-parameters recorded before the warm-up default changed, in today's terms.
+
+    Such runs recorded ``short_warmup``; ``warmup_steps`` None then meant the paper's 500 steps (capped as
+    today), and short_warmup a tenth of the run at most 500, today's default rule (``warmup_steps`` None).
+    """
+    if "short_warmup" not in saved:
+        return saved
+    saved = dict(saved)
+    short = saved.pop("short_warmup")
+    if saved.get("warmup_steps") is None and not short:
+        saved["warmup_steps"] = PAPER_WARMUP_STEPS
+    return saved
 
 
 def model_weights(name: str, pretrained: bool) -> dict[str, Any]:
@@ -121,16 +139,21 @@ def differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
             lines.append(f"data: the {split} split changed ({count})")
     lines += [f"method setting {key}: {old!r} there, {new!r} now"
               for key, old, new in _changed(saved["method"], current["method"])]
-    lines += [f"{key}: {old!r} there, {new!r} now"
-              for key, old, new in _changed(saved["hyper_parameters"], current["hyper_parameters"])]
+    lines += [f"{key}: {_setting(key, old)} there, {_setting(key, new)} now"
+              for key, old, new in _changed(current_warmup(saved["hyper_parameters"]), current["hyper_parameters"])]
     return lines
+
+
+def _setting(key: str, value: Any) -> str:
+    return f"None ({DEFAULT_RULE})" if key == "warmup_steps" and value is None else repr(value)
 
 
 def legacy_differences(saved_config: dict[str, Any], config: TrainConfig) -> list[str]:
     """For results of earlier versions (no identity recorded): the settings that can still be compared."""
     current = {**hyper_parameters(config), "method": config.method, "method_overrides": config.method_overrides}
-    return [f"{key}: {saved_config.get(key)!r} there, {value!r} now" for key, value in current.items()
-            if key in saved_config and saved_config[key] != value]
+    saved_config = current_warmup(saved_config)
+    return [f"{key}: {_setting(key, saved_config.get(key))} there, {_setting(key, value)} now"
+            for key, value in current.items() if key in saved_config and saved_config[key] != value]
 
 
 def _changed(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:

@@ -4,7 +4,7 @@
 finished, and otherwise steps the ``Trainer`` from the start or from the run's checkpoint:
 
 * set-up: build the model and attach the method, encode the data, AdamW with a linear schedule
-  (the paper's 500 warm-up steps), autocast, DDP / FSDP over processes;
+  (warm-up: warmup.py), autocast, DDP / FSDP over processes;
 * step: one global batch, split into processes and accumulation steps;
 * evaluate and checkpoint: on validation every epoch (or every N steps); the best adapter is kept
   and the training state is saved (checkpoint.py);
@@ -23,7 +23,6 @@ import json
 import logging
 import math
 import resource
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +34,6 @@ import transformers
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from .. import __version__
 from ..attach import apply
 from ..compiling import compile_model
 from ..data import TaskData
@@ -43,6 +41,7 @@ from ..inventory import parameter_groups, trainable_parameters
 from ..io import atomic_write
 from ..models import build_model, enable_activation_checkpointing
 from ..params import count_parameters
+from ..provenance import versions
 from ..quantization import BITSANDBYTES_KINDS, quantize_base
 from ..saving import file_name, save
 from ..switching import active_task
@@ -51,9 +50,9 @@ from .checkpoint import TrainingState, restore_rng, rng_state, save_state
 from .config import TrainConfig
 from .inputs import RunInputs, collate, encode, global_batches, read_inputs, shard
 from .resume import BEST_DIR, RESULTS_FILE, best_adapter, finished_results, resumable_state, run_folder
-
-PAPER_WARMUP_STEPS = 500
-SHORT_WARMUP_FRACTION = 10  # --short-warmup: at most a tenth of the run
+from .tracking import Trackers
+from .tracking import metrics as tracked
+from .warmup import paper_warmup, warmup_steps, warmup_warning
 
 
 class TrainingDiverged(ValueError):
@@ -74,33 +73,25 @@ def train(config: TrainConfig, on_step: Callable[[int], None] | None = None, *,
     processes = distributed.start(config.device)
     try:
         inputs = read_inputs(config)  # everything checked before anything is written
-        finished = finished_results(output, inputs.identity, config)
+        finished = finished_results(output, inputs.identity, inputs.config)
         if finished is not None:
             return finished
         state = resumable_state(output, inputs.identity)
         with run_folder(output, processes) as log:
             trainer = Trainer(inputs, processes, output, log, learning_rate_source)
-            if state is not None:
-                trainer.restore(state)
-            trainer.start()
-            while trainer.step < trainer.total_steps:
-                loss = trainer.train_step()
-                if trainer.step % trainer.eval_every == 0 or trainer.step == trainer.total_steps:
-                    trainer.evaluate_and_checkpoint(loss)
-                if on_step is not None:
-                    on_step(trainer.step)
-            return trainer.finish()
+            with trainer.trackers:
+                if state is not None:
+                    trainer.restore(state)
+                trainer.start()
+                while trainer.step < trainer.total_steps and not trainer.out_of_patience():
+                    loss = trainer.train_step()
+                    if trainer.step % trainer.eval_every == 0 or trainer.step == trainer.total_steps:
+                        trainer.evaluate_and_checkpoint(loss)
+                    if on_step is not None:
+                        on_step(trainer.step)
+                return trainer.finish()
     finally:
         distributed.stop()
-
-
-def warmup_steps(config: TrainConfig, total_steps: int) -> int:
-    """The paper's 500 linear warm-up steps (or --warmup-steps), but never so many that the last step stays
-    below the peak learning rate; --short-warmup: min(500, a tenth of the run)."""
-    if config.short_warmup:
-        return min(PAPER_WARMUP_STEPS, total_steps // SHORT_WARMUP_FRACTION)
-    wanted = PAPER_WARMUP_STEPS if config.warmup_steps is None else config.warmup_steps
-    return min(wanted, total_steps - 1)
 
 
 class Trainer:
@@ -129,8 +120,8 @@ class Trainer:
                              "--batch-size or use fewer processes / accumulation steps.")
         self._batches: tuple[int, list[list[int]]] = (0, self._draw_batches(0))
         self.steps_per_epoch = len(self._batches[1])
-        self.total_steps = self.steps_per_epoch * config.epochs
-        self.warmup_steps = warmup_steps(config, self.total_steps)
+        self.total_steps = config.max_steps or self.steps_per_epoch * config.epochs
+        self.warmup_steps = warmup_steps(config.warmup_steps, self.total_steps)
         self.eval_every = config.eval_steps or self.steps_per_epoch
         self.scheduler = transformers.get_linear_schedule_with_warmup(self.optimizer, self.warmup_steps, self.total_steps)
         self.scaler = torch.amp.GradScaler(processes.device.type, enabled=config.precision == "fp16")
@@ -143,11 +134,16 @@ class Trainer:
                 processes.device.index] if processes.device.type == "cuda" else None)
         self.forward = compile_model(self.network) if config.compile else self.network
         self.step, self.best, self.history, self.elapsed = 0, None, [], 0.0
+        self.trackers = Trackers(config.report_to, output, config.to_dict(), processes.main)
         parameters = count_parameters(self.model)
         log.info("%s on %s: %s trains %s of %s parameters (%.4f%%); %d steps (%d warm-up), %d process(es)",
                  config.model, self.data.task.name, config.method, f"{parameters.trainable:,}",
                  f"{parameters.total:,}", parameters.percent, self.total_steps, self.warmup_steps, processes.world)
         log.info("learning rate %g (%s)", config.learning_rate, self.learning_rate_source["source"])
+        paper = None if config.is_custom else paper_warmup(config.task, self.model.config)
+        warning = warmup_warning(config.warmup_steps, config.warmup_steps != paper, self.total_steps)
+        if warning:
+            log.warning(warning)
 
     def _build_model(self) -> torch.nn.Module:
         config, tokenizer = self.config, self.tokenizer
@@ -195,6 +191,7 @@ class Trainer:
         self.progress = tqdm(total=self.total_steps, initial=self.step, desc="training",
                              disable=not self.processes.main, dynamic_ncols=True)
         self.started = time.perf_counter() - self.elapsed
+        self._since = (time.perf_counter(), self.step)  # throughput: time and step of the last evaluation
         if self.processes.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.processes.device)
         self.model.train()
@@ -237,11 +234,14 @@ class Trainer:
         self.step += 1
         self.progress.update(1)
         self.progress.set_postfix(loss=f"{loss:.4f}")
+        self.trackers.log({"train/loss": loss, "train/learning_rate": self.scheduler.get_last_lr()[0]}, self.step)
         return loss
 
     def evaluate_and_checkpoint(self, loss: float) -> None:
         """Score validation, keep the adapter if it is the best so far, and save the training state."""
         self.elapsed = time.perf_counter() - self.started
+        since, step = self._since
+        throughput = (self.step - step) * self.config.batch_size / max(time.perf_counter() - since, 1e-9)
         self.model.eval()
         metrics = self.evaluate("validation")
         self.model.train()
@@ -258,6 +258,7 @@ class Trainer:
                              "validation": metrics})
         self.log.info("step %d  loss %.4f  validation score %.2f%s", self.step, loss, metrics["score"],
                       "  (best so far)" if improved else "")
+        self.trackers.log({**tracked("validation", metrics), "train/examples_per_second": throughput}, self.step)
         trained, optimizer = distributed.full_tensors(self.trained), distributed.full_optimizer_state(self.optimizer)
         if self.processes.main:
             save_state(self.output, TrainingState(
@@ -265,6 +266,13 @@ class Trainer:
                 elapsed=self.elapsed, trained=trained, optimizer=optimizer, scheduler=self.scheduler.state_dict(),
                 scaler=self.scaler.state_dict(), rng=rng_state()))
         distributed.barrier(self.processes)
+        self._since = (time.perf_counter(), self.step)
+
+    def out_of_patience(self) -> bool:
+        """Early stopping: ``patience`` evaluations in a row without a better validation score than the best."""
+        if self.config.patience is None or self.best is None:
+            return False
+        return sum(entry["step"] > self.best["step"] for entry in self.history) >= self.config.patience
 
     def evaluate(self, split: str) -> dict:
         predictions = predict(self.model, self.encoded[split], self.data, self.text_to_text, self.config,
@@ -281,6 +289,10 @@ class Trainer:
                                                  if file_name(name, task) in best}, f"{self.output / BEST_DIR}")
         self.model.eval()
         test = self.evaluate("test")
+        self.trackers.log(tracked("test", test), self.step)
+        if self.step < self.total_steps:
+            self.log.info("stopped early at step %d of %d: %d evaluations without a better validation score "
+                          "(--patience %d)", self.step, self.total_steps, self.config.patience, self.config.patience)
         self.log.info("test score %.2f with the best validation checkpoint (step %d)", test["score"], self.best["step"])
         config, processes = self.config, self.processes
         results = {
@@ -291,10 +303,10 @@ class Trainer:
             "peak_memory_bytes": _peak_memory(processes), "processes": processes.world, "seed": config.seed,
             "schedule": {"total_steps": self.total_steps, "steps_per_epoch": self.steps_per_epoch,
                          "warmup_steps": self.warmup_steps},
+            "steps_trained": self.step, "stopped_early": self.step < self.total_steps,
             "config": config.to_dict(), "learning_rate_source": self.learning_rate_source,
             "identity": self.inputs.identity,
-            "versions": {"compacter": __version__, "torch": torch.__version__,
-                         "transformers": transformers.__version__, "python": sys.version.split()[0]},
+            "versions": versions(),
         }
         if processes.main:
             text = json.dumps(results, indent=2)

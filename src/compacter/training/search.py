@@ -25,6 +25,7 @@ from typing import Any
 
 from ..io import atomic_write
 from ..methods.learning_rates import lr_grid
+from ..provenance import versions
 from .checkpoint import STATE_FILE
 from .config import TrainConfig
 from .loop import TrainingDiverged, train
@@ -111,7 +112,7 @@ def train_with_lr_search(config: TrainConfig, grid: Sequence[float] | None = Non
         "chosen": {"learning_rate": chosen, "output_dir": str(grid_folder(output, chosen)),
                    "validation": picked["validation"]["score"]},
         "validation": picked["validation"], "best_step": picked["best_step"], "test": picked["test"],
-        "config": {**config.to_dict(), "learning_rate": AUTO, "output_dir": str(output)},
+        "config": {**config.to_dict(), "learning_rate": AUTO, "output_dir": str(output)}, "versions": versions(),
     }
     _log(output, f"chosen: lr {chosen:g} ({SELECTION_RULE}); its test score {picked['test']['score']:.2f}")
     text = json.dumps(summary, indent=2)
