@@ -24,6 +24,7 @@ import transformers
 from torch import nn
 
 from .attach import DEFAULT_TASK, container_of, tasks
+from .locking import folder_lock
 from .saving import CONFIG_FILE, load_tensors, read_tensors
 
 
@@ -60,6 +61,12 @@ class _CompacterTrainerMixin:
             raise ValueError("Pass the model with its compacter tasks: Trainer(model=model, ...).")
         with _tasks_count_as_adapters(model):
             super().__init__(model, *args, **kwargs)
+
+    def train(self, *args, **kwargs):
+        """transformers' ``train``, holding the output folder's lock (locking.py): one writer per folder."""
+        main = self.args.process_index == 0
+        with folder_lock(self.args.output_dir) if main else contextlib.nullcontext():
+            return super().train(*args, **kwargs)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         load_checkpoint(model if model is not None else self.model, resume_from_checkpoint)

@@ -40,6 +40,7 @@ from ..attach import active_task, apply, parameter_groups, trainable_parameters
 from ..compiling import compile_model
 from ..data import TaskData
 from ..io import atomic_write
+from ..locking import folder_lock
 from ..models import build_model, enable_activation_checkpointing
 from ..params import count_parameters
 from ..quantization import BITSANDBYTES_KINDS, quantize_base
@@ -72,22 +73,23 @@ def train(config: TrainConfig, on_step: Callable[[int], None] | None = None, *,
     processes = distributed.start(config.device)
     try:
         inputs = read_inputs(config)  # everything checked before anything is written
-        finished = finished_results(output, inputs.identity, config)
-        if finished is not None:
-            return finished
-        state = resumable_state(output, inputs.identity)
-        with run_folder(output, processes) as log:
-            trainer = Trainer(inputs, processes, output, log, learning_rate_source)
-            if state is not None:
-                trainer.restore(state)
-            trainer.start()
-            while trainer.step < trainer.total_steps:
-                loss = trainer.train_step()
-                if trainer.step % trainer.eval_every == 0 or trainer.step == trainer.total_steps:
-                    trainer.evaluate_and_checkpoint(loss)
-                if on_step is not None:
-                    on_step(trainer.step)
-            return trainer.finish()
+        with folder_lock(output) if processes.main else contextlib.nullcontext():  # one writer per run folder
+            finished = finished_results(output, inputs.identity, config)
+            if finished is not None:
+                return finished
+            state = resumable_state(output, inputs.identity)
+            with run_folder(output, processes) as log:
+                trainer = Trainer(inputs, processes, output, log, learning_rate_source)
+                if state is not None:
+                    trainer.restore(state)
+                trainer.start()
+                while trainer.step < trainer.total_steps:
+                    loss = trainer.train_step()
+                    if trainer.step % trainer.eval_every == 0 or trainer.step == trainer.total_steps:
+                        trainer.evaluate_and_checkpoint(loss)
+                    if on_step is not None:
+                        on_step(trainer.step)
+                return trainer.finish()
     finally:
         distributed.stop()
 
