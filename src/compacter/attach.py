@@ -16,6 +16,7 @@ from .devices import execution_device, is_offloaded, stored_value
 from .methods import MethodConfig, get_config
 from .methods.base import TaskModules
 from .methods.prompt import Prompt
+from .names import check_task_name
 from .quantization import is_quantized, logical_numel, logical_shape
 
 GROUPS = ("adapters", "shared", "prompt", "intrinsic", "layer_norms", "biases", "head", "output_layer", "backbone")
@@ -69,8 +70,7 @@ def apply(model: nn.Module, method: str | MethodConfig | dict = "compacter", *, 
 
 
 def _check_new_task(container: CompacterModules | None, name: str, config: MethodConfig) -> None:
-    if not isinstance(name, str) or not name or "." in name:
-        raise ValueError(f"A task name must be a non-empty string without dots, got {name!r}.")
+    check_task_name(name)
     if container is None:
         return
     if name in container.tasks:
@@ -217,7 +217,13 @@ def active_task(model: nn.Module) -> str | None:
 
 def set_active(model: nn.Module, name: str | None) -> None:
     """Make task ``name`` the one the model runs (None: none, the base model)."""
-    container_of(model).set_active(name)
+    container = container_of(model)
+    if name is not None:
+        check_task_name(name, "set_active(): the task name")
+    if container.routing is not None:
+        raise ValueError("set_active() inside compacter.route(): the route says each row's task, and leaving it would "
+                         "undo the change. Call set_active() after the `with compacter.route(...)` block.")
+    container.set_active(name)
 
 
 @contextlib.contextmanager
@@ -241,7 +247,7 @@ def route(model: nn.Module, row_tasks: Sequence[str]) -> Iterator[nn.Module]:
     if isinstance(row_tasks, str) or not isinstance(row_tasks, Sequence) or not row_tasks:
         raise ValueError("route() takes one task name per row of the batch, e.g. ['rte', 'mrpc', 'rte'].")
     for name in row_tasks:
-        container.task(name)
+        container.task(check_task_name(name, "route(): each row's task name"))
     distinct = tuple(dict.fromkeys(row_tasks))
     for name in distinct:
         reason = unroutable_reason(model, name)
@@ -296,7 +302,10 @@ def _routed_generate(model: nn.Module, routing: Routing):
 def delete(model: nn.Module, name: str) -> None:
     """Take task ``name`` off the model (the last task: the model is the base model again)."""
     container = container_of(model)
-    container.task(name)
+    container.task(check_task_name(name, "delete(): the task name"))
+    if container.routing is not None and name in container.routing.tasks:
+        raise ValueError(f"Task {name!r} is routed by the compacter.route() block this call is in; delete it after "
+                         "the block.")
     _refuse_in_base(container, "be deleted")
     if len(container.tasks) == 1:
         unload(model)
