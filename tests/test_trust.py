@@ -69,13 +69,28 @@ def test_a_second_writer_is_refused_and_a_killed_writers_lock_is_taken_over(tmp_
         with pytest.raises(FolderInUse):  # the same process writing twice is refused too
             with folder_lock(folder):
                 pass
-    assert not (folder / WRITER_FILE).exists() and (folder / LOCK_FILE).exists()
+    assert list(folder.iterdir()) == []  # the folder is left as the writer found it
 
 
 def test_a_lock_on_a_folder_that_stays_empty_leaves_nothing(tmp_path):
     with folder_lock(tmp_path / "a" / "b"):
         assert (tmp_path / "a" / "b" / LOCK_FILE).exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_lock_on_a_file_removed_under_it_is_taken_again(tmp_path, monkeypatch):
+    """A writer that opened the lock file just before the previous one removed it locks the new file instead."""
+    import compacter.locking as locking
+
+    calls = []
+    real = locking._holds_the_file_there
+
+    def first_one_stale(lock):
+        calls.append(1)
+        return len(calls) > 1 and real(lock)
+    monkeypatch.setattr(locking, "_holds_the_file_there", first_one_stale)
+    with folder_lock(tmp_path):
+        assert len(calls) == 2
 
 
 def test_train_lr_auto_sweep_and_the_trainer_take_the_lock(workspace, tmp_path):

@@ -2,9 +2,10 @@
 
 The lock is an operating-system file lock (the ``filelock`` package) on ``D/.compacter.lock``: the
 kernel releases it when its process ends, however it ends (``kill -9`` included), so a lock left by a
-killed process is never in the way. Beside it, ``D/.compacter.lock.json`` names the writer (pid,
-host, start time) for the refusal a second writer gets; when it names a process that is gone, the
-new writer takes the folder over and says so.
+killed process is never in the way. The writer removes the file (while it still holds it) when it is
+done, and a writer that finds it has locked a file no longer at that path locks again. Beside it,
+``D/.compacter.lock.json`` names the writer (pid, host, start time) for the refusal a second writer
+gets; when it names a process that is gone, the new writer takes the folder over and says so.
 """
 
 from __future__ import annotations
@@ -40,23 +41,37 @@ def folder_lock(folder: str | os.PathLike) -> Iterator[Path]:
     made = [parent for parent in (folder, *folder.parents) if not parent.exists()]
     folder.mkdir(parents=True, exist_ok=True)
     lock = FileLock(folder / LOCK_FILE, timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise FolderInUse(f"{folder} is in use by another compacter process ({_writer(folder)}). Wait for it to "
-                          "finish, or give another --output-dir.") from None
+    while True:
+        try:
+            lock.acquire()
+        except Timeout:
+            raise FolderInUse(f"{folder} is in use by another compacter process ({_writer(folder)}). Wait for it to "
+                              "finish, or give another --output-dir.") from None
+        if _holds_the_file_there(lock):
+            break
+        lock.release()  # the file was removed by the writer before us on its way out: lock the one there now
     try:
         _take_over(folder)
         yield folder
     finally:
         (folder / WRITER_FILE).unlink(missing_ok=True)
-        # a folder made only for the lock (the run failed before writing anything) is removed again
-        if made and {entry.name for entry in folder.iterdir()} <= {LOCK_FILE}:
-            (folder / LOCK_FILE).unlink(missing_ok=True)
+        (folder / LOCK_FILE).unlink(missing_ok=True)  # while held: the folder is left as this writer found it
         lock.release()
-        for parent in made:  # innermost first
+        for parent in made:  # innermost first; a folder made only for the lock (nothing written) goes again
             with contextlib.suppress(OSError):
                 parent.rmdir()
+
+
+def _holds_the_file_there(lock: FileLock) -> bool:
+    """Whether the file ``lock`` holds is still the one at its path (a lock on a removed file guards nothing)."""
+    descriptor = getattr(getattr(lock, "_context", None), "lock_file_fd", None)
+    if descriptor is None:  # a soft lock (no descriptor): nothing to compare
+        return True
+    try:
+        there, held = os.stat(lock.lock_file), os.fstat(descriptor)
+    except OSError:
+        return False
+    return (there.st_dev, there.st_ino) == (held.st_dev, held.st_ino)
 
 
 def _take_over(folder: Path) -> None:

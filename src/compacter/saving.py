@@ -139,9 +139,15 @@ def save_pretrained(model: nn.Module, save_directory: str | os.PathLike, *args: 
         save(model, root if task_name == DEFAULT_TASK else root / check_task_name(task_name), name=task_name)
 
 
-def read_description(directory: str | os.PathLike) -> dict[str, Any]:
-    """The adapter_config.json of a saved task, checked field by field (and against its seal)."""
-    return _description(Path(directory), read_files(_folder(directory), [CONFIG_FILE])[CONFIG_FILE])
+def read_description(directory: str | os.PathLike, *, own: bool = False) -> dict[str, Any]:
+    """The adapter_config.json of a saved task, checked field by field (and against its seal); ``own`` as in
+    ``read_adapter``."""
+    folder = _folder(directory, own=own)
+    try:
+        content = read_files(folder, [CONFIG_FILE], follow_symlinks=not own)[CONFIG_FILE]
+    except OSError as error:
+        raise _linked(folder) if error.errno == errno.ELOOP else error from None
+    return _description(folder, content)
 
 
 def _folder(directory: str | os.PathLike, *, own: bool = False) -> Path:
@@ -205,10 +211,7 @@ def read_adapter(directory: str | os.PathLike, *, own: bool = False) -> tuple[di
         try:
             files = read_files(folder, [CONFIG_FILE, WEIGHTS_FILE], follow_symlinks=not own)
         except OSError as error:
-            if error.errno == errno.ELOOP:
-                raise ValueError(f"{folder} holds a symbolic link where the run's own adapter files belong; a run's "
-                                 "adapter is never taken from elsewhere.") from None
-            raise
+            raise _linked(folder) if error.errno == errno.ELOOP else error from None
         description = _description(folder, files[CONFIG_FILE])
         tensors, paired = _tensors(folder, description, files[WEIGHTS_FILE])
         if paired or attempt == 2:
@@ -218,6 +221,11 @@ def read_adapter(directory: str | os.PathLike, *, own: bool = False) -> tuple[di
         raise ValueError(f"{folder / WEIGHTS_FILE} was written with another {CONFIG_FILE} than the one beside it: the "
                          "two files do not belong together. Save the adapter again.")
     return description, tensors
+
+
+def _linked(folder: Path) -> ValueError:
+    return ValueError(f"{folder} holds a symbolic link where the run's own adapter files belong; a run's adapter is "
+                      "never taken from elsewhere.")
 
 
 def read_tensors(directory: str | os.PathLike, description: dict[str, Any] | None = None, *,
