@@ -2,16 +2,20 @@
 folder, integrity of everything an adapter or run folder says, and clear errors instead of tracebacks."""
 
 import contextlib
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
 import transformers
 from conftest import tiny_t5
+from safetensors.torch import load_file, save_file
 from training_fixtures import make_workspace
 
 import compacter
@@ -126,3 +130,313 @@ def test_the_cli_says_the_folder_is_in_use(workspace, tmp_path, capsys):
                      "review", "--label-column", "sentiment", "--lr", "1e-3", "--output-dir", str(folder)])
     assert code == 2
     assert f"{folder} is in use by another compacter process (pid {holder.pid}" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- task names that cannot escape
+
+BAD_NAMES = ["/abs/path", "sub/dir", "..", "", ".hidden", "a.b", "a b", "tab\t", "x" * 101, "ré"]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_a_task_name_that_is_not_an_identifier_is_refused(name, tmp_path):
+    model = tiny_t5()
+    with pytest.raises(ValueError, match="may hold only ASCII letters, digits, '-' and '_'"):
+        compacter.apply(model, "compacter++", name=name)
+    assert compacter.tasks(model) == []
+
+
+def test_names_are_checked_where_a_user_passes_them():
+    model = compacter.apply(tiny_t5(), "compacter++", name="rte")
+    compacter.apply(model, "compacter++", name="mrpc-2")
+    for call in (lambda: compacter.set_active(model, ""), lambda: compacter.delete(model, "../rte"),
+                 lambda: compacter.route(model, ["rte", "/x"]).__enter__()):
+        with pytest.raises(ValueError, match="may hold only ASCII letters"):
+            call()
+    for call, kind in ((lambda: compacter.set_active(model, ["rte"]), "list"),
+                       (lambda: compacter.route(model, [None] * 3).__enter__(), "NoneType")):
+        with pytest.raises(ValueError, match=f"must be a string, got {kind}"):
+            call()
+    assert compacter.active_task(model) == "mrpc-2"
+    with compacter.route(model, ["rte", "mrpc-2"]):
+        with pytest.raises(ValueError, match="set_active\\(\\) inside compacter.route\\(\\)"):
+            compacter.set_active(model, "rte")
+        with pytest.raises(ValueError, match="Task 'rte' is routed by the compacter.route\\(\\) block"):
+            compacter.delete(model, "rte")
+    assert compacter.tasks(model) == ["rte", "mrpc-2"] and compacter.active_task(model) == "mrpc-2"
+
+
+@pytest.mark.parametrize("name", ["/abs/path", "sub/dir", "../up"])
+def test_a_name_from_a_file_is_checked_and_nothing_is_written_outside(name, tmp_path):
+    from test_inputs_adapters import forge
+
+    from compacter.saving import CONFIG_FILE
+
+    model = compacter.apply(tiny_t5(), "compacter++", name="rte")
+    compacter.save(model, tmp_path / "saved")
+    description = json.loads((tmp_path / "saved" / CONFIG_FILE).read_text())
+    description["name"] = str(tmp_path / "escaped") if name == "/abs/path" else name
+    forge(tmp_path / "saved", description)  # sealed again: only the name check stands in the way
+    base = tiny_t5()
+    for rename in (None, "renamed"):  # the file is refused whole, whatever name the task would get
+        with pytest.raises(ValueError, match="its task 'name' may hold only ASCII letters"):
+            compacter.load(base, tmp_path / "saved", name=rename)
+    assert compacter.tasks(base) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["saved"]
+
+
+def test_save_pretrained_writes_each_task_inside_its_folder(tmp_path):
+    model = compacter.apply(tiny_t5(), "compacter++")
+    compacter.apply(model, "compacter++", name="rte")
+    model.save_pretrained(tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["README.md", "adapter_config.json",
+                                                                     "adapter_model.safetensors", "rte"]
+
+
+# ---------------------------------------------------------------- integrity of everything an adapter says
+
+def trained_t5(seed=1):
+    model = compacter.apply(tiny_t5(seed=seed), "compacter")
+    with torch.no_grad():
+        for param in compacter.trainable_parameters(model).values():
+            param.add_(0.05)
+    return model
+
+
+def outputs(model, seq2seq_batch):
+    with torch.no_grad():
+        return model(**seq2seq_batch).logits
+
+
+def test_an_edited_method_setting_is_refused(tmp_path):
+    from compacter.saving import CONFIG_FILE
+
+    compacter.save(trained_t5(), tmp_path)
+    description = json.loads((tmp_path / CONFIG_FILE).read_text())
+    assert description["method"]["activation"] == "gelu"
+    description["method"]["activation"] = "relu"
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(description, indent=2))
+    with pytest.raises(ValueError, match="adapter_config.json was changed after compacter wrote it"):
+        compacter.load(tiny_t5(seed=1), tmp_path)
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.float16, torch.bfloat16])
+def test_tensors_stored_in_another_dtype_are_refused_even_with_the_manifest_recomputed(dtype, tmp_path):
+    from test_inputs_adapters import forge
+
+    from compacter.saving import CONFIG_FILE, WEIGHTS_FILE, _sha256
+
+    compacter.save(trained_t5(), tmp_path)
+    tensors = {key: value.to(dtype) for key, value in load_file(str(tmp_path / WEIGHTS_FILE)).items()}
+    save_file(tensors, str(tmp_path / WEIGHTS_FILE))
+    description = json.loads((tmp_path / CONFIG_FILE).read_text())
+    with pytest.raises(ValueError, match=f"is stored as {str(dtype)[6:]}, but adapter_config.json records float32"):
+        compacter.load(tiny_t5(seed=1), tmp_path)
+    for key, tensor in tensors.items():  # a forger records the new dtype and checksums, and seals again
+        description["tensors"][key].update(dtype=str(dtype)[6:], sha256=_sha256(tensor))
+    forge(tmp_path, description)
+    base = tiny_t5(seed=1)
+    with pytest.raises(ValueError, match=f"is stored as {str(dtype)[6:]}, but the method trains it in float32"):
+        compacter.load(base, tmp_path)
+    assert compacter.tasks(base) == []
+
+
+def test_an_adapter_written_by_the_previous_version_still_loads(tmp_path, seq2seq_batch):
+    """Today's folders (no seal, no header naming the config, no base sample) are read as before."""
+    from compacter.saving import CONFIG_FILE, WEIGHTS_FILE
+
+    model = trained_t5()
+    compacter.save(model, tmp_path)
+    description = json.loads((tmp_path / CONFIG_FILE).read_text())
+    for key in ("sha256", "base_weights"):
+        del description[key]
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(description, indent=2))
+    save_file(load_file(str(tmp_path / WEIGHTS_FILE)), str(tmp_path / WEIGHTS_FILE),
+              metadata={"format": "compacter-adapter/2"})
+    loaded = compacter.load(tiny_t5(seed=1), tmp_path)
+    assert torch.equal(outputs(loaded, seq2seq_batch), outputs(model, seq2seq_batch))
+
+
+def test_another_base_with_the_same_architecture_is_detected(tmp_path, recwarn):
+    compacter.save(trained_t5(seed=1), tmp_path)
+    with pytest.warns(UserWarning, match=r"trained on a base model of this architecture with other weights \(\d of "
+                                         r"the 8 weights sampled"):
+        compacter.load(tiny_t5(seed=2), tmp_path)
+    base = tiny_t5(seed=2)
+    with pytest.raises(ValueError, match="with other weights"):
+        compacter.load(base, tmp_path, strict=True)
+    assert compacter.tasks(base) == []
+    recwarn.clear()
+    compacter.load(tiny_t5(seed=1).to(torch.bfloat16), tmp_path, strict=True)  # the same base in bf16: no doubt
+    compacter.load(tiny_t5(seed=1), tmp_path, strict=True)
+    assert not [w for w in recwarn if "other weights" in str(w.message)]
+
+
+def test_a_reader_sees_the_old_or_the_new_adapter_never_a_mix(tmp_path):
+    import threading
+
+    from compacter.saving import read_adapter
+
+    models = [trained_t5(seed=1), trained_t5(seed=1)]
+    with torch.no_grad():
+        for param in compacter.trainable_parameters(models[1]).values():
+            param.mul_(-1)
+    versions = [{key: value.detach().clone() for key, value in compacter.trainable_parameters(m).items()}
+                for m in models]
+    compacter.save(models[0], tmp_path / "adapter")
+    stop, failures, reads = threading.Event(), [], []
+
+    def read():
+        while not stop.is_set():
+            try:
+                _, tensors = read_adapter(tmp_path / "adapter")
+            except Exception as error:  # noqa: BLE001 - any refusal during a save is the failure this test looks for
+                failures.append(error)
+                return
+            reads.append(tensors["down.s"] if "down.s" in tensors else next(iter(tensors.values())))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    for index in range(30):
+        compacter.save(models[index % 2], tmp_path / "adapter")
+    stop.set()
+    reader.join()
+    assert not failures and reads
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]  # no temporary folder left
+    del versions
+
+
+def test_a_killed_writers_temporary_files_are_removed_by_the_next_write(tmp_path):
+    from compacter.io import atomic_write
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / f".adapter.{dead.pid}.abc123").mkdir()  # what replace_folder leaves when killed mid-write
+    (tmp_path / f".adapter.{dead.pid}.abc123" / "adapter_model.safetensors").write_bytes(b"half")
+    (tmp_path / f".state.{dead.pid}.x").write_bytes(b"half")  # what atomic_write leaves
+    mine = tmp_path / f".adapter.{os.getpid()}.live"  # a temporary of a writer still running is left alone
+    mine.mkdir()
+    compacter.save(trained_t5(), tmp_path / "adapter")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [mine.name, f".state.{dead.pid}.x", "adapter"]
+    atomic_write(tmp_path / "state", lambda tmp: open(tmp, "w").write("whole"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [mine.name, "adapter", "state"]
+
+
+def test_a_full_disk_is_said_in_words_and_the_old_adapter_is_kept(tmp_path, monkeypatch, seq2seq_batch):
+    from safetensors import SafetensorError
+
+    import compacter.saving as saving
+
+    model = trained_t5()
+    compacter.save(model, tmp_path / "adapter")
+
+    def full(*args, **kwargs):
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: '
+                              '"No space left on device" })')
+    monkeypatch.setattr(saving, "save_file", full)
+    with pytest.raises(OSError, match="No space left on the device that holds .*: nothing was written to adapter"):
+        compacter.save(trained_t5(seed=3), tmp_path / "adapter")
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]
+    loaded = compacter.load(tiny_t5(seed=1), tmp_path / "adapter")
+    assert torch.equal(outputs(loaded, seq2seq_batch), outputs(model, seq2seq_batch))
+
+
+def test_saving_to_a_file_says_so(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="file is a file; compacter.save writes a folder there"):
+        compacter.save(trained_t5(), tmp_path / "file")
+
+
+# ---------------------------------------------------------------- a run's folder says one run
+
+class Interrupt(Exception):
+    pass
+
+
+def stop_at(step):
+    def on_step(current):
+        if current == step:
+            raise Interrupt
+    return on_step
+
+
+@pytest.fixture(scope="module")
+def runs(workspace, tmp_path_factory):
+    """Two interrupted runs (other learning rates, checkpoints at step 4) and one finished run."""
+    root = tmp_path_factory.mktemp("trust-runs")
+    for name, rate in (("a", 1e-3), ("b", 3e-3)):
+        with pytest.raises(Interrupt):
+            train(run_config(workspace, root / name, learning_rate=rate), on_step=stop_at(6))
+    train(run_config(workspace, root / "done", learning_rate=1e-3))
+    return root
+
+
+def copied(runs, name, tmp_path):
+    return Path(shutil.copytree(runs / name, tmp_path / name, symlinks=True))
+
+
+def test_a_runs_adapter_must_be_its_own(runs, workspace, tmp_path):
+    a, b = copied(runs, "a", tmp_path), copied(runs, "b", tmp_path)
+    shutil.rmtree(a / "adapter")
+    (a / "adapter").symlink_to(b / "adapter", target_is_directory=True)
+    with pytest.raises(ValueError, match="adapter is a symbolic link .* not the run's own adapter folder"):
+        train(run_config(workspace, a, learning_rate=1e-3))
+    (a / "adapter").unlink()
+    shutil.copytree(b / "adapter", a / "adapter")  # a real folder, but another run's adapter
+    with pytest.raises(ValueError, match="adapter is not the adapter this run saved at its best step \\(4\\)"):
+        train(run_config(workspace, a, learning_rate=1e-3))
+    shutil.rmtree(a / "adapter")
+    (a / "adapter").mkdir()
+    for file in (b / "adapter").iterdir():
+        (a / "adapter" / file.name).symlink_to(file)
+    with pytest.raises(ValueError, match="holds a symbolic link where the run's own adapter files belong"):
+        train(run_config(workspace, a, learning_rate=1e-3))
+
+
+def test_edited_results_are_refused(runs, workspace, tmp_path):
+    done = copied(runs, "done", tmp_path)
+    config = run_config(workspace, done, learning_rate=1e-3)
+    assert train(config)["test"] == json.loads((done / "results.json").read_text())["test"]  # as it is: returned
+    results = json.loads((done / "results.json").read_text())
+    results["test"]["score"] = 99.9
+    (done / "results.json").write_text(json.dumps(results, indent=2))
+    with pytest.raises(ValueError, match="results.json was changed after compacter wrote it"):
+        train(config)
+    results["test"]["score"] = json.loads((runs / "done" / "results.json").read_text())["test"]["score"]
+    (done / "results.json").write_text(json.dumps(results, indent=2))
+    other = copied(runs, "b", tmp_path)
+    shutil.rmtree(done / "adapter")
+    shutil.copytree(other / "adapter", done / "adapter")
+    with pytest.raises(ValueError, match="adapter is not the adapter .*results.json was scored with"):
+        train(config)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda state: setattr(state, "step", -5), "its step is -5"),
+    (lambda state: setattr(state, "step", 10**9), "at step 1000000000, past this run's last step"),
+    (lambda state: state.best.update(step=7), "its best step 7 is not one of the steps 1 to 4"),
+    (lambda state: next(iter(state.optimizer["state"].values()))["exp_avg"].fill_(float("nan")),
+     "optimizer/0/exp_avg holds NaN or infinite values"),
+])
+def test_a_training_state_out_of_bounds_is_refused(edit, message, runs, workspace, tmp_path):
+    from compacter.training.checkpoint import read_state, save_state
+
+    a = copied(runs, "a", tmp_path)
+    state = read_state(a)
+    edit(state)
+    save_state(a, state)
+    with pytest.raises(ValueError, match=message):
+        train(run_config(workspace, a, learning_rate=1e-3))
+
+
+def test_a_training_state_that_is_not_a_regular_file_is_refused(runs, workspace, tmp_path):
+    from compacter.training.checkpoint import STATE_FILE
+
+    a = copied(runs, "a", tmp_path)
+    adapter = (a / "adapter" / "adapter_model.safetensors").read_bytes()
+    (a / STATE_FILE).unlink()
+    (a / STATE_FILE).symlink_to("/dev/zero")
+    with pytest.raises(ValueError, match="training_state.safetensors is not a training state .*not a regular file"):
+        train(run_config(workspace, a, learning_rate=1e-3))
+    assert (a / "adapter" / "adapter_model.safetensors").read_bytes() == adapter  # not restarted over it
