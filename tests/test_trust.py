@@ -440,3 +440,20 @@ def test_a_training_state_that_is_not_a_regular_file_is_refused(runs, workspace,
     with pytest.raises(ValueError, match="training_state.safetensors is not a training state .*not a regular file"):
         train(run_config(workspace, a, learning_rate=1e-3))
     assert (a / "adapter" / "adapter_model.safetensors").read_bytes() == adapter  # not restarted over it
+
+
+def test_the_trainer_resumes_only_onto_the_base_its_checkpoint_was_saved_on(tmp_path):
+    from compacter.integrations import Seq2SeqTrainer
+
+    def trainer(model, max_steps=2):
+        args = transformers.Seq2SeqTrainingArguments(
+            output_dir=str(tmp_path / "out"), max_steps=max_steps, save_steps=2, per_device_train_batch_size=2, report_to=[],
+            use_cpu=True, logging_steps=100, disable_tqdm=True)
+        rows = [{"input_ids": torch.arange(2, 10), "labels": torch.arange(3, 6)}] * 4
+        return Seq2SeqTrainer(model=model, args=args, train_dataset=rows)
+
+    trainer(compacter.apply(tiny_t5(seed=6), "compacter++")).train()
+    other = compacter.apply(tiny_t5(seed=6, d_ff=512), "compacter++")
+    with pytest.raises(ValueError, match=r"trained on a different base model[\s\S]*d_ff: saved for 256, this model "
+                                         r"has 512"):
+        trainer(other, max_steps=4).train(resume_from_checkpoint=True)

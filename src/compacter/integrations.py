@@ -25,7 +25,7 @@ from torch import nn
 
 from .attach import DEFAULT_TASK, container_of, tasks
 from .locking import folder_lock
-from .saving import CONFIG_FILE, load_tensors, read_tensors
+from .saving import CONFIG_FILE, check_base, load_tensors, read_adapter
 
 
 @contextlib.contextmanager
@@ -52,7 +52,9 @@ def load_checkpoint(model: nn.Module, checkpoint: str | os.PathLike) -> None:
         if not (folder / CONFIG_FILE).is_file():
             raise ValueError(f"{checkpoint} holds no files for task {name!r} (expected {folder / CONFIG_FILE}); "
                              "it was not written for this model's tasks.")
-        load_tensors(model, read_tensors(folder), name=name, source=folder)
+        description, tensors = read_adapter(folder)
+        check_base(model, description, folder)  # a checkpoint of a run on another base model is refused
+        load_tensors(model, tensors, name=name, source=folder)
 
 
 class _CompacterTrainerMixin:
