@@ -4,6 +4,7 @@ folder, integrity of everything an adapter or run folder says, and clear errors 
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -457,3 +458,27 @@ def test_the_trainer_resumes_only_onto_the_base_its_checkpoint_was_saved_on(tmp_
     with pytest.raises(ValueError, match=r"trained on a different base model[\s\S]*d_ff: saved for 256, this model "
                                          r"has 512"):
         trainer(other, max_steps=4).train(resume_from_checkpoint=True)
+
+
+# ---------------------------------------------------------------- labels that look the same
+
+def test_labels_in_two_unicode_forms_are_one_class(tmp_path):
+    from compacter.data.files import load_files
+
+    rows = [("café", "un bon café"), ("cafe\u0301", "encore un café"), ("thé", "du thé vert"), ("thé", "un thé")] * 5
+    (tmp_path / "train.csv").write_text("text,label\n" + "".join(f"{t},{label}\n" for label, t in rows))
+    task, splits = load_files(tmp_path, text_column="text", label_column="label")
+    assert task.labels == ("café", "thé")
+
+
+@pytest.mark.parametrize("invisible", ["\u200b", "\ufeff", "\u00ad", "\u2060"])
+def test_labels_that_differ_only_by_invisible_characters_are_refused(invisible, tmp_path):
+    from compacter.data.files import load_files
+    from compacter.data.loading import DataFileError
+
+    rows = [("pos", "good"), ("neg", "bad")] * 4 + [(f"pos{invisible}", "great")]
+    (tmp_path / "train.csv").write_text("text,label\n" + "".join(f"{t},{label}\n" for label, t in rows), encoding="utf-8")
+    expected = re.escape(f"the labels 'pos' (train.csv, data row 1) and {f'pos{invisible}'!r} (train.csv, data row 9) "
+                         "differ only by invisible characters")
+    with pytest.raises(DataFileError, match=expected):
+        load_files(tmp_path, text_column="text", label_column="label")

@@ -17,7 +17,8 @@ first becomes the "original" validation set.
 Every file is checked where it is read: cells are read as text as written ("NA" and "null" stay
 text), and an empty cell, two columns of one name (or a JSON key twice in a row), two files for one
 split, or a label that no training example has is refused, naming the file and the row. Labels
-with spaces around them are stripped, with a warning.
+with spaces around them are stripped, with a warning; labels are read in one Unicode form (NFC), and
+two that differ only by invisible characters (``pos`` and ``pos\u200b``) are refused, naming both.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import json
 import math
 import numbers
 import re
+import unicodedata
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +43,7 @@ from .splits import paper_splits
 from .tasks import Task
 
 SPLIT_NAMES = {"train": ("train",), "validation": ("validation", "valid", "val", "dev"), "test": ("test",)}
+INVISIBLE_CATEGORIES = ("Cf", "Cc", "Zl", "Zp")  # format characters (zero-width, BOM, soft hyphen) and controls
 HELD_OUT_FRACTION = 0.2
 LARGE_TRAIN_SIZE = 10_000
 
@@ -129,6 +132,7 @@ def _labels(by_split: dict[str, list[str]], column: str,
             files: dict[str, Path]) -> tuple[tuple[str, ...], dict[str, list[str]]]:
     """The label names (sorted, from the training file) and each split's labels. Spaces around a label are dropped
     (with a warning); a label that no training example has is refused: a classifier could never learn it."""
+    by_split = _same_spellings(by_split, column, files)
     padded = sorted({label for labels in by_split.values() for label in labels if label != label.strip()})
     if padded:
         warnings.warn(f"Column {column!r}: {len(padded)} label(s) had spaces around them (e.g. {padded[0]!r}); they "
@@ -147,6 +151,24 @@ def _labels(by_split: dict[str, list[str]], column: str,
         raise DataFileError(f"{files['train']}: column {column!r} has {len(names)} distinct label(s); classification "
                             "needs at least 2.")
     return names, by_split
+
+
+def _same_spellings(by_split: dict[str, list[str]], column: str,
+                    files: dict[str, Path]) -> dict[str, list[str]]:
+    """Labels in one Unicode form (NFC: 'café' typed either way is one label); labels that differ only by invisible
+    characters (a zero-width space, a soft hyphen, a byte-order mark) are refused, naming both spellings."""
+    by_split = {split: [unicodedata.normalize("NFC", label) for label in labels] for split, labels in by_split.items()}
+    first_seen: dict[str, tuple[str, str, int]] = {}  # visible form → (spelling, split, data row)
+    for split, labels in by_split.items():
+        for row, label in enumerate(labels, start=1):
+            visible = "".join(c for c in label if unicodedata.category(c) not in INVISIBLE_CATEGORIES).strip()
+            spelling, where, at = first_seen.setdefault(visible, (label, split, row))
+            if spelling != label and spelling.strip() != label.strip():
+                raise DataFileError(
+                    f"Column {column!r}: the labels {spelling!r} ({files[where].name}, data row {at}) and {label!r} "
+                    f"({files[split].name}, data row {row}) differ only by invisible characters, so they would be two "
+                    "classes that look the same. Correct the labels so that each class is spelled one way.")
+    return by_split
 
 
 def _split_files(path: Path) -> dict[str, Path]:
