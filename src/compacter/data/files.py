@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import math
 import numbers
 import re
@@ -38,7 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .loading import DataFileError
+from .loading import DataFileError, parse_json
 from .splits import paper_splits
 from .tasks import Task
 
@@ -201,7 +200,7 @@ def _read(file: Path) -> pd.DataFrame:
     try:
         frame = reader(file)
     except UnicodeDecodeError as error:
-        raise DataFileError(f"{file} is not UTF-8 text ({error.reason} at byte {error.start}); save it as UTF-8.") from None
+        raise DataFileError(f"{file}{_bad_line(file)} is not UTF-8 text ({error.reason}); save it as UTF-8.") from None
     except (ValueError, pd.errors.ParserError, OSError) as error:
         if isinstance(error, DataFileError):
             raise
@@ -209,6 +208,17 @@ def _read(file: Path) -> pd.DataFrame:
     if frame.empty:
         raise DataFileError(f"{file} is empty: it has no examples.")
     return frame
+
+
+def _bad_line(file: Path) -> str:
+    """", line N": where the first bytes that are not UTF-8 are (pandas says only an offset in its buffer)."""
+    raw = file.read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[:error.start].count(b"\n") + 1
+        return f", line {line}"
+    return ""
 
 
 def _read_delimited(file: Path, separator: str) -> pd.DataFrame:
@@ -230,8 +240,12 @@ def _read_delimited(file: Path, separator: str) -> pd.DataFrame:
 
 def _read_json(file: Path) -> pd.DataFrame:
     """JSON lines (one object per line), or a .json file holding one list of objects."""
-    with open(file, encoding="utf-8-sig") as handle:
-        text = handle.read()
+    raw = file.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw[:error.start].count(b"\n") + 1
+        raise DataFileError(f"{file}, line {line}: not UTF-8 text ({error.reason}); save the file as UTF-8.") from None
     if file.suffix.lower() == ".json" and text.lstrip().startswith("["):
         unit, numbered = "item", list(enumerate(_json(text, file, None), start=1))  # a list: its text starts with "["
     else:
@@ -245,10 +259,7 @@ def _read_json(file: Path) -> pd.DataFrame:
 
 def _json(text: str, file: Path, line: int | None) -> Any:
     where = f"{file}, line {line}" if line is not None else str(file)
-    try:
-        return json.loads(text, object_pairs_hook=lambda pairs: _object(pairs, where))
-    except json.JSONDecodeError as error:
-        raise DataFileError(f"{where}: not valid JSON ({error.msg}).") from None
+    return parse_json(text, where, object_pairs_hook=lambda pairs: _object(pairs, where))
 
 
 def _object(pairs: list[tuple[str, Any]], where: str) -> dict[str, Any]:
