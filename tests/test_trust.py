@@ -482,3 +482,113 @@ def test_labels_that_differ_only_by_invisible_characters_are_refused(invisible, 
                          "differ only by invisible characters")
     with pytest.raises(DataFileError, match=expected):
         load_files(tmp_path, text_column="text", label_column="label")
+
+
+# ---------------------------------------------------------------- no traceback left
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"text": ' + DEEP + "}", "line 2: the JSON nests brackets too deeply to be read"),
+    ('{"text": "a", "label": Infinity}', "line 2: Infinity is not a JSON number"),
+    ('{"text": "a", "label": NaN}', "line 2: NaN is not a JSON number"),
+])
+def test_hostile_json_lines_are_refused_naming_the_line_in_every_reader(line, message, tmp_path, capsys):
+    from compacter.cli import main
+    from compacter.data.files import load_files
+    from compacter.data.loading import DataFileError
+    from compacter.predict import Served, read_requests
+
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"text": "good", "label": "pos"}\n' + line + "\n")
+    with pytest.raises(DataFileError, match=re.escape(message)):
+        load_files(path, text_column="text", label_column="label")
+    with pytest.raises(DataFileError, match=re.escape(message)):
+        read_requests(path, {"rte": Served("rte", None)}, default_task="rte")
+    assert main(["score", "--task", "sst2", "--predictions", str(path), "--references", str(path)]) == 2
+    where, what = message.split(": ", 1)
+    assert re.search(rf"train.jsonl, {where}: the predictions file must be JSON lines: {re.escape(what)}",
+                     capsys.readouterr().err)
+
+
+def test_text_that_is_not_utf8_is_refused_naming_file_and_line(tmp_path):
+    from compacter.data.files import load_files
+    from compacter.data.loading import DataFileError
+    from compacter.predict import Served, read_requests
+
+    for name in ("d.jsonl", "d.csv"):
+        path = tmp_path / name
+        header = b"" if name.endswith("jsonl") else b"text,label\n"
+        good = b'{"text": "a", "label": "x"}\n' if name.endswith("jsonl") else b"a,x\n"
+        bad = '{"text": "café", "label": "y"}\n' if name.endswith("jsonl") else "café,y\n"
+        path.write_bytes(header + good * 3 + bad.encode("latin-1"))
+        line = 4 if name.endswith("jsonl") else 5
+        with pytest.raises(DataFileError, match=rf"{name}, line {line}.* not UTF-8 text"):
+            load_files(path, text_column="text", label_column="label")
+    with pytest.raises(DataFileError, match=r"d.jsonl, line 4: not UTF-8 text \(invalid continuation byte at byte 14"):
+        read_requests(tmp_path / "d.jsonl", {"x": Served("x", None)}, default_task="x")
+
+
+def test_a_request_whose_task_is_not_a_name_is_refused(tmp_path):
+    from compacter.predict import RequestError, Served, read_requests
+
+    path = tmp_path / "requests.jsonl"
+    path.write_text('{"task": ["rte"], "text": "a"}\n')
+    with pytest.raises(RequestError, match=r"request 1: \"task\" must be the name of one of the adapters given \(rte\), "
+                                           r"got list \['rte'\]"):
+        read_requests(path, {"rte": Served("rte", None)})
+
+
+def test_predict_refuses_an_output_folder_and_a_results_file_of_no_run(tmp_path, capsys):
+    from compacter.cli import main
+    from compacter.predict import write_answers
+
+    with pytest.raises(ValueError, match="--output .* is a folder; give the path of the file to write"):
+        write_answers(tmp_path, [{"task": "a", "prediction": "x"}])
+    for results, message in [({"task": "rte"}, "lacks its \"task\" name or its \"config\""),
+                             ({"task": ["rte"], "config": {"model": "t5-small"}}, "lacks its \"task\" name"),
+                             ({"task": "rte", "config": {}, "sha256": "0" * 64}, "results.json was changed after")]:
+        (tmp_path / "results.json").write_text(json.dumps(results))
+        assert main(["predict", "--run", str(tmp_path), "--input", "x", "--output", "y"]) == 2
+        error = capsys.readouterr().err
+        assert message in error and "Traceback" not in error
+
+
+@pytest.mark.parametrize("option", ["--batch-size", "--steps", "--source-length", "--target-length", "--new-tokens"])
+def test_bench_sizes_below_one_are_refused_by_the_parser(option, capsys):
+    from compacter.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", option, "0"])
+    assert exit_.value.code == 2
+    assert f"{option}: expected a whole number ≥ 1, got '0'" in capsys.readouterr().err
+
+
+def test_base_folders_that_cannot_be_loaded_say_why(tmp_path):
+    from conftest import tiny_bert
+
+    from compacter.models import build_model
+
+    model = tiny_bert()
+    model.save_pretrained(tmp_path / "pickled")
+    (tmp_path / "pickled" / "model.safetensors").unlink()
+    torch.save(model.state_dict(), tmp_path / "pickled" / "pytorch_model.bin")
+    with pytest.raises(ValueError, match="holds its weights only as pytorch_model.bin, a pickle.*compacter loads "
+                                         "safetensors only. Convert it once"):
+        build_model(str(tmp_path / "pickled"))
+    model.save_pretrained(tmp_path / "truncated")
+    weights = tmp_path / "truncated" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="truncated could not be loaded as a AutoModelForSequenceClassification .*"
+                                         "may be truncated"):
+        build_model(str(tmp_path / "truncated"))
+    model.save_pretrained(tmp_path / "mismatched")
+    config = json.loads((tmp_path / "mismatched" / "config.json").read_text())
+    (tmp_path / "mismatched" / "config.json").write_text(json.dumps({**config, "intermediate_size": 512}))
+    with pytest.raises(ValueError, match="mismatched could not be loaded .*not match its config.json"):
+        build_model(str(tmp_path / "mismatched"))
+    compacter.apply(tiny_t5(), "compacter++").save_pretrained(tmp_path / "t5-adapter")
+    with pytest.raises(ValueError, match="trained on a t5 model \\(T5ForConditionalGeneration\\), and .* is a bert "
+                                         "model"):
+        compacter.from_pretrained(str(tmp_path / "truncated"), tmp_path / "t5-adapter")

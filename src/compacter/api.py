@@ -17,6 +17,7 @@ from torch import nn
 
 from . import attach, saving
 from .methods import MethodConfig
+from .models import load_config, load_pretrained
 
 
 def apply(model: nn.Module, method: str | MethodConfig | dict = "compacter", *, name: str = attach.DEFAULT_TASK,
@@ -71,13 +72,19 @@ def base_model_for(adapter_dir: str | os.PathLike, base_name_or_path: str | os.P
                                     "exist here; pass the base model: compacter.from_pretrained(base_name_or_path, "
                                     "adapter_dir).")
     model_class = _model_class(description["base_model"].get("class"))
+    trained_on = description["base_model"].get("model_type")
+    given = getattr(load_config(str(base_name_or_path)), "model_type", None)
+    if trained_on and given and given != trained_on:
+        raise ValueError(f"The adapter in {adapter_dir} was trained on a {trained_on} model "
+                         f"({description['base_model'].get('class')}), and {base_name_or_path} is a {given} model. Give "
+                         "the base model it was trained on.")
     num_labels = description.get("num_labels")
     if num_labels is not None and (isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1):
         raise ValueError(f"{path}: 'num_labels' must be a whole number ≥ 1 or null, got {num_labels!r}. The file was "
                          "edited or damaged; save the adapter again.")
     if num_labels is not None:
         from_pretrained_kwargs.setdefault("num_labels", num_labels)
-    return model_class.from_pretrained(str(base_name_or_path), **from_pretrained_kwargs)
+    return load_pretrained(model_class, str(base_name_or_path), **from_pretrained_kwargs)
 
 
 def _model_class(class_name: str | None) -> type:

@@ -217,13 +217,26 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def _finished_run(directory: str) -> dict:
+    from .data.loading import parse_json
+    from .integrity import is_sealed
+
     path = Path(directory) / "results.json"
     if not path.is_file():
         raise FileNotFoundError(f"{directory} is not a finished run: it has no results.json (and so no best adapter yet).")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON ({error}).") from None
+        results = parse_json(path.read_bytes().decode("utf-8"), str(path))
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not UTF-8 text ({error.reason}).") from None
+    is_sealed(results if isinstance(results, dict) else {}, path, "Train the run again into another --output-dir.")
+    if not (isinstance(results, dict) and isinstance(results.get("config"), dict) and isinstance(results.get("task"), str)
+            and isinstance(results["config"].get("model"), str)):
+        raise ValueError(f"{path} is not the results of a `compacter train` run (it lacks its \"task\" name or its "
+                         "\"config\" with the base model). Give --run a folder that `compacter train` finished, or "
+                         "give --model and --adapter NAME=DIR.")
+    if results.get("learning_rate") == "auto":
+        raise ValueError(f"{directory} is a learning-rate search (--lr auto); give --run its chosen run's folder, "
+                         f"{results.get('chosen', {}).get('output_dir')}.")
+    return results
 
 
 TRAIN_OPTIONS = {  # CLI flag → (TrainConfig field, type, help)
@@ -372,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", help="a finished `compacter train` folder: its base model, tokenizer and best adapter")
     p.add_argument("--input", required=True, help='JSON lines: {"task": NAME, "text": ...} or the task\'s own fields')
     p.add_argument("--output", required=True, help='JSON lines written: {"task": NAME, "prediction": ...} per request')
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=whole_number(1), default=32)
     p.add_argument("--tokenizer", help="default: the base model's")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: a GPU when there is one)")
     p.add_argument("--quantize", help="the frozen base in 8 or 4 bits: int8 or int4 (torchao; CPU and GPU), nf4 or "
@@ -412,13 +425,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="t5-small", help="t5-small|t5-base|..., a local folder or hub name (random weights)")
     p.add_argument("--methods", default="all", help="'all' or a comma-separated list; full is always included")
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--batch-size", type=int, default=8)
+    size.add_argument("--batch-size", type=whole_number(1), default=8)
     size.add_argument("--memory-budget", help="e.g. 24GB: each method runs at the largest batch that fits (paper)")
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
                    help="bf16: training runs under autocast; --inference / --serve use a bf16 base model")
-    p.add_argument("--steps", type=int, default=5, help="timed steps per method (after 2 warm-up steps)")
-    p.add_argument("--source-length", type=int, default=128)
-    p.add_argument("--target-length", type=int, default=8)
+    p.add_argument("--steps", type=whole_number(1), default=5, help="timed steps per method (after 2 warm-up steps)")
+    p.add_argument("--source-length", type=whole_number(1), default=128)
+    p.add_argument("--target-length", type=whole_number(1), default=8)
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--peers", action="store_true", help="add PEFT's LoRA and AdapterHub's adapters when importable")
     p.add_argument("--compile", action="store_true", help="torch.compile each model (eager, with a warning, if it fails)")
@@ -427,7 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="inference instead of training: a forward pass and generate per method, relative to the base")
     p.add_argument("--serve", action="store_true",
                    help="many tasks on one base: a mixed batch vs a single-task batch vs one batch per task vs the base")
-    p.add_argument("--new-tokens", type=int, help="tokens generate() makes (default 16 with --inference, 8 with --serve)")
+    p.add_argument("--new-tokens", type=whole_number(1),
+                   help="tokens generate() makes (default 16 with --inference, 8 with --serve)")
     p.add_argument("--json", help="write results here (and a .md table and a .png plot beside it)")
     p.add_argument("--plot", help="write the plot here")
     return parser
