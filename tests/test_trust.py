@@ -592,3 +592,32 @@ def test_base_folders_that_cannot_be_loaded_say_why(tmp_path):
     with pytest.raises(ValueError, match="trained on a t5 model \\(T5ForConditionalGeneration\\), and .* is a bert "
                                          "model"):
         compacter.from_pretrained(str(tmp_path / "truncated"), tmp_path / "t5-adapter")
+
+
+def test_quantizing_twice_says_so():
+    pytest.importorskip("torchao")
+    model = compacter.quantize_base(tiny_t5(), "int8")
+    with pytest.raises(ValueError, match="is quantized already .* quantize_base takes an unquantized base model"):
+        compacter.quantize_base(model, "int8")
+
+
+def test_three_rows_of_data_train_with_a_warning(tmp_path):
+    from compacter.data.files import load_files
+
+    (tmp_path / "d.csv").write_text("text,label\ngood,pos\nbad,neg\nfine,pos\n")
+    with pytest.warns(UserWarning, match=r"very few examples \(train 1, validation 1, test 1\)"):
+        load_files(tmp_path / "d.csv", text_column="text", label_column="label")
+
+
+def test_a_search_whose_rates_tie_says_so(workspace, tmp_path):
+    rows = "review,sentiment\n" + "".join(f"w{i} good,positive\nw{i} bad,negative\n" for i in range(30))
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.csv").write_text(rows)
+    (tmp_path / "data" / "validation.csv").write_text("review,sentiment\nw1 good,positive\n")
+    (tmp_path / "data" / "test.csv").write_text("review,sentiment\nw2 bad,negative\nw3 good,positive\n")
+    config = run_config(workspace, tmp_path / "search", task=str(tmp_path / "data"), batch_size=30, eval_steps=None,
+                        learning_rate=None)
+    with pytest.warns(UserWarning, match=r"learning rates 1e-06, 2e-06 tie at validation score (0|100).00 \(1 "
+                                         r"validation examples\): the rule picks 1e-06"):
+        train_with_lr_search(config, grid=[1e-6, 2e-6])
+    assert "warning: learning rates 1e-06, 2e-06 tie" in (tmp_path / "search" / "search.log").read_text()

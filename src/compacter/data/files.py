@@ -44,6 +44,7 @@ from .tasks import Task
 SPLIT_NAMES = {"train": ("train",), "validation": ("validation", "valid", "val", "dev"), "test": ("test",)}
 INVISIBLE_CATEGORIES = ("Cf", "Cc", "Zl", "Zp")  # format characters (zero-width, BOM, soft hyphen) and controls
 HELD_OUT_FRACTION = 0.2
+FEW_EXAMPLES = 10  # below this in a split, a warning: its scores mean little
 LARGE_TRAIN_SIZE = 10_000
 
 
@@ -79,7 +80,14 @@ def load_files(path: str | Path, *, text_column: str | None = None, text_pair_co
         raw = {split: [{**{f: texts[split][f][i] for f in fields}, "label": labels.index(label)}
                        for i, label in enumerate(by_split[split])] for split in texts}
         task = Task(name, "custom", "", fields, labels, ("accuracy", "f1_macro"), classification_fields=fields)
-    return task, _complete_splits(task, raw, seed)
+    splits = _complete_splits(task, raw, seed)
+    small = {split: len(rows) for split, rows in splits.items() if len(rows) < FEW_EXAMPLES}
+    if small:
+        sizes = ", ".join(f"{split} {count}" for split, count in small.items())
+        warnings.warn(f"{path}: the splits have very few examples ({sizes}): a model trained and scored on so few says "
+                      "little. Give more examples (or validation.* and test.* files of their own).", UserWarning,
+                      stacklevel=2)
+    return task, splits
 
 
 def _columns(path: Path, text: str | None, pair: str | None, label: str | None, source: str | None,

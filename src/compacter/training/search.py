@@ -18,6 +18,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,14 @@ def train_with_lr_search(config: TrainConfig, grid: Sequence[float] | None = Non
                              f"of lower rates (see {output / SEARCH_LOG}).")
         chosen = choose_learning_rate((r["learning_rate"], r["validation"]) for r in runs if r["validation"] is not None)
         picked = finished[chosen]
+        tied = [r["learning_rate"] for r in runs if r["validation"] == picked["validation"]["score"]]
+        if len(tied) > 1:
+            examples = picked["identity"]["data"]["validation"]["examples"] if "identity" in picked else "few"
+            warning = (f"learning rates {', '.join(f'{r:g}' for r in tied)} tie at validation score "
+                       f"{picked['validation']['score']:.2f} ({examples} validation examples): the rule picks "
+                       f"{chosen:g}, but the scores do not tell the rates apart. Give a larger validation split.")
+            _log(output, f"warning: {warning}")
+            warnings.warn(warning, UserWarning, stacklevel=2)
         summary = {
             "learning_rate": AUTO, "task": picked["task"], "model": picked["model"], "method": picked["method"],
             "selection_rule": SELECTION_RULE, "grid": runs, "grid_source": where,
