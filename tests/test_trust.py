@@ -621,3 +621,10 @@ def test_a_search_whose_rates_tie_says_so(workspace, tmp_path):
                                          r"validation examples\): the rule picks 1e-06"):
         train_with_lr_search(config, grid=[1e-6, 2e-6])
     assert "warning: learning rates 1e-06, 2e-06 tie" in (tmp_path / "search" / "search.log").read_text()
+
+
+def test_a_data_file_copied_under_another_name_is_the_same_run(runs, workspace, tmp_path):
+    done = copied(runs, "done", tmp_path)
+    renamed = Path(shutil.copy(workspace["csv"], tmp_path / "my-reviews-copy.csv"))
+    results = train(run_config(workspace, done, learning_rate=1e-3, task=str(renamed)))
+    assert results == json.loads((done / "results.json").read_text())
