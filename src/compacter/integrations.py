@@ -9,6 +9,9 @@ Two things need these subclasses:
 * a quantized base: transformers refuses to train a quantized model unless it is a PEFT model.
   The tasks are the trained adapters on the frozen base here, so the check is passed for them.
 
+``train`` holds the output folder's lock (locking.py), and a resume checks each task's files as
+``compacter.load`` does, the base model's fingerprint and weights sample included.
+
     trainer = compacter.integrations.Trainer(model=model, args=args, train_dataset=train)
     trainer.train(resume_from_checkpoint=True)
 """
@@ -66,8 +69,8 @@ class _CompacterTrainerMixin:
 
     def train(self, *args, **kwargs):
         """transformers' ``train``, holding the output folder's lock (locking.py): one writer per folder."""
-        main = self.args.process_index == 0
-        with folder_lock(self.args.output_dir) if main else contextlib.nullcontext():
+        writes = self.args.process_index == 0 and self.args.output_dir is not None
+        with folder_lock(self.args.output_dir) if writes else contextlib.nullcontext():
             return super().train(*args, **kwargs)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
