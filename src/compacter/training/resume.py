@@ -6,6 +6,8 @@ The same run started again finds its folder in one of three states:
   this one's, else refused, saying what differs; they are never run again or overwritten;
 * interrupted (``training_state.safetensors``): it resumes from the checkpoint if the identity
   matches (and the best adapter it saved in ``adapter/`` can be read), else it is refused the same way;
+  ``adapter/`` must be the run's own: a real folder, saved by this run (its identity's digest) at the
+  best step the checkpoint records (the adapter's seal), and results.json (sealed) names it too;
 * new: the folder (and ``train.log``) is made. If the run then fails before its first
   checkpoint, what it made is removed again, so that a mistyped setting leaves nothing behind.
 
