@@ -10,7 +10,8 @@ from conftest import tiny_t5
 from safetensors.torch import load_file, save_file
 
 import compacter
-from compacter.saving import CONFIG_FILE, WEIGHTS_FILE, _sha256
+from compacter.integrity import seal
+from compacter.saving import CONFIG_FILE, CONFIG_SEAL, FORMAT, WEIGHTS_FILE, _sha256
 
 
 @pytest.fixture(scope="module")
@@ -24,15 +25,24 @@ def saved(tmp_path_factory):
     return directory
 
 
+def forge(target, description):
+    """Write ``description`` into the adapter in ``target`` as compacter.save would: sealed, and named by the
+    weights' header (what a careful forger does; the checks below the seal must still refuse what is wrong)."""
+    sealed = seal(description)
+    tensors = load_file(str(target / WEIGHTS_FILE))
+    save_file(tensors, str(target / WEIGHTS_FILE), metadata={"format": FORMAT, CONFIG_SEAL: sealed["sha256"]})
+    (target / CONFIG_FILE).write_text(json.dumps(sealed))
+
+
 def edited(saved, tmp_path, config=None, weights=None, raw_config=None, raw_weights=None, resaved=None):
     """A copy of the saved adapter with one file changed (``resaved``: tensors changed as if saved that way,
     their checksums recorded)."""
     target = tmp_path / "edited"
     shutil.copytree(saved, target)
-    if config is not None:
+    if config is not None:  # edited, and its seal recomputed: what the checks below the seal must catch
         description = json.loads((target / CONFIG_FILE).read_text())
         config(description)
-        (target / CONFIG_FILE).write_text(json.dumps(description))
+        forge(target, description)
     if raw_config is not None:
         (target / CONFIG_FILE).write_bytes(raw_config)
     if weights is not None:
@@ -48,7 +58,8 @@ def edited(saved, tmp_path, config=None, weights=None, raw_config=None, raw_weig
         description = json.loads((target / CONFIG_FILE).read_text())
         for key, tensor in tensors.items():
             description["tensors"][key]["sha256"] = _sha256(tensor)
-        (target / CONFIG_FILE).write_text(json.dumps(description))
+            description["tensors"][key]["dtype"] = str(tensor.dtype).removeprefix("torch.")
+        forge(target, description)
     return target
 
 
@@ -126,7 +137,7 @@ def test_a_bad_in_place_task_is_taken_off_again(tmp_path):
     compacter.save(model, tmp_path / "bitfit")
     description = json.loads((tmp_path / "bitfit" / CONFIG_FILE).read_text())
     description["method"]["train_layer_norms"] = True  # the file lacks the layer norms this config trains
-    (tmp_path / "bitfit" / CONFIG_FILE).write_text(json.dumps(description))
+    forge(tmp_path / "bitfit", description)
     base = tiny_t5()
     names = set(dict(base.named_parameters()))
     with pytest.raises(ValueError, match=r"do not match the method's: missing \['model.decoder.block.0.layer.0"):

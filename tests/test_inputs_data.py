@@ -51,7 +51,8 @@ def write(folder, files: dict):
      "columns; quote the fields that contain a comma"),
     ({"d.csv": "text,label\na,x,extra\nb,y\n"}, "d.csv", "a row has more fields than the header has 2 columns"),
     ({"d.csv": "text,label\n" + ROWS + "short\n"}, "d.csv", "column 'label' is empty in 1 row"),
-    ({"d.csv": "text,label\ncaf\xe9,x\n".encode("latin-1")}, "d.csv", "d.csv is not UTF-8 text .*; save it as UTF-8"),
+    ({"d.csv": "text,label\ncaf\xe9,x\n".encode("latin-1")}, "d.csv", r"d.csv, line 2 is not UTF-8 text .*; save it as "
+                                                                       "UTF-8"),
     ({"d.csv": ""}, "d.csv", "d.csv is empty: it has no examples"),
     ({"d.csv": "text,label\n"}, "d.csv", "d.csv is empty: it has no examples"),
     ({"d.csv": "text,label\na,x\nb,x\n"}, "d.csv", r"column 'label' has 1 distinct label\(s\); classification needs at "

@@ -21,7 +21,7 @@ from compacter.saving import file_name
 from compacter.training import TrainConfig, train
 from compacter.training.checkpoint import read_state
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).parent)}
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ from torch import nn
 from . import attach, saving
 from .interop import peft_tasks
 from .methods import MethodConfig
+from .models import load_config, load_pretrained
 
 
 def apply(model: nn.Module, method: str | MethodConfig | dict = "compacter++", *, name: str = attach.DEFAULT_TASK,
@@ -27,11 +28,12 @@ def apply(model: nn.Module, method: str | MethodConfig | dict = "compacter++", *
     return model
 
 
-def load(model: nn.Module, directory: str | os.PathLike, *, name: str | None = None) -> nn.Module:
+def load(model: nn.Module, directory: str | os.PathLike, *, name: str | None = None,
+         strict: bool = False) -> nn.Module:
     if peft_tasks.is_peft_folder(directory):
         peft_tasks.load_peft(model, directory, name=name)
     else:
-        saving.load(model, directory, name=name)
+        saving.load(model, directory, name=name, strict=strict)
     _bind_save_pretrained(model)
     return model
 
@@ -49,7 +51,7 @@ def _bind_save_pretrained(model: nn.Module) -> None:
 
 
 def from_pretrained(base_name_or_path: str | os.PathLike, adapter_dir: str | os.PathLike | None = None, *,
-                    name: str | None = None, **from_pretrained_kwargs: Any) -> nn.Module:
+                    name: str | None = None, strict: bool = False, **from_pretrained_kwargs: Any) -> nn.Module:
     """The base model with a saved task on it: ``compacter.from_pretrained("t5-base", "runs/rte/adapter")``.
 
     With one argument, it is the adapter folder and the base model is the one recorded in it
@@ -59,23 +61,38 @@ def from_pretrained(base_name_or_path: str | os.PathLike, adapter_dir: str | os.
     """
     if adapter_dir is None:
         adapter_dir, base_name_or_path = base_name_or_path, None
-    return load(base_model_for(adapter_dir, base_name_or_path, **from_pretrained_kwargs), adapter_dir, name=name)
+    return load(base_model_for(adapter_dir, base_name_or_path, **from_pretrained_kwargs), adapter_dir, name=name,
+                strict=strict)
 
 
 def base_model_for(adapter_dir: str | os.PathLike, base_name_or_path: str | os.PathLike | None = None,
                    **from_pretrained_kwargs: Any) -> nn.Module:
     """The bare base model a saved task was trained on (its class and label count), not yet carrying the task."""
     description = saving.read_description(adapter_dir)
+    path = Path(adapter_dir) / saving.CONFIG_FILE
     if base_name_or_path is None:
         base_name_or_path = description.get("base_model_name_or_path")
-        if not base_name_or_path:
-            raise ValueError(f"{Path(adapter_dir) / saving.CONFIG_FILE} does not record its base model; pass it: "
-                             "compacter.from_pretrained(base_name_or_path, adapter_dir).")
+        if not base_name_or_path or not isinstance(base_name_or_path, str):
+            raise ValueError(f"{path} does not record its base model as a name or path (it has "
+                             f"{base_name_or_path!r}); pass it: compacter.from_pretrained(base_name_or_path, adapter_dir).")
+        if base_name_or_path.startswith(("/", ".", "~")) and not Path(base_name_or_path).expanduser().is_dir():
+            raise FileNotFoundError(f"{path} records its base model as the folder {base_name_or_path}, which does not "
+                                    "exist here; pass the base model: compacter.from_pretrained(base_name_or_path, "
+                                    "adapter_dir).")
     model_class = _model_class(description["base_model"].get("class"))
+    trained_on = description["base_model"].get("model_type")
+    given = getattr(load_config(str(base_name_or_path)), "model_type", None)
+    if trained_on and given and given != trained_on:
+        raise ValueError(f"The adapter in {adapter_dir} was trained on a {trained_on} model "
+                         f"({description['base_model'].get('class')}), and {base_name_or_path} is a {given} model. Give "
+                         "the base model it was trained on.")
     num_labels = description.get("num_labels")
+    if num_labels is not None and (isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1):
+        raise ValueError(f"{path}: 'num_labels' must be a whole number ≥ 1 or null, got {num_labels!r}. The file was "
+                         "edited or damaged; save the adapter again.")
     if num_labels is not None:
         from_pretrained_kwargs.setdefault("num_labels", num_labels)
-    return model_class.from_pretrained(str(base_name_or_path), **from_pretrained_kwargs)
+    return load_pretrained(model_class, str(base_name_or_path), **from_pretrained_kwargs)
 
 
 def _model_class(class_name: str | None) -> type:

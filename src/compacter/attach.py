@@ -13,6 +13,7 @@ from .devices import execution_device, is_offloaded, stored_value
 from .inventory import architecture_fingerprint, base_modules, base_parameters, count_unique, distinct_weights
 from .methods import MethodConfig, get_config
 from .methods.base import TaskModules
+from .names import check_task_name
 from .quantization import is_quantized
 
 DEFAULT_TASK = "default"
@@ -63,8 +64,7 @@ def apply(model: nn.Module, method: str | MethodConfig | dict = "compacter++", *
 
 
 def _check_new_task(container: CompacterModules | None, name: str, config: MethodConfig) -> None:
-    if not isinstance(name, str) or not name or "." in name:
-        raise ValueError(f"A task name must be a non-empty string without dots, got {name!r}.")
+    check_task_name(name)
     if container is None:
         return
     if name in container.tasks:
@@ -190,7 +190,10 @@ def rollback(model: nn.Module) -> None:
 def delete(model: nn.Module, name: str) -> None:
     """Take task ``name`` off the model (the last task: the model is the base model again)."""
     container = container_of(model)
-    container.task(name)
+    container.task(check_task_name(name, "delete(): the task name"))
+    if container.routing is not None and name in container.routing.tasks:
+        raise ValueError(f"Task {name!r} is routed by the compacter.route() block this call is in; delete it after "
+                         "the block.")
     refuse_in_place(container, "be deleted")
     if len(container.tasks) == 1:
         unload(model)

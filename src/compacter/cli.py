@@ -445,7 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", help="a finished `compacter train` folder: its base model, tokenizer and best adapter")
     p.add_argument("--input", required=True, help='JSON lines: {"task": NAME, "text": ...} or the task\'s own fields')
     p.add_argument("--output", required=True, help='JSON lines written: {"task": NAME, "prediction": ...} per request')
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=whole_number(1), default=32)
     p.add_argument("--tokenizer", help="default: the base model's")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: a GPU when there is one)")
     p.add_argument("--quantize", help="the frozen base in 8 or 4 bits: int8 or int4 (torchao; CPU and GPU), nf4 or "
@@ -506,13 +506,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="t5-small", help="t5-small|t5-base|..., a local folder or hub name (random weights)")
     p.add_argument("--methods", default="all", help="'all' or a comma-separated list; full is always included")
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--batch-size", type=int, default=8)
+    size.add_argument("--batch-size", type=whole_number(1), default=8)
     size.add_argument("--memory-budget", help="e.g. 24GB: each method runs at the largest batch that fits (paper)")
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
                    help="bf16: training runs under autocast; --inference / --serve use a bf16 base model")
-    p.add_argument("--steps", type=int, default=5, help="timed steps per method (after 2 warm-up steps)")
-    p.add_argument("--source-length", type=int, default=128)
-    p.add_argument("--target-length", type=int, default=8)
+    p.add_argument("--steps", type=whole_number(1), default=5, help="timed steps per method (after 2 warm-up steps)")
+    p.add_argument("--source-length", type=whole_number(1), default=128)
+    p.add_argument("--target-length", type=whole_number(1), default=8)
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--peers", action="store_true", help="add PEFT's LoRA and AdapterHub's adapters when importable")
     p.add_argument("--compile", action="store_true", help="torch.compile each model (eager, with a warning, if it fails)")
@@ -521,7 +521,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="inference instead of training: a forward pass and generate per method, relative to the base")
     p.add_argument("--serve", action="store_true",
                    help="many tasks on one base: a mixed batch vs a single-task batch vs one batch per task vs the base")
-    p.add_argument("--new-tokens", type=int, help="tokens generate() makes (default 16 with --inference, 8 with --serve)")
+    p.add_argument("--new-tokens", type=whole_number(1),
+                   help="tokens generate() makes (default 16 with --inference, 8 with --serve)")
     p.add_argument("--json", help="write results here (and a .md table and a .png plot beside it)")
     p.add_argument("--plot", help="write the plot here")
     verbose = {"action": "store_true", "help": "show other libraries' messages that compacter hides by default "

@@ -9,6 +9,9 @@ Two things need these subclasses:
 * a quantized base: transformers refuses to train a quantized model unless it is a PEFT model.
   The tasks are the trained adapters on the frozen base here, so the check is passed for them.
 
+``train`` holds the output folder's lock (locking.py), and a resume checks each task's files as
+``compacter.load`` does, the base model's fingerprint and weights sample included.
+
     trainer = compacter.integrations.Trainer(model=model, args=args, train_dataset=train)
     trainer.train(resume_from_checkpoint=True)
 """
@@ -25,7 +28,8 @@ from torch import nn
 
 from .attach import DEFAULT_TASK
 from .container import container_of
-from .saving import CONFIG_FILE, load_tensors, read_tensors
+from .locking import folder_lock
+from .saving import CONFIG_FILE, check_base, load_tensors, read_adapter
 from .switching import tasks
 
 
@@ -53,7 +57,9 @@ def load_checkpoint(model: nn.Module, checkpoint: str | os.PathLike) -> None:
         if not (folder / CONFIG_FILE).is_file():
             raise ValueError(f"{checkpoint} holds no files for task {name!r} (expected {folder / CONFIG_FILE}); "
                              "it was not written for this model's tasks.")
-        load_tensors(model, read_tensors(folder), name=name, source=folder)
+        description, tensors = read_adapter(folder)
+        check_base(model, description, folder)  # a checkpoint of a run on another base model is refused
+        load_tensors(model, tensors, name=name, source=folder)
 
 
 class _CompacterTrainerMixin:
@@ -62,6 +68,12 @@ class _CompacterTrainerMixin:
             raise ValueError("Pass the model with its compacter tasks: Trainer(model=model, ...).")
         with _tasks_count_as_adapters(model):
             super().__init__(model, *args, **kwargs)
+
+    def train(self, *args, **kwargs):
+        """transformers' ``train``, holding the output folder's lock (locking.py): one writer per folder."""
+        writes = self.args.process_index == 0 and self.args.output_dir is not None
+        with folder_lock(self.args.output_dir) if writes else contextlib.nullcontext():
+            return super().train(*args, **kwargs)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         load_checkpoint(model if model is not None else self.model, resume_from_checkpoint)

@@ -89,7 +89,7 @@ def build_model(name_or_path: str, *, pretrained: bool = True, num_labels: int |
         config = transformers.AutoConfig.from_pretrained(name_or_path)
         if num_labels is not None:
             config.num_labels = num_labels
-        return model_class(config, num_labels).from_pretrained(name_or_path, config=config)
+        return load_pretrained(model_class(config, num_labels), name_or_path, config=config)
     config = load_config(name_or_path)
     if num_labels is not None:
         config.num_labels = num_labels
@@ -98,6 +98,30 @@ def build_model(name_or_path: str, *, pretrained: bool = True, num_labels: int |
         with torch.device("meta"):
             return cls.from_config(config)
     return cls.from_config(config)
+
+
+PICKLED_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+
+
+def load_pretrained(cls: type, name_or_path: str, **kwargs) -> nn.Module:
+    """``cls.from_pretrained`` from safetensors files only, every way it fails said in one sentence with the fix."""
+    folder = Path(name_or_path).expanduser()
+    if folder.is_dir():
+        pickled = sorted(p.name for pattern in PICKLED_WEIGHTS for p in folder.glob(pattern))
+        if pickled and not any(folder.glob("*.safetensors")):
+            raise ValueError(
+                f"{folder} holds its weights only as {pickled[0]}, a pickle, which can run code when it is loaded; "
+                "compacter loads safetensors only. Convert it once, where you trust the file: "
+                f"transformers.AutoModel.from_pretrained({str(folder)!r}).save_pretrained(NEW_FOLDER) writes "
+                "model.safetensors.")
+        kwargs.setdefault("use_safetensors", True)
+    try:
+        return cls.from_pretrained(name_or_path, **kwargs)
+    except Exception as error:  # noqa: BLE001 - transformers, safetensors and huggingface_hub each raise their own
+        reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{name_or_path} could not be loaded as a {getattr(cls, '__name__', cls)} ({reason}). Its "
+                         "weight files may be truncated, or not match its config.json; write the folder again with "
+                         "model.save_pretrained(folder).") from None
 
 
 def enable_activation_checkpointing(model: nn.Module) -> None:

@@ -93,6 +93,9 @@ def read_requests(path: str | os.PathLike, served: dict[str, Served], default_ta
     requests = []
     for line, request in enumerate(json_lines(path), start=1):
         name = request.get("task", default_task)
+        if not isinstance(name, str):
+            raise RequestError(f"{path}, request {line}: \"task\" must be the name of one of the adapters given "
+                               f"({', '.join(served)}), got {type(name).__name__} {name!r}.")
         if name not in served:
             raise RequestError(f"{path}, request {line}: task {name!r} is not one of the adapters given "
                                f"({', '.join(served)}). Name it with \"task\", or add --adapter {name}=DIR.")
@@ -200,4 +203,7 @@ def _answer(model, tokenizer, encoded, text_to_text: bool, target_length: int) -
 def write_answers(path: str | os.PathLike, answers: list[dict]) -> None:
     from .io import atomic_write
 
+    if Path(path).is_dir():
+        raise ValueError(f"--output {path} is a folder; give the path of the file to write, e.g. "
+                         f"{Path(path) / 'answers.jsonl'}.")
     atomic_write(Path(path), lambda tmp: Path(tmp).write_text("".join(json.dumps(a) + "\n" for a in answers)))

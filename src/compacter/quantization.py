@@ -52,6 +52,10 @@ def quantize_base(model: nn.Module, kind: str, *, device: torch.device | str | N
     if getattr(model, "compacter", None) is not None:
         raise ValueError("Quantize the base model before compacter.apply(): the adapters and the tasks' copies are "
                          "attached to the base's modules as they are then.")
+    already = next((name for name, p in model.named_parameters() if is_quantized(p)), None)
+    if already is not None:
+        raise ValueError(f"This {type(model).__name__} is quantized already ({already} is stored in 8 or 4 bits); "
+                         "quantize_base takes an unquantized base model. Load it again to quantize it another way.")
     device = torch.device(device) if device is not None else None
     if kind in BITSANDBYTES_KINDS:
         device = device or torch.device("cuda")

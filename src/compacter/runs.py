@@ -7,14 +7,15 @@ score exactly as the run did.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from .data import TaskData, load_task
 from .data.files import is_data_path, load_files
+from .data.loading import parse_json
 from .data.splits import low_resource
 from .data.tasks import Task, get_task
+from .integrity import is_sealed
 from .saving import read_description
 
 RESULTS_FILE = "results.json"
@@ -28,11 +29,15 @@ def finished_run(directory: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{directory} is not a finished run: it has no {RESULTS_FILE} (and so no best adapter "
                                 "yet).")
     try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON ({error}).") from None
-    if not isinstance(results, dict) or not isinstance(results.get("config"), dict):
-        raise ValueError(f"{path} is not a compacter results file (it has no run config).")
+        results = parse_json(path.read_bytes().decode("utf-8"), str(path))
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not UTF-8 text ({error.reason}).") from None
+    is_sealed(results if isinstance(results, dict) else {}, path, "Train the run again into another --output-dir.")
+    if not (isinstance(results, dict) and isinstance(results.get("config"), dict) and isinstance(results.get("task"), str)
+            and isinstance(results["config"].get("model"), str)):
+        raise ValueError(f"{path} is not the results of a `compacter train` run (it lacks its \"task\" name or its "
+                         "\"config\" with the base model). Give --run a folder that `compacter train` finished, or "
+                         "give --model and --adapter NAME=DIR.")
     if results.get("learning_rate") == "auto":
         chosen = (results.get("chosen") or {}).get("output_dir")
         raise ValueError(f"{directory} is a learning-rate search (--lr auto); give the run it chose: {chosen}.")

@@ -4,45 +4,53 @@ A saved task is a folder with
 
 * ``adapter_model.safetensors``: the tensors the task trained, named as in the task
   (``down.s``, ``shared.A``, ``base.encoder.final_layer_norm.weight`` for its copy of a base
-  parameter, ``model.<name>`` for a base parameter trained in place by full / bitfit);
-* ``adapter_config.json``: the method config, the base model's fingerprint, the base model's name
-  or path, and each tensor's shape, dtype and sha256;
+  parameter, ``model.<name>`` for a base parameter trained in place by full / bitfit); its header
+  names the seal of the description it was written with;
+* ``adapter_config.json``: the task's name, the method config, the base model's fingerprint, name or
+  path and a sample of its weights, each tensor's shape, dtype and sha256, the metadata (a run's
+  labels, scores and identity), and a seal over all of it (integrity.py);
 * ``README.md``: a model card (YAML front matter for the Hugging Face hub).
 
-Loading is all or nothing: the description and every tensor are checked (well-formed JSON with
-the expected fields, a valid method config, intact safetensors, finite values, the recorded
-checksums, the base model's fingerprint) before anything is attached, and a task whose tensors
-then do not fit is taken off again, so a failed load leaves the model exactly as it was.
+A folder that holds only these files is written whole beside itself and swapped in with one
+exchange of names (io.replace_folder); a folder shared with other files (a Trainer checkpoint, the
+root of save_pretrained) gets the files one by one, weights first. Loading is all or nothing
+(reading.py checks everything before anything is attached), and a task whose tensors then do not
+fit is taken off again, so a failed load leaves the model exactly as it was.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from . import __version__
 from .attach import DEFAULT_TASK, apply, delete, rollback
 from .container import container_of
-from .inventory import architecture_fingerprint, trainable_parameters
-from .io import atomic_write
-from .methods import get_config
+from .integrity import SEAL, base_sample, seal
+from .inventory import trainable_parameters
+from .io import atomic_write, replace_folder
+from .names import check_task_name
 from .params import count_parameters
 from .provenance import code_version
+from .reading import (  # noqa: F401 - read_description and read_tensors: saving's public names before reading.py
+    CARD_FILE,
+    CONFIG_FILE,
+    CONFIG_SEAL,
+    FORMAT,
+    WEIGHTS_FILE,
+    _sha256,
+    check_base,
+    read_adapter,
+    read_description,
+    read_tensors,
+)
 from .switching import tasks
-
-CONFIG_FILE = "adapter_config.json"
-WEIGHTS_FILE = "adapter_model.safetensors"
-CARD_FILE = "README.md"
-FORMAT = "compacter-adapter/2"
-OLD_FORMAT = "compacter-adapter/1"  # before named tasks: still read
 
 
 def file_name(model_name: str, task: str) -> str:
@@ -69,8 +77,10 @@ def save(model: nn.Module, directory: str | os.PathLike, metadata: dict[str, Any
     container = container_of(model)
     task = container.task(name)
     directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"{directory} is a file; compacter.save writes a folder there. Give a folder's path.")
     named = file_tensors(model, task.name, tensors)
-    description = {
+    description = seal({
         "format": FORMAT,
         "compacter_version": __version__,
         "compacter_commit": code_version()["commit"],  # None outside a git checkout (provenance.py)
@@ -78,16 +88,34 @@ def save(model: nn.Module, directory: str | os.PathLike, metadata: dict[str, Any
         "method": task.config.to_dict(),
         "base_model": container.fingerprint,
         "base_model_name_or_path": getattr(model, "name_or_path", None) or None,
+        "base_weights": base_sample(model),
         "num_labels": _num_labels(model),
         "tensors": {key: {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."), "sha256": _sha256(t)}
                     for key, t in named.items()},
         "metadata": metadata or {},
-    }
-    atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(named, tmp, metadata={"format": FORMAT}))
-    atomic_write(directory / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(description, indent=2)))
+    })
+    # the weights name the description they belong to: a reader never pairs one version's with another's
+    header = {"format": FORMAT, CONFIG_SEAL: description[SEAL]}
     card = model_card(model, task.name, description)
-    atomic_write(directory / CARD_FILE, lambda tmp: Path(tmp).write_text(card))
+    text = json.dumps(description, indent=2)
+    if _adapter_files_only(directory):  # the folder is the adapter's: all of it replaced in one step
+        def write(folder: Path) -> None:
+            save_file(named, str(folder / WEIGHTS_FILE), metadata=header)
+            (folder / CONFIG_FILE).write_text(text, encoding="utf-8")
+            (folder / CARD_FILE).write_text(card, encoding="utf-8")
+        replace_folder(directory, write)
+    else:  # a folder shared with other files (a Trainer checkpoint, other tasks' folders): file by file
+        atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(named, tmp, metadata=header))
+        atomic_write(directory / CONFIG_FILE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        atomic_write(directory / CARD_FILE, lambda tmp: Path(tmp).write_text(card, encoding="utf-8"))
     return directory
+
+
+def _adapter_files_only(directory: Path) -> bool:
+    if not directory.exists():
+        return True
+    return (directory.is_dir() and not directory.is_symlink()
+            and all(entry.name in (CONFIG_FILE, WEIGHTS_FILE, CARD_FILE) for entry in directory.iterdir()))
 
 
 def save_pretrained(model: nn.Module, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
@@ -105,93 +133,21 @@ def save_pretrained(model: nn.Module, save_directory: str | os.PathLike, *args: 
     if root.is_file():
         raise ValueError(f"{root} is a file; save_pretrained needs a folder.")
     for task_name in tasks(model):
-        save(model, root if task_name == DEFAULT_TASK else root / task_name, name=task_name)
+        save(model, root if task_name == DEFAULT_TASK else root / check_task_name(task_name), name=task_name)
 
 
-def read_description(directory: str | os.PathLike) -> dict[str, Any]:
-    """The adapter_config.json of a saved task, checked field by field."""
-    path = Path(directory) / CONFIG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: {directory} is not a folder written by compacter.save().")
-    try:
-        description = json.loads(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ValueError(f"{path} is not UTF-8 text; the saved adapter is damaged. Save it again.") from None
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON ({error}); the saved adapter is damaged. Save it again.") from None
-    if not isinstance(description, dict):
-        raise ValueError(f"{path} must hold a JSON object, not {type(description).__name__}.")
-    if description.get("format") not in (FORMAT, OLD_FORMAT):
-        raise ValueError(f"{path} has format {description.get('format')!r}; this compacter reads {FORMAT!r}.")
-    expected = {"method": dict, "base_model": dict}
-    if description["format"] == FORMAT:
-        expected.update({"tensors": dict, "name": str})
-    for key, kind in expected.items():
-        if not isinstance(description.get(key), kind):
-            found = "missing" if key not in description else f"a {type(description[key]).__name__}"
-            raise ValueError(f"{path}: '{key}' must be a JSON {'object' if kind is dict else 'string'}, but it is "
-                             f"{found}. The file was edited or damaged; save the adapter again.")
-    try:
-        get_config(description["method"])
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{path}: its method config is not valid ({error}). The file was edited or damaged; "
-                         "save the adapter again.") from None
-    for key, entry in description.get("tensors", {}).items():
-        if not (isinstance(entry, dict) and isinstance(entry.get("shape"), list) and isinstance(entry.get("sha256"), str)):
-            raise ValueError(f"{path}: the entry of tensor {key!r} must give its 'shape' and 'sha256'.")
-    return description
-
-
-def read_tensors(directory: str | os.PathLike, description: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
-    """The saved tensors, checked against the description: names, shapes, checksums, finite values."""
-    directory = Path(directory)
-    description = description or read_description(directory)
-    path = directory / WEIGHTS_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: the saved adapter in {directory} is incomplete. Save it again.")
-    try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-        raise ValueError(f"{path} could not be read as safetensors ({error}); the file is truncated or damaged. "
-                         "Save the adapter again.") from None
-    if description["format"] == OLD_FORMAT:
-        tensors = _from_old_names(tensors, description["method"])
-    else:
-        manifest = description["tensors"]
-        if set(manifest) != set(tensors):
-            missing, extra = sorted(set(manifest) - set(tensors)), sorted(set(tensors) - set(manifest))
-            raise ValueError(f"{path} does not hold the tensors {CONFIG_FILE} lists (missing {missing[:5]}, unlisted "
-                             f"{extra[:5]}). The two files do not belong together; save the adapter again.")
-        for key, tensor in tensors.items():
-            if list(tensor.shape) != manifest[key]["shape"] or _sha256(tensor) != manifest[key]["sha256"]:
-                raise ValueError(f"{path}: tensor {key!r} does not match the checksum recorded in {CONFIG_FILE}: "
-                                 "the file was changed or damaged after it was saved. Save the adapter again.")
-    for key, tensor in tensors.items():
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise ValueError(f"{path}: tensor {key!r} holds NaN or infinite values; a model loaded from it would "
-                             "compute nothing useful. Save a checkpoint from before the training diverged.")
-    return tensors
-
-
-def load(model: nn.Module, directory: str | os.PathLike, *, name: str | None = None) -> nn.Module:
+def load(model: nn.Module, directory: str | os.PathLike, *, name: str | None = None,
+         strict: bool = False) -> nn.Module:
     """Attach a saved task to ``model`` (its base model, with or without other tasks) as task ``name``.
 
     ``name`` defaults to the name it was saved under. It becomes the active task. On any error the
-    model is left exactly as it was.
+    model is left exactly as it was. A base of the right architecture whose sampled weights differ from
+    the ones the adapter was saved with gives a warning (``strict=True``: an error).
     """
-    description = read_description(directory)
-    tensors = read_tensors(directory, description)
-    container = getattr(model, "compacter", None)
-    actual = container.fingerprint if container is not None else architecture_fingerprint(model)
-    expected = description["base_model"]
-    if expected != actual:
-        differences = [f"{key}: saved for {expected.get(key)!r}, this model has {actual.get(key)!r}"
-                       for key in sorted(set(expected) | set(actual)) if expected.get(key) != actual.get(key)]
-        raise ValueError(
-            f"The adapter in {directory} was trained on a different base model and does not fit this one:\n  "
-            + "\n  ".join(differences)
-            + "\nLoad it onto the base model it was trained on."
-        )
+    if name is not None:
+        check_task_name(name, "load(): name")
+    description, tensors = read_adapter(directory)
+    check_base(model, description, directory, strict=strict)
     name = name or description.get("name") or DEFAULT_TASK
     apply(model, description["method"], name=name)
     try:
@@ -214,10 +170,16 @@ def load_tensors(model: nn.Module, tensors: dict[str, torch.Tensor], *, name: st
     if missing or unexpected:
         raise ValueError(f"The saved parameters in {source} do not match the method's: missing {missing[:5]}, "
                          f"unexpected {unexpected[:5]}. The file was not written for this method configuration.")
+    in_place = container_of(model).task(name).config.trains_base_in_place  # the base's own parameters, in the base's dtype
     for key, tensor in tensors.items():
-        if by_file_name[key].shape != tensor.shape:
+        target = by_file_name[key]
+        if target.shape != tensor.shape:
             raise ValueError(f"Saved parameter {key} has shape {tuple(tensor.shape)} but the model's has "
-                             f"{tuple(by_file_name[key].shape)}: the file was not written for this model.")
+                             f"{tuple(target.shape)}: the file was not written for this model.")
+        if tensor.dtype != target.dtype and not (in_place and tensor.is_floating_point() and target.is_floating_point()):
+            raise ValueError(f"Saved parameter {key} is stored as {str(tensor.dtype).removeprefix('torch.')}, but the "
+                             f"method trains it in {str(target.dtype).removeprefix('torch.')}: copying it would change "
+                             f"its values. {source} was not written by compacter.save for this method.")
     with torch.no_grad():
         for key, tensor in tensors.items():
             by_file_name[key].copy_(tensor)
@@ -251,11 +213,6 @@ def model_card(model: nn.Module, name: str, description: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _sha256(tensor: torch.Tensor) -> str:
-    data = tensor.detach().to("cpu").contiguous().reshape(-1)
-    return hashlib.sha256(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"").hexdigest()
-
-
 def _num_labels(model: nn.Module) -> int | None:
     config = getattr(model, "config", None)
     architectures = getattr(config, "architectures", None) or [type(model).__name__]
@@ -265,12 +222,5 @@ def _num_labels(model: nn.Module) -> int | None:
     return None
 
 
-def _from_old_names(tensors: dict[str, torch.Tensor], method: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """Files of format 1 named tensors by model parameter name: ``compacter.down.s``, base names for the rest."""
-    in_place = get_config(method).trains_base_in_place
-    return {key.removeprefix("compacter.") if key.startswith("compacter.") else
-            (f"model.{key}" if in_place else f"base.{key}"): value for key, value in tensors.items()}
-
-
-__all__ = ["CARD_FILE", "CONFIG_FILE", "FORMAT", "WEIGHTS_FILE", "file_name", "file_tensors", "load", "load_tensors",
-           "model_card", "read_description", "read_tensors", "save", "save_pretrained"]
+__all__ = ["CARD_FILE", "CONFIG_FILE", "FORMAT", "WEIGHTS_FILE", "check_base", "file_name", "file_tensors", "load",
+           "load_tensors", "model_card", "read_adapter", "read_description", "read_tensors", "save", "save_pretrained"]

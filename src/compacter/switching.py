@@ -10,6 +10,7 @@ from torch import nn
 
 from .container import CompacterModules, container_of, refuse_in_place
 from .methods import MethodConfig
+from .names import check_task_name
 from .routing import Routing
 
 
@@ -30,7 +31,13 @@ def active_task(model: nn.Module) -> str | None:
 
 def set_active(model: nn.Module, name: str | None) -> None:
     """Make task ``name`` the one the model runs (None: none, the base model)."""
-    container_of(model).set_active(name)
+    container = container_of(model)
+    if name is not None:
+        check_task_name(name, "set_active(): the task name")
+    if container.routing is not None:
+        raise ValueError("set_active() inside compacter.route(): the route says each row's task, and leaving it would "
+                         "undo the change. Call set_active() after the `with compacter.route(...)` block.")
+    container.set_active(name)
 
 
 @contextlib.contextmanager
@@ -54,7 +61,7 @@ def route(model: nn.Module, row_tasks: Sequence[str]) -> Iterator[nn.Module]:
     if isinstance(row_tasks, str) or not isinstance(row_tasks, Sequence) or not row_tasks:
         raise ValueError("route() takes one task name per row of the batch, e.g. ['rte', 'mrpc', 'rte'].")
     for name in row_tasks:
-        container.task(name)
+        container.task(check_task_name(name, "route(): each row's task name"))
     distinct = tuple(dict.fromkeys(row_tasks))
     for name in distinct:
         reason = unroutable_reason(model, name)

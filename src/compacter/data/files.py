@@ -17,17 +17,18 @@ first becomes the "original" validation set.
 Every file is checked where it is read: cells are read as text as written ("NA" and "null" stay
 text), and an empty cell, two columns of one name (or a JSON key twice in a row), two files for one
 split, or a label that no training example has is refused, naming the file and the row. Labels
-with spaces around them are stripped, with a warning.
+with spaces around them are stripped, with a warning; labels are read in one Unicode form (NFC), and
+two that differ only by invisible characters (``pos`` and ``pos\u200b``) are refused, naming both.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import math
 import numbers
 import re
+import unicodedata
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -36,12 +37,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .loading import DataFileError
+from .loading import DataFileError, parse_json
 from .splits import paper_splits
 from .tasks import Task
 
 SPLIT_NAMES = {"train": ("train",), "validation": ("validation", "valid", "val", "dev"), "test": ("test",)}
+INVISIBLE_CATEGORIES = ("Cf", "Cc", "Zl", "Zp")  # format characters (zero-width, BOM, soft hyphen) and controls
 HELD_OUT_FRACTION = 0.2
+FEW_EXAMPLES = 10  # below this in a split, a warning: its scores mean little
 LARGE_TRAIN_SIZE = 10_000
 
 
@@ -77,7 +80,14 @@ def load_files(path: str | Path, *, text_column: str | None = None, text_pair_co
         raw = {split: [{**{f: texts[split][f][i] for f in fields}, "label": labels.index(label)}
                        for i, label in enumerate(by_split[split])] for split in texts}
         task = Task(name, "custom", "", fields, labels, ("accuracy", "f1_macro"), classification_fields=fields)
-    return task, _complete_splits(task, raw, seed)
+    splits = _complete_splits(task, raw, seed)
+    small = {split: len(rows) for split, rows in splits.items() if len(rows) < FEW_EXAMPLES}
+    if small:
+        sizes = ", ".join(f"{split} {count}" for split, count in small.items())
+        warnings.warn(f"{path}: the splits have very few examples ({sizes}): a model trained and scored on so few says "
+                      "little. Give more examples (or validation.* and test.* files of their own).", UserWarning,
+                      stacklevel=2)
+    return task, splits
 
 
 def _columns(path: Path, text: str | None, pair: str | None, label: str | None, source: str | None,
@@ -129,6 +139,7 @@ def _labels(by_split: dict[str, list[str]], column: str,
             files: dict[str, Path]) -> tuple[tuple[str, ...], dict[str, list[str]]]:
     """The label names (sorted, from the training file) and each split's labels. Spaces around a label are dropped
     (with a warning); a label that no training example has is refused: a classifier could never learn it."""
+    by_split = _same_spellings(by_split, column, files)
     padded = sorted({label for labels in by_split.values() for label in labels if label != label.strip()})
     if padded:
         warnings.warn(f"Column {column!r}: {len(padded)} label(s) had spaces around them (e.g. {padded[0]!r}); they "
@@ -147,6 +158,24 @@ def _labels(by_split: dict[str, list[str]], column: str,
         raise DataFileError(f"{files['train']}: column {column!r} has {len(names)} distinct label(s); classification "
                             "needs at least 2.")
     return names, by_split
+
+
+def _same_spellings(by_split: dict[str, list[str]], column: str,
+                    files: dict[str, Path]) -> dict[str, list[str]]:
+    """Labels in one Unicode form (NFC: 'café' typed either way is one label); labels that differ only by invisible
+    characters (a zero-width space, a soft hyphen, a byte-order mark) are refused, naming both spellings."""
+    by_split = {split: [unicodedata.normalize("NFC", label) for label in labels] for split, labels in by_split.items()}
+    first_seen: dict[str, tuple[str, str, int]] = {}  # visible form → (spelling, split, data row)
+    for split, labels in by_split.items():
+        for row, label in enumerate(labels, start=1):
+            visible = "".join(c for c in label if unicodedata.category(c) not in INVISIBLE_CATEGORIES).strip()
+            spelling, where, at = first_seen.setdefault(visible, (label, split, row))
+            if spelling != label and spelling.strip() != label.strip():
+                raise DataFileError(
+                    f"Column {column!r}: the labels {spelling!r} ({files[where].name}, data row {at}) and {label!r} "
+                    f"({files[split].name}, data row {row}) differ only by invisible characters, so they would be two "
+                    "classes that look the same. Correct the labels so that each class is spelled one way.")
+    return by_split
 
 
 def _split_files(path: Path) -> dict[str, Path]:
@@ -179,7 +208,7 @@ def _read(file: Path) -> pd.DataFrame:
     try:
         frame = reader(file)
     except UnicodeDecodeError as error:
-        raise DataFileError(f"{file} is not UTF-8 text ({error.reason} at byte {error.start}); save it as UTF-8.") from None
+        raise DataFileError(f"{file}{_bad_line(file)} is not UTF-8 text ({error.reason}); save it as UTF-8.") from None
     except (ValueError, pd.errors.ParserError, OSError) as error:
         if isinstance(error, DataFileError):
             raise
@@ -187,6 +216,17 @@ def _read(file: Path) -> pd.DataFrame:
     if frame.empty:
         raise DataFileError(f"{file} is empty: it has no examples.")
     return frame
+
+
+def _bad_line(file: Path) -> str:
+    """", line N": where the first bytes that are not UTF-8 are (pandas says only an offset in its buffer)."""
+    raw = file.read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[:error.start].count(b"\n") + 1
+        return f", line {line}"
+    return ""
 
 
 def _read_delimited(file: Path, separator: str) -> pd.DataFrame:
@@ -208,8 +248,12 @@ def _read_delimited(file: Path, separator: str) -> pd.DataFrame:
 
 def _read_json(file: Path) -> pd.DataFrame:
     """JSON lines (one object per line), or a .json file holding one list of objects."""
-    with open(file, encoding="utf-8-sig") as handle:
-        text = handle.read()
+    raw = file.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw[:error.start].count(b"\n") + 1
+        raise DataFileError(f"{file}, line {line}: not UTF-8 text ({error.reason}); save the file as UTF-8.") from None
     if file.suffix.lower() == ".json" and text.lstrip().startswith("["):
         unit, numbered = "item", list(enumerate(_json(text, file, None), start=1))  # a list: its text starts with "["
     else:
@@ -223,10 +267,7 @@ def _read_json(file: Path) -> pd.DataFrame:
 
 def _json(text: str, file: Path, line: int | None) -> Any:
     where = f"{file}, line {line}" if line is not None else str(file)
-    try:
-        return json.loads(text, object_pairs_hook=lambda pairs: _object(pairs, where))
-    except json.JSONDecodeError as error:
-        raise DataFileError(f"{where}: not valid JSON ({error.msg}).") from None
+    return parse_json(text, where, object_pairs_hook=lambda pairs: _object(pairs, where))
 
 
 def _object(pairs: list[tuple[str, Any]], where: str) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from .tasks import HUB_DATASETS, Task
 
@@ -106,17 +107,56 @@ def _read_export(task: Task, path: Path) -> list[dict]:
 
 def json_lines(path: str | Path) -> Iterator[dict]:
     """The JSON objects of a JSON-lines file (blank lines skipped); a bad line is refused with its number."""
-    with open(path, encoding="utf-8-sig") as handle:
-        for line, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as error:
-                raise DataFileError(f"{path}, line {line}: not valid JSON ({error.msg}).") from None
-            if not isinstance(row, dict):
-                raise DataFileError(f"{path}, line {line}: expected a JSON object, got {type(row).__name__}.")
-            yield row
+    for line, text in numbered_lines(path):
+        if not text.strip():
+            continue
+        row = parse_json(text, f"{path}, line {line}")
+        if not isinstance(row, dict):
+            raise DataFileError(f"{path}, line {line}: expected a JSON object, got {type(row).__name__}.")
+        yield row
+
+
+def numbered_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a UTF-8 file's lines, split at "\\n" only (JSON text may hold U+2028); text that is
+    not UTF-8 is refused naming its line."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataFileError(f"{path} is a folder; give a JSON-lines file.")
+    with open(path, "rb") as handle:
+        for line, raw in enumerate(handle, start=1):
+            yield line, decode_utf8(raw, f"{path}, line {line}", first=line == 1)
+
+
+def decode_utf8(raw: bytes, where: str, first: bool = True) -> str:
+    """``raw`` as text (a byte-order mark at the start dropped); not UTF-8: an error naming ``where`` and the byte."""
+    try:
+        return raw.decode("utf-8-sig" if first else "utf-8")
+    except UnicodeDecodeError as error:
+        raise DataFileError(f"{where}: not UTF-8 text ({error.reason} at byte {error.start + 1} of the line); save the "
+                            "file as UTF-8.") from None
+
+
+class _NotJsonNumber(Exception):
+    pass
+
+
+def _no_constant(name: str) -> None:
+    raise _NotJsonNumber(name)
+
+
+def parse_json(text: str, where: str, **options) -> Any:
+    """``json.loads`` of ``text`` with every way it fails said as a DataFileError naming ``where``: invalid JSON,
+    NaN or Infinity (not JSON, though Python's reader takes them), brackets nested too deep to read."""
+    try:
+        return json.loads(text, parse_constant=_no_constant, **options)
+    except json.JSONDecodeError as error:
+        raise DataFileError(f"{where}: not valid JSON ({error.msg}).") from None
+    except _NotJsonNumber as error:
+        raise DataFileError(f"{where}: {error} is not a JSON number (JSON has neither NaN nor Infinity); write a "
+                            "number or a string.") from None
+    except RecursionError:
+        raise DataFileError(f"{where}: the JSON nests brackets too deeply to be read; an example is one flat "
+                            "object.") from None
 
 
 def _tsv(path: Path, header: bool = True) -> Iterator[tuple[int, dict]]:

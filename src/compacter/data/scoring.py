@@ -22,6 +22,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from .loading import numbered_lines, parse_json
 from .metrics import compute_metrics, parse_label
 from .tasks import Task
 
@@ -138,18 +139,10 @@ def _json_lines(path: str | Path, what: str):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"The {what} file {path} does not exist (or is not a file).")
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the first line
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start}); save the {what} file as "
-                         "UTF-8 JSON lines.") from None
     rows = []
-    for line, content in enumerate(text.split("\n"), start=1):  # not splitlines(): JSON text may hold U+2028
+    for line, content in numbered_lines(path):  # not splitlines(): JSON text may hold U+2028
         if content.strip():
-            try:
-                rows.append((line, json.loads(content)))
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}, line {line}: the {what} file must be JSON lines ({error.msg}).") from None
+            rows.append((line, parse_json(content, f"{path}, line {line}: the {what} file must be JSON lines")))
     if not rows:
         raise ValueError(f"The {what} file {path} is empty: it needs one JSON line per example.")
     return rows

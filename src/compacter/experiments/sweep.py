@@ -35,6 +35,7 @@ from typing import Any
 
 import yaml
 
+from ..locking import folder_lock
 from ..methods.settings import check_fields, setting
 from ..training import RESULTS_FILE, TrainConfig, train
 from ..training.config import MAX_SEED
@@ -123,10 +124,11 @@ def run_sweep(sweep: Sweep, progress=print) -> list[dict]:
     """Train every run of ``sweep`` (from :func:`read_sweep`) that has not finished; returns their results."""
     configs = list(expand(sweep))
     results = []
-    for index, config in enumerate(configs, 1):
-        done = (Path(config.output_dir) / RESULTS_FILE).is_file()
-        progress(f"[{index}/{len(configs)}] {config.output_dir}" + ("  (finished: skipped)" if done else ""))
-        results.append(train(config))
+    with folder_lock(sweep.output_dir):  # one sweep at a time in a folder (each run locks its own as well)
+        for index, config in enumerate(configs, 1):
+            done = (Path(config.output_dir) / RESULTS_FILE).is_file()
+            progress(f"[{index}/{len(configs)}] {config.output_dir}" + ("  (finished: skipped)" if done else ""))
+            results.append(train(config))
     return results
 
 

@@ -85,6 +85,8 @@ def save_state(directory: Path, state: TrainingState) -> None:
 def read_state(directory: Path) -> TrainingState | None:
     """The run's saved state, or None when it has none; a file that is not one (or an old pickle) is refused."""
     path = directory / STATE_FILE
+    if path.is_symlink() or (path.exists() and not path.is_file()):  # /dev/zero, a folder, a link to elsewhere
+        raise ValueError(_refusal(path, "it is not a regular file of the run's own"))
     if not path.is_file():
         legacy = directory / LEGACY_STATE_FILE
         if legacy.is_file():
@@ -109,6 +111,15 @@ def _state(document: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Traini
     if not (isinstance(document["identity"], dict) and isinstance(document["history"], list)
             and isinstance(document["best"], (dict, type(None)))):
         raise TypeError("its identity, history or best score is not what a training state holds")
+    step = document["step"]
+    if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+        raise ValueError(f"its step is {step!r}; a checkpoint is saved after step 1 or later")
+    best = document["best"]
+    if best is not None and not (isinstance(best.get("step"), int) and 1 <= best["step"] <= step):
+        raise ValueError(f"its best step {best.get('step')!r} is not one of the steps 1 to {step} it trained")
+    for key, tensor in tensors.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ValueError(f"{key} holds NaN or infinite values")
     optimizer_state: dict[int, dict[str, Any]] = {int(index): dict(values)
                                                   for index, values in document["optimizer"]["state"].items()}
     for key, tensor in tensors.items():

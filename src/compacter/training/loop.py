@@ -37,19 +37,30 @@ from tqdm.auto import tqdm
 from ..attach import apply
 from ..compiling import compile_model
 from ..data import TaskData
+from ..integrity import SEAL, digest, seal
 from ..inventory import parameter_groups, trainable_parameters
 from ..io import atomic_write
+from ..locking import folder_lock
 from ..models import build_model, enable_activation_checkpointing
 from ..params import count_parameters
 from ..provenance import versions
 from ..quantization import BITSANDBYTES_KINDS, quantize_base
-from ..saving import file_name, save
+from ..saving import file_name, read_description, save
 from ..switching import active_task
 from . import distributed
 from .checkpoint import TrainingState, restore_rng, rng_state, save_state
 from .config import TrainConfig
 from .inputs import RunInputs, collate, encode, global_batches, read_inputs, shard
-from .resume import BEST_DIR, RESULTS_FILE, best_adapter, finished_results, resumable_state, run_folder
+from .resume import (
+    ADAPTER_SEAL_KEY,
+    BEST_DIR,
+    RESULTS_FILE,
+    RUN_KEY,
+    best_adapter,
+    finished_results,
+    resumable_state,
+    run_folder,
+)
 from .tracking import Trackers
 from .tracking import metrics as tracked
 from .warmup import paper_warmup, warmup_steps, warmup_warning
@@ -73,23 +84,24 @@ def train(config: TrainConfig, on_step: Callable[[int], None] | None = None, *,
     processes = distributed.start(config.device)
     try:
         inputs = read_inputs(config)  # everything checked before anything is written
-        finished = finished_results(output, inputs.identity, inputs.config)
-        if finished is not None:
-            return finished
-        state = resumable_state(output, inputs.identity)
-        with run_folder(output, processes) as log:
-            trainer = Trainer(inputs, processes, output, log, learning_rate_source)
-            with trainer.trackers:
-                if state is not None:
-                    trainer.restore(state)
-                trainer.start()
-                while trainer.step < trainer.total_steps and not trainer.out_of_patience():
-                    loss = trainer.train_step()
-                    if trainer.step % trainer.eval_every == 0 or trainer.step == trainer.total_steps:
-                        trainer.evaluate_and_checkpoint(loss)
-                    if on_step is not None:
-                        on_step(trainer.step)
-                return trainer.finish()
+        with folder_lock(output) if processes.main else contextlib.nullcontext():  # one writer per run folder
+            finished = finished_results(output, inputs.identity, inputs.config)
+            if finished is not None:
+                return finished
+            state = resumable_state(output, inputs.identity)
+            with run_folder(output, processes) as log:
+                trainer = Trainer(inputs, processes, output, log, learning_rate_source)
+                with trainer.trackers:
+                    if state is not None:
+                        trainer.restore(state)
+                    trainer.start()
+                    while trainer.step < trainer.total_steps and not trainer.out_of_patience():
+                        loss = trainer.train_step()
+                        if trainer.step % trainer.eval_every == 0 or trainer.step == trainer.total_steps:
+                            trainer.evaluate_and_checkpoint(loss)
+                        if on_step is not None:
+                            on_step(trainer.step)
+                    return trainer.finish()
     finally:
         distributed.stop()
 
@@ -179,6 +191,10 @@ class Trainer:
 
     def restore(self, state: TrainingState) -> None:
         """Continue from a checkpoint of this run (resume.py checked that it is this run's)."""
+        if state.step > self.total_steps:
+            raise ValueError(f"The checkpoint in {self.output} is at step {state.step}, past this run's last step "
+                             f"({self.total_steps}): it was changed after it was written. To train again, give another "
+                             "--output-dir.")
         _load_trained(self.model, self.trained, state.trained, f"the checkpoint in {self.output}")
         distributed.load_optimizer_state(self.optimizer, state.optimizer)
         self.scheduler.load_state_dict(state.scheduler)
@@ -253,7 +269,8 @@ class Trainer:
                 save(self.model, self.output / BEST_DIR, tensors=whole, metadata={
                     "step": self.step, "validation": metrics, "task": self.data.task.to_dict(),
                     "max_source_length": self.config.max_source_length,
-                    "max_target_length": self.config.max_target_length})
+                    "max_target_length": self.config.max_target_length, RUN_KEY: digest(self.inputs.identity)})
+                self.best[ADAPTER_SEAL_KEY] = read_description(self.output / BEST_DIR)[SEAL]
         self.history.append({"step": self.step, "epoch": self.step / self.steps_per_epoch, "loss": loss,
                              "validation": metrics})
         self.log.info("step %d  loss %.4f  validation score %.2f%s", self.step, loss, metrics["score"],
@@ -283,7 +300,7 @@ class Trainer:
         """Score the test split with the best adapter and write results.json."""
         self.progress.close()
         self.elapsed = time.perf_counter() - self.started
-        best = best_adapter(self.output, self.best["step"])  # named as in its file
+        best = best_adapter(self.output, self.best, self.inputs.identity)  # named as in its file
         task = active_task(self.model)
         _load_trained(self.model, self.trained, {name: best[file_name(name, task)] for name in self.trained
                                                  if file_name(name, task) in best}, f"{self.output / BEST_DIR}")
@@ -305,9 +322,10 @@ class Trainer:
                          "warmup_steps": self.warmup_steps},
             "steps_trained": self.step, "stopped_early": self.step < self.total_steps,
             "config": config.to_dict(), "learning_rate_source": self.learning_rate_source,
-            "identity": self.inputs.identity,
+            "identity": self.inputs.identity, ADAPTER_SEAL_KEY: self.best.get(ADAPTER_SEAL_KEY),
             "versions": versions(),
         }
+        results = seal(results)  # an edited score is refused when the run is asked for again
         if processes.main:
             text = json.dumps(results, indent=2)
             atomic_write(self.output / RESULTS_FILE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

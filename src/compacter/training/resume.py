@@ -6,6 +6,8 @@ The same run started again finds its folder in one of three states:
   this one's, else refused, saying what differs; they are never run again or overwritten;
 * interrupted (``training_state.safetensors``): it resumes from the checkpoint if the identity
   matches (and the best adapter it saved in ``adapter/`` can be read), else it is refused the same way;
+  ``adapter/`` must be the run's own: a real folder, saved by this run (its identity's digest) at the
+  best step the checkpoint records (the adapter's seal), and results.json (sealed) names it too;
 * new: the folder (and ``train.log``) is made. If the run then fails before its first
   checkpoint, what it made is removed again, so that a mistyped setting leaves nothing behind.
 
@@ -25,7 +27,8 @@ from typing import Any
 
 import torch
 
-from ..saving import read_tensors
+from ..integrity import SEAL, digest, is_sealed
+from ..saving import read_adapter, read_description
 from . import distributed
 from .checkpoint import STATE_FILE, TrainingState, read_state
 from .config import TrainConfig
@@ -35,6 +38,8 @@ RESULTS_FILE = "results.json"
 LOG_FILE = "train.log"
 SEARCH_LOG = "search.log"  # a learning-rate search's folder (search.py): its runs are in sub-folders
 BEST_DIR = "adapter"  # the best validation checkpoint's trained parameters, as compacter.save writes them
+RUN_KEY = "run_identity_sha256"  # in the adapter's metadata: the run that saved it
+ADAPTER_SEAL_KEY = "adapter_sha256"  # in the best checkpoint's record and in results.json: the adapter's seal
 
 
 def finished_results(output: Path, identity: dict[str, Any], config: TrainConfig) -> dict[str, Any] | None:
@@ -56,6 +61,8 @@ def finished_results(output: Path, identity: dict[str, Any], config: TrainConfig
     if not isinstance(results, dict) or not isinstance(results.get("config"), dict):
         raise ValueError(f"{path} is not a compacter results file (it has no run config). Its folder is left as it "
                          "is; to train, give another --output-dir.")
+    if is_sealed(results, path, "Its folder is left as it is; to train again, give another --output-dir."):
+        _check_adapter_seal(output, results)
     if "identity" not in results:  # written before runs recorded their identity: compare what was recorded
         changed = legacy_differences(results["config"], config)
         if changed:
@@ -78,18 +85,39 @@ def resumable_state(output: Path, identity: dict[str, Any]) -> TrainingState | N
             raise ValueError(_other_run(output, f"an unfinished run (checkpoint at step {state.step})", changed,
                                         finished=False))
         if state.best is not None:
-            best_adapter(output, state.best["step"])  # refused now, not at the end of the run
+            best_adapter(output, state.best, identity)  # refused now, not at the end of the run
     return state
 
 
-def best_adapter(output: Path, step: int) -> dict[str, torch.Tensor]:
-    """The trained parameters of the best validation checkpoint (step ``step``) that the run saved, named as in
-    its file (checked as `compacter.load` checks them)."""
+def best_adapter(output: Path, best: dict[str, Any], identity: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The trained parameters of the best validation checkpoint (``best``: its step and the seal of the adapter
+    saved then) that this run (``identity``) saved in its own ``adapter/`` folder, named as in its file (checked as
+    `compacter.load` checks them, and tied to the run: a real folder of the run, saved by it at that step)."""
+    step = best["step"]
     try:
-        return read_tensors(output / BEST_DIR)
+        description, tensors = read_adapter(output / BEST_DIR, own=True)
     except (ValueError, OSError) as error:  # missing, truncated, edited or foreign: refused by its checks
         raise ValueError(f"The best adapter so far (step {step}) cannot be read: {error} It changed after the run "
                          "wrote it; to train again, give another --output-dir.") from None
+    metadata = description.get("metadata") or {}
+    recorded_run, recorded_seal = metadata.get(RUN_KEY), best.get(ADAPTER_SEAL_KEY)
+    if (recorded_run is not None and recorded_run != digest(identity)) or metadata.get("step", step) != step or (
+            recorded_seal is not None and description.get(SEAL) != recorded_seal):
+        raise ValueError(f"{output / BEST_DIR} is not the adapter this run saved at its best step ({step}): it was "
+                         "saved by another run, or at another step. To train again, give another --output-dir.")
+    return tensors
+
+
+def _check_adapter_seal(output: Path, results: dict[str, Any]) -> None:
+    """A finished run's adapter/ is the one its results were scored with."""
+    try:
+        description = read_description(output / BEST_DIR, own=True)
+    except (ValueError, OSError) as error:
+        raise ValueError(f"The adapter of the finished run in {output} cannot be read: {error}") from None
+    if description.get(SEAL) != results.get(ADAPTER_SEAL_KEY):
+        raise ValueError(f"{output / BEST_DIR} is not the adapter {output / RESULTS_FILE} was scored with (it was "
+                         "replaced after the run finished). Its folder is left as it is; to train again, give another "
+                         "--output-dir.")
 
 
 @contextlib.contextmanager

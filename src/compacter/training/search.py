@@ -13,17 +13,18 @@ included, as any run's does; only validation scores choose.)
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..io import atomic_write
+from ..locking import LOCK_FILE, WRITER_FILE, folder_lock
 from ..methods.learning_rates import lr_grid
 from ..provenance import versions
 from .checkpoint import STATE_FILE
@@ -68,55 +69,62 @@ def train_with_lr_search(config: TrainConfig, grid: Sequence[float] | None = Non
     rates = search_grid(config, grid)
     center = config.learning_rate_choice() if grid is None else None
     output = Path(config.output_dir or config.default_output_dir(AUTO))
-    _check_folder(output)
-    where = (f"× {{1/3, 1, 3}} around the default {center.describe()}" if center is not None
-             else "the grid given")
-    made = [folder for folder in (output, *output.parents) if not folder.exists()]
-    _log(output, f"--lr auto: {config.method} on {config.task}, learning rates {', '.join(f'{r:g}' for r in rates)} "
-                 f"({where})")
-    runs, finished = [], {}
-    try:
-        for rate in rates:
-            folder = grid_folder(output, rate)
-            run = dataclasses.replace(config, learning_rate=rate, output_dir=str(folder))
-            source = {"value": rate, "family": center.family if center else None,
-                      "source": f"--lr auto: grid point of {', '.join(f'{r:g}' for r in rates)} ({where})"}
-            try:
-                results = finished[rate] = train(run, on_step, learning_rate_source=source)
-            except TrainingDiverged as error:  # a result of the search, not a failure of it: this rate is too high
-                runs.append({"learning_rate": rate, "validation": None, "diverged": str(error),
-                             "output_dir": str(folder)})
-                _log(output, f"lr {rate:g}: diverged ({error})")
-                continue
-            runs.append({"learning_rate": rate, "validation": results["validation"]["score"],
-                         "best_step": results["best_step"], "output_dir": str(folder)})
-            _log(output, f"lr {rate:g}: validation score {runs[-1]['validation']:.2f} (step {results['best_step']}), "
-                         f"{folder}")
-    except BaseException:
-        # a search that fails before any run of it wrote anything (a mistyped setting) leaves nothing behind
-        if made and [entry.name for entry in output.iterdir()] == [SEARCH_LOG]:
-            (output / SEARCH_LOG).unlink()
-            for folder in made:  # innermost first
-                with contextlib.suppress(OSError):
-                    folder.rmdir()
-        raise
-    if not finished:
-        raise ValueError(f"Every learning rate of the grid ({', '.join(f'{r:g}' for r in rates)}) diverged: give a grid "
-                         f"of lower rates (see {output / SEARCH_LOG}).")
-    chosen = choose_learning_rate((r["learning_rate"], r["validation"]) for r in runs if r["validation"] is not None)
-    picked = finished[chosen]
-    summary = {
-        "learning_rate": AUTO, "task": picked["task"], "model": picked["model"], "method": picked["method"],
-        "selection_rule": SELECTION_RULE, "grid": runs, "grid_source": where,
-        "learning_rate_source": center.to_dict() if center is not None else None,
-        "chosen": {"learning_rate": chosen, "output_dir": str(grid_folder(output, chosen)),
-                   "validation": picked["validation"]["score"]},
-        "validation": picked["validation"], "best_step": picked["best_step"], "test": picked["test"],
-        "config": {**config.to_dict(), "learning_rate": AUTO, "output_dir": str(output)}, "versions": versions(),
-    }
-    _log(output, f"chosen: lr {chosen:g} ({SELECTION_RULE}); its test score {picked['test']['score']:.2f}")
-    text = json.dumps(summary, indent=2)
-    atomic_write(output / RESULTS_FILE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    created = not output.exists()
+    with folder_lock(output):  # one writer per search folder (each grid run locks its own as well)
+        _check_folder(output)
+        where = (f"× {{1/3, 1, 3}} around the default {center.describe()}" if center is not None
+                 else "the grid given")
+        _log(output, f"--lr auto: {config.method} on {config.task}, learning rates {', '.join(f'{r:g}' for r in rates)} "
+                     f"({where})")
+        runs, finished = [], {}
+        try:
+            for rate in rates:
+                folder = grid_folder(output, rate)
+                run = dataclasses.replace(config, learning_rate=rate, output_dir=str(folder))
+                source = {"value": rate, "family": center.family if center else None,
+                          "source": f"--lr auto: grid point of {', '.join(f'{r:g}' for r in rates)} ({where})"}
+                try:
+                    results = finished[rate] = train(run, on_step, learning_rate_source=source)
+                except TrainingDiverged as error:  # a result of the search, not a failure of it: this rate is too high
+                    runs.append({"learning_rate": rate, "validation": None, "diverged": str(error),
+                                 "output_dir": str(folder)})
+                    _log(output, f"lr {rate:g}: diverged ({error})")
+                    continue
+                runs.append({"learning_rate": rate, "validation": results["validation"]["score"],
+                             "best_step": results["best_step"], "output_dir": str(folder)})
+                _log(output, f"lr {rate:g}: validation score {runs[-1]['validation']:.2f} (step {results['best_step']}), "
+                             f"{folder}")
+        except BaseException:
+            # a search that fails before any run of it wrote anything (a mistyped setting) leaves nothing behind
+            # (folder_lock then removes the folders it made)
+            if created and {entry.name for entry in output.iterdir()} - {LOCK_FILE, WRITER_FILE} == {SEARCH_LOG}:
+                (output / SEARCH_LOG).unlink()
+            raise
+        if not finished:
+            raise ValueError(f"Every learning rate of the grid ({', '.join(f'{r:g}' for r in rates)}) diverged: give a grid "
+                             f"of lower rates (see {output / SEARCH_LOG}).")
+        chosen = choose_learning_rate((r["learning_rate"], r["validation"]) for r in runs if r["validation"] is not None)
+        picked = finished[chosen]
+        tied = [r["learning_rate"] for r in runs if r["validation"] == picked["validation"]["score"]]
+        if len(tied) > 1:
+            examples = picked["identity"]["data"]["validation"]["examples"] if "identity" in picked else "few"
+            warning = (f"learning rates {', '.join(f'{r:g}' for r in tied)} tie at validation score "
+                       f"{picked['validation']['score']:.2f} ({examples} validation examples): the rule picks "
+                       f"{chosen:g}, but the scores do not tell the rates apart. Give a larger validation split.")
+            _log(output, f"warning: {warning}")
+            warnings.warn(warning, UserWarning, stacklevel=2)
+        summary = {
+            "learning_rate": AUTO, "task": picked["task"], "model": picked["model"], "method": picked["method"],
+            "selection_rule": SELECTION_RULE, "grid": runs, "grid_source": where,
+            "learning_rate_source": center.to_dict() if center is not None else None,
+            "chosen": {"learning_rate": chosen, "output_dir": str(grid_folder(output, chosen)),
+                       "validation": picked["validation"]["score"]},
+            "validation": picked["validation"], "best_step": picked["best_step"], "test": picked["test"],
+            "config": {**config.to_dict(), "learning_rate": AUTO, "output_dir": str(output)}, "versions": versions(),
+        }
+        _log(output, f"chosen: lr {chosen:g} ({SELECTION_RULE}); its test score {picked['test']['score']:.2f}")
+        text = json.dumps(summary, indent=2)
+        atomic_write(output / RESULTS_FILE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return summary
 
 
