@@ -2,12 +2,12 @@
 
 ``apply`` and ``load`` also bind an adapter-only ``save_pretrained`` to the model instance, so that
 ``model.save_pretrained(dir)`` (and ``transformers.Trainer``'s checkpoints) write the tasks' small files,
-not the whole base model, as PEFT does.
+not the whole base model, as PEFT does; and compacter's versions of transformers' ``push_to_hub``,
+``set_adapter``, ``load_adapter``, ``active_adapters`` ... (bindings.py).
 """
 
 from __future__ import annotations
 
-import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -15,53 +15,88 @@ from typing import Any
 import transformers
 from torch import nn
 
-from . import attach, saving
+from . import attach, bindings, hub, saving
+from .interop import adapterhub
 from .methods import MethodConfig
 
 
 def apply(model: nn.Module, method: str | MethodConfig | dict = "compacter", *, name: str = attach.DEFAULT_TASK,
           **overrides: Any) -> nn.Module:
     attach.apply(model, method, name=name, **overrides)
-    _bind_save_pretrained(model)
+    _bind_methods(model)
     return model
 
 
-def load(model: nn.Module, directory: str | os.PathLike, *, name: str | None = None) -> nn.Module:
-    saving.load(model, directory, name=name)
-    _bind_save_pretrained(model)
+def load(model: nn.Module, directory: str | os.PathLike, *, name: str | None = None, is_trainable: bool = False,
+         revision: str | None = None, token: str | bool | None = None) -> nn.Module:
+    """Attach a saved task to ``model`` as task ``name``: a folder written by compacter.save, an AdapterHub
+    adapter folder, or a Hub repo id holding either (downloaded through the Hugging Face cache).
+
+    As PEFT's ``PeftModel.from_pretrained``, a loaded task serves: its parameters do not require grad
+    unless ``is_trainable=True`` (to train it further). It becomes the active task; on any error the model
+    is left exactly as it was.
+    """
+    folder = hub.resolve(directory, revision=revision, token=token)
+    if adapterhub.is_adapterhub_folder(folder):
+        adapterhub.load(model, folder, name=name)
+    else:
+        saving.load(model, folder, name=name)
+    loaded = name or attach.active_task(model)
+    for parameter in attach.trainable_parameters(model, loaded).values():
+        parameter.requires_grad_(is_trainable)
+    _bind_methods(model)
     return model
 
 
-apply.__doc__, load.__doc__ = attach.apply.__doc__, saving.load.__doc__
+apply.__doc__ = attach.apply.__doc__
 
 
-def _bind_save_pretrained(model: nn.Module) -> None:
-    if hasattr(model, "save_pretrained"):
-        model.save_pretrained = functools.partial(saving.save_pretrained, model)
+def _bind_methods(model: nn.Module) -> None:
+    bindings.bind(model, load, hub.push_to_hub)
+
+
+def export(model: nn.Module, directory: str | os.PathLike, *, format: str = "adapterhub",
+           name: str | None = None) -> Path:
+    """Write task ``name`` (default: the active one) in another library's format: ``"adapterhub"`` (a folder
+    that ``adapters``' ``model.load_adapter`` reads)."""
+    if format != "adapterhub":
+        raise ValueError(f"Unknown export format {format!r}; compacter exports 'adapterhub' (its own folders: "
+                         "compacter.save).")
+    return adapterhub.export(model, directory, name=name)
+
+
+def push_to_hub(model: nn.Module, repo_id: str, **kwargs: Any) -> str:
+    """Upload the model's tasks, laid out as ``save_pretrained`` writes them, with their model cards."""
+    return hub.push_to_hub(model, repo_id, **kwargs)
 
 
 def from_pretrained(base_name_or_path: str | os.PathLike, adapter_dir: str | os.PathLike | None = None, *,
-                    name: str | None = None, **from_pretrained_kwargs: Any) -> nn.Module:
+                    name: str | None = None, is_trainable: bool = False, revision: str | None = None,
+                    token: str | bool | None = None, **from_pretrained_kwargs: Any) -> nn.Module:
     """The base model with a saved task on it: ``compacter.from_pretrained("t5-base", "runs/rte/adapter")``.
 
-    With one argument, it is the adapter folder and the base model is the one recorded in it
-    (``base_model_name_or_path``). Other keyword arguments go to the base's ``from_pretrained``
+    With one argument, it is the adapter folder (or Hub repo id) and the base model is the one recorded
+    in it (``base_model_name_or_path``). Other keyword arguments go to the base's ``from_pretrained``
     (``torch_dtype``, ``device_map``, ``quantization_config`` ...). The model class is the one the task
     was trained on (e.g. T5ForConditionalGeneration, BertForSequenceClassification with its label count).
     """
     if adapter_dir is None:
         adapter_dir, base_name_or_path = base_name_or_path, None
-    return load(base_model_for(adapter_dir, base_name_or_path, **from_pretrained_kwargs), adapter_dir, name=name)
+    folder = hub.resolve(adapter_dir, revision=revision, token=token)
+    return load(base_model_for(folder, base_name_or_path, **from_pretrained_kwargs), folder, name=name,
+                is_trainable=is_trainable)
 
 
 def base_model_for(adapter_dir: str | os.PathLike, base_name_or_path: str | os.PathLike | None = None,
                    **from_pretrained_kwargs: Any) -> nn.Module:
     """The bare base model a saved task was trained on (its class and label count), not yet carrying the task."""
+    if adapterhub.is_adapterhub_folder(adapter_dir):
+        return adapterhub.base_model_for(adapter_dir, base_name_or_path, **from_pretrained_kwargs)
     description = saving.read_description(adapter_dir)
     if base_name_or_path is None:
         base_name_or_path = description.get("base_model_name_or_path")
         if not base_name_or_path:
-            raise ValueError(f"{Path(adapter_dir) / saving.CONFIG_FILE} does not record its base model; pass it: "
+            raise ValueError(f"{saving.saved_files(adapter_dir)[0]} does not record its base model; pass it: "
                              "compacter.from_pretrained(base_name_or_path, adapter_dir).")
     model_class = _model_class(description["base_model"].get("class"))
     num_labels = description.get("num_labels")

@@ -24,7 +24,7 @@ import transformers
 from torch import nn
 
 from .attach import DEFAULT_TASK, container_of, tasks
-from .saving import CONFIG_FILE, load_tensors, read_tensors
+from .saving import load_tensors, read_tensors, saved_files
 
 
 @contextlib.contextmanager
@@ -48,8 +48,8 @@ def load_checkpoint(model: nn.Module, checkpoint: str | os.PathLike) -> None:
     root = Path(checkpoint)
     for name in tasks(model):
         folder = root if name == DEFAULT_TASK else root / name
-        if not (folder / CONFIG_FILE).is_file():
-            raise ValueError(f"{checkpoint} holds no files for task {name!r} (expected {folder / CONFIG_FILE}); "
+        if not saved_files(folder)[0].is_file():
+            raise ValueError(f"{checkpoint} holds no files for task {name!r} (expected {saved_files(folder)[0]}); "
                              "it was not written for this model's tasks.")
         load_tensors(model, read_tensors(folder), name=name, source=folder)
 

@@ -2,12 +2,16 @@
 
 A saved task is a folder with
 
-* ``adapter_model.safetensors``: the tensors the task trained, named as in the task
+* ``compacter_model.safetensors``: the tensors the task trained, named as in the task
   (``down.s``, ``shared.A``, ``base.encoder.final_layer_norm.weight`` for its copy of a base
   parameter, ``model.<name>`` for a base parameter trained in place by full / bitfit);
-* ``adapter_config.json``: the method config, the base model's fingerprint, the base model's name
+* ``compacter_config.json``: the method config, the base model's fingerprint, the base model's name
   or path, and each tensor's shape, dtype and sha256;
 * ``README.md``: a model card (YAML front matter for the Hugging Face hub).
+
+The file names are our own so that PEFT-aware tools (transformers' ``from_pretrained`` and
+``load_adapter``, ``PeftModel``) never take the folder for a PEFT adapter. Folders written before
+(``adapter_config.json`` + ``adapter_model.safetensors``, format ``compacter-adapter/2`` or 1) still load.
 
 Loading is all or nothing: the description and every tensor are checked (well-formed JSON with
 the expected fields, a valid method config, intact safetensors, finite values, the recorded
@@ -43,8 +47,10 @@ from .io import atomic_write
 from .methods import get_config
 from .params import count_parameters
 
-CONFIG_FILE = "adapter_config.json"
-WEIGHTS_FILE = "adapter_model.safetensors"
+CONFIG_FILE = "compacter_config.json"
+WEIGHTS_FILE = "compacter_model.safetensors"
+LEGACY_CONFIG_FILE = "adapter_config.json"  # PEFT's names, which compacter used until 0.2: still read
+LEGACY_WEIGHTS_FILE = "adapter_model.safetensors"
 CARD_FILE = "README.md"
 FORMAT = "compacter-adapter/2"
 OLD_FORMAT = "compacter-adapter/1"  # before named tasks: still read
@@ -97,24 +103,37 @@ def save(model: nn.Module, directory: str | os.PathLike, metadata: dict[str, Any
 def save_pretrained(model: nn.Module, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
     """What ``model.save_pretrained(dir)`` does on a model with tasks: their files only, not the base model.
 
-    As PEFT does: the task named "default" in ``dir`` itself, every other task in ``dir/<name>``.
-    transformers' own arguments (``state_dict``, ``safe_serialization``, ...) are accepted and have no use
-    here, except ``is_main_process`` (only the main process writes).
+    As PEFT does: the task named "default" in ``dir`` itself, every other task in ``dir/<name>``;
+    ``selected_adapters=[...]`` saves only those tasks. transformers' other arguments (``state_dict``,
+    ``safe_serialization``, ...) are accepted and have no use here, except ``is_main_process`` (only the
+    main process writes); ``push_to_hub=True`` is the bound method's (compacter.hub).
     """
     if not kwargs.get("is_main_process", True):
         return
-    if kwargs.get("push_to_hub"):
-        raise ValueError("compacter does not push to the hub; save_pretrained(dir) and upload the folder yourself.")
     root = Path(save_directory)
     if root.is_file():
         raise ValueError(f"{root} is a file; save_pretrained needs a folder.")
+    selected = kwargs.get("selected_adapters") or tasks(model)
+    unknown = sorted(set(selected) - set(tasks(model)))
+    if unknown:
+        raise ValueError(f"selected_adapters names {unknown}, which this model does not have; its tasks are "
+                         f"{tasks(model)}.")
     for task_name in tasks(model):
-        save(model, root if task_name == DEFAULT_TASK else root / task_name, name=task_name)
+        if task_name in selected:
+            save(model, root if task_name == DEFAULT_TASK else root / task_name, name=task_name)
+
+
+def saved_files(directory: str | os.PathLike) -> tuple[Path, Path]:
+    """(description, tensors) paths of a saved task: today's names, or the names written before 0.2."""
+    directory = Path(directory)
+    if not (directory / CONFIG_FILE).is_file() and (directory / LEGACY_CONFIG_FILE).is_file():
+        return directory / LEGACY_CONFIG_FILE, directory / LEGACY_WEIGHTS_FILE
+    return directory / CONFIG_FILE, directory / WEIGHTS_FILE
 
 
 def read_description(directory: str | os.PathLike) -> dict[str, Any]:
-    """The adapter_config.json of a saved task, checked field by field."""
-    path = Path(directory) / CONFIG_FILE
+    """The compacter_config.json of a saved task, checked field by field."""
+    path = saved_files(directory)[0]
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: {directory} is not a folder written by compacter.save().")
     try:
@@ -126,7 +145,10 @@ def read_description(directory: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(description, dict):
         raise ValueError(f"{path} must hold a JSON object, not {type(description).__name__}.")
     if description.get("format") not in (FORMAT, OLD_FORMAT):
-        raise ValueError(f"{path} has format {description.get('format')!r}; this compacter reads {FORMAT!r}.")
+        what = f"a PEFT {description['peft_type']} adapter" if "peft_type" in description else \
+            f"format {description.get('format')!r}"
+        raise ValueError(f"{path} is {what}, not a task saved by compacter (format {FORMAT!r}); compacter.load reads "
+                         "its own folders and AdapterHub's.")
     expected = {"method": dict, "base_model": dict}
     if description["format"] == FORMAT:
         expected.update({"tensors": dict, "name": str})
@@ -150,7 +172,7 @@ def read_tensors(directory: str | os.PathLike, description: dict[str, Any] | Non
     """The saved tensors, checked against the description: names, shapes, checksums, finite values."""
     directory = Path(directory)
     description = description or read_description(directory)
-    path = directory / WEIGHTS_FILE
+    config_path, path = saved_files(directory)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: the saved adapter in {directory} is incomplete. Save it again.")
     try:
@@ -164,11 +186,11 @@ def read_tensors(directory: str | os.PathLike, description: dict[str, Any] | Non
         manifest = description["tensors"]
         if set(manifest) != set(tensors):
             missing, extra = sorted(set(manifest) - set(tensors)), sorted(set(tensors) - set(manifest))
-            raise ValueError(f"{path} does not hold the tensors {CONFIG_FILE} lists (missing {missing[:5]}, unlisted "
+            raise ValueError(f"{path} does not hold the tensors {config_path.name} lists (missing {missing[:5]}, unlisted "
                              f"{extra[:5]}). The two files do not belong together; save the adapter again.")
         for key, tensor in tensors.items():
             if list(tensor.shape) != manifest[key]["shape"] or _sha256(tensor) != manifest[key]["sha256"]:
-                raise ValueError(f"{path}: tensor {key!r} does not match the checksum recorded in {CONFIG_FILE}: "
+                raise ValueError(f"{path}: tensor {key!r} does not match the checksum recorded in {config_path.name}: "
                                  "the file was changed or damaged after it was saved. Save the adapter again.")
     for key, tensor in tensors.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
@@ -276,5 +298,6 @@ def _from_old_names(tensors: dict[str, torch.Tensor], method: dict[str, Any]) ->
             (f"model.{key}" if in_base else f"base.{key}"): value for key, value in tensors.items()}
 
 
-__all__ = ["CARD_FILE", "CONFIG_FILE", "FORMAT", "WEIGHTS_FILE", "file_name", "file_tensors", "load", "load_tensors",
-           "model_card", "read_description", "read_tensors", "save", "save_pretrained"]
+__all__ = ["CARD_FILE", "CONFIG_FILE", "FORMAT", "LEGACY_CONFIG_FILE", "LEGACY_WEIGHTS_FILE", "WEIGHTS_FILE", "file_name",
+           "file_tensors", "load", "load_tensors", "model_card", "read_description", "read_tensors", "save",
+           "save_pretrained", "saved_files"]

@@ -1,0 +1,1 @@
+"""Other libraries' adapter folders, read and written: AdapterHub (`adapters`)."""
