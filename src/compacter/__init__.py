@@ -32,5 +32,6 @@ from .quantization import quantize_base  # noqa: E402
 from .saving import save  # noqa: E402
 
 __all__ = ["METHODS", "MethodConfig", "ParameterReport", "__version__", "active_task", "apply", "attached_config",
-           "count_parameters", "delete", "disabled", "export", "from_pretrained", "get_config", "load", "parameter_groups",
-           "push_to_hub", "quantize_base", "register_method", "route", "save", "set_active", "tasks", "trainable_parameters", "unload"]
+           "count_parameters", "delete", "disabled", "export", "from_pretrained", "get_config", "load",
+           "parameter_groups", "push_to_hub", "quantize_base", "register_method", "route", "save", "set_active", "tasks",
+           "trainable_parameters", "unload"]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,9 +107,9 @@ def _read_weights(directory: Path, names: tuple[str, ...]) -> dict[str, torch.Te
             if file_name.endswith(".safetensors"):
                 return load_file(str(path))
             tensors = torch.load(path, map_location="cpu", weights_only=True)  # nothing a file holds may run code
-        except (SafetensorError, OSError, RuntimeError, ValueError, EOFError) as error:
-            raise ValueError(f"{path} could not be read as tensors ({error}); the file is damaged or holds more "
-                             "than tensors (a pickle compacter refuses to run).") from None
+        except (SafetensorError, OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as error:
+            raise ValueError(f"{path} could not be read as tensors ({str(error).splitlines()[0][:200]}); the file is "
+                             "damaged or holds more than tensors (a pickle compacter refuses to run).") from None
         if not (isinstance(tensors, dict) and all(isinstance(t, torch.Tensor) for t in tensors.values())):
             raise ValueError(f"{path} does not hold a name → tensor mapping.")
         return tensors
@@ -344,11 +345,11 @@ def export(model: nn.Module, directory: str | os.PathLike, *, name: str | None =
                "output_adapter": "feed_forward" in config.sublayers,
                "reduction_factor": hidden / first.down.out_features, "non_linearity": _their_activation(config.activation),
                "init_weights": "bert", "init_weights_seed": None, "inv_adapter_reduction_factor": None,
-               "leave_out": sorted(set(range(model.config.num_hidden_layers)) - {i for i in range(64) if config.selects(i)}),
+               "leave_out": [i for i in range(model.config.num_hidden_layers) if not config.selects(i)],
                "dropout": 0.0, "phm_layer": config.projection == "phm", "phm_dim": config.n, "factorized_phm_W":
                config.rank is not None, "shared_phm_rule": shared is not None, "phm_c_init": "normal",
-               "phm_init_range": 0.0001, "learn_phm": True, "hypercomplex_nonlinearity": "glorot-uniform", "phm_rank": config.rank or 1,
-               "architecture": "bottleneck"}
+               "phm_init_range": 0.0001, "learn_phm": True, "hypercomplex_nonlinearity": "glorot-uniform",
+               "phm_rank": config.rank or 1}
     description = {"config": options, "hidden_size": hidden, "model_class": type(model).__name__,
                    "model_name": getattr(model, "name_or_path", None) or None, "model_type": model_type,
                    "name": task.name, "version": f"adapters.{__version__}+compacter"}
