@@ -105,7 +105,7 @@ def test_export_loads_back_bit_identically(folder, tmp_path):
 def test_export_of_a_task_with_trained_layer_norms_is_refused(tmp_path):
     model = compacter.apply(transformers.AutoModel.from_pretrained(FIXTURES / "base"), "compacter", bottleneck_size=8)
     with torch.no_grad():
-        model.compacter.tasks["default"].base.encoder.layer[0].output.LayerNorm.weight.add_(0.1)
+        model.compacter.tasks["default"].base_copies["encoder.layer.0.output.LayerNorm.weight"].add_(0.1)
     with pytest.raises(ValueError, match=r"trained its own encoder.layer.0.output.LayerNorm.weight"):
         compacter.export(model, tmp_path / "out")
 
