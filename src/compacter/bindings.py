@@ -29,7 +29,7 @@ def bind(model: nn.Module, load: Callable[..., nn.Module], push_to_hub: Callable
     if not hasattr(model, "save_pretrained"):
         return  # a bare nn.Module: no transformers method to stand in for
     methods: dict[str, Callable[..., Any]] = {
-        "save_pretrained": functools.partial(save_pretrained, push_to_hub=push_to_hub),
+        "save_pretrained": functools.partial(save_pretrained, upload=push_to_hub),
         "push_to_hub": push_to_hub,
         "set_adapter": set_adapter,
         "load_adapter": functools.partial(load_adapter, load=load),
@@ -57,7 +57,7 @@ def _while_tasks(method_name: str, model: nn.Module, method: Callable[..., Any],
 
 
 def save_pretrained(model: nn.Module, save_directory: str | os.PathLike, *args: Any,
-                    push_to_hub: Callable[..., Any], **kwargs: Any) -> None:
+                    upload: Callable[..., Any], **kwargs: Any) -> None:
     """saving.save_pretrained, and with ``push_to_hub=True`` an upload of the same files to ``repo_id``
     (default: the folder's name, as transformers does)."""
     push = kwargs.pop("push_to_hub", False)
@@ -65,7 +65,7 @@ def save_pretrained(model: nn.Module, save_directory: str | os.PathLike, *args: 
     if push and kwargs.get("is_main_process", True):
         hub_options = {key: kwargs[key] for key in ("private", "token", "commit_message", "revision",
                                                     "selected_adapters") if key in kwargs}
-        push_to_hub(model, kwargs.get("repo_id") or os.fspath(save_directory).rstrip("/").split("/")[-1], **hub_options)
+        upload(model, kwargs.get("repo_id") or os.fspath(save_directory).rstrip("/").split("/")[-1], **hub_options)
 
 
 def set_adapter(model: nn.Module, adapter_name: str | list[str]) -> None:

@@ -32,7 +32,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from . import __version__
+from . import __version__, card
 from .attach import (
     DEFAULT_TASK,
     apply,
@@ -250,31 +250,22 @@ def load_tensors(model: nn.Module, tensors: dict[str, torch.Tensor], *, name: st
 
 
 def model_card(model: nn.Module, name: str, description: dict[str, Any]) -> str:
-    """README.md for the hub: YAML front matter (library, base model, method, % trained, metrics) and a summary."""
+    """README.md for the hub (card.py): front matter the Hub indexes, a summary, a usage snippet, the metrics."""
     report = count_parameters(model, name)
-    metadata = description.get("metadata") or {}
-    metrics = {key: value for key, value in (metadata.get("test") or metadata.get("validation") or {}).items()
-               if isinstance(value, (int, float)) and key not in ("n", "invalid")}
-    base = description.get("base_model_name_or_path")
-    front = {"library_name": "compacter", "base_model": base, "tags": ["compacter", description["method"]["name"],
-                                                                       "parameter-efficient-fine-tuning"],
-             "compacter": {"method": description["method"]["name"], "task": name,
-                           "trained_parameters": report.trainable, "trained_percent": round(report.percent, 4)}}
-    if metrics:
-        front["compacter"]["metrics"] = {key: round(value, 4) for key, value in metrics.items()}
-    if base is None:
-        del front["base_model"]
-    import yaml
+    id2label = getattr(getattr(model, "config", None), "id2label", None) or {}
+    labels = [id2label[i] for i in sorted(id2label)] if _num_labels(model) and any(
+        str(label) != f"LABEL_{i}" for i, label in id2label.items()) else None
+    return card.model_card(name, description, report.trainable, report.total, labels)
 
-    lines = ["---", yaml.safe_dump(front, sort_keys=False).rstrip(), "---", "",
-             f"# {name}: {description['method']['name']} on {base or 'its base model'}", "",
-             f"Trained with [compacter](https://github.com/rabeehk/compacter): {report.trainable:,} trained parameters, "
-             f"{report.percent:.4f}% of the base model's {report.total:,}.", "",
-             "```python", "import compacter", "", f"model = compacter.from_pretrained({base!r}, \"path/to/this/folder\")"
-             if base else "model = compacter.load(base_model, \"path/to/this/folder\")", "```"]
-    if metrics:
-        lines += ["", "| metric | value |", "|---|---:|", *(f"| {key} | {value:.2f} |" for key, value in metrics.items())]
-    return "\n".join(lines) + "\n"
+
+def record_test_metrics(model: nn.Module, directory: str | os.PathLike, test: dict[str, Any]) -> None:
+    """Add a scored test split to a saved task's description and card (training scores it after the last save)."""
+    config_path = saved_files(directory)[0]
+    description = read_description(directory)
+    description.setdefault("metadata", {})["test"] = test
+    atomic_write(config_path, lambda tmp: Path(tmp).write_text(json.dumps(description, indent=2)))
+    text = model_card(model, description["name"], description)
+    atomic_write(Path(directory) / CARD_FILE, lambda tmp: Path(tmp).write_text(text))
 
 
 def _sha256(tensor: torch.Tensor) -> str:
@@ -299,5 +290,5 @@ def _from_old_names(tensors: dict[str, torch.Tensor], method: dict[str, Any]) ->
 
 
 __all__ = ["CARD_FILE", "CONFIG_FILE", "FORMAT", "LEGACY_CONFIG_FILE", "LEGACY_WEIGHTS_FILE", "WEIGHTS_FILE", "file_name",
-           "file_tensors", "load", "load_tensors", "model_card", "read_description", "read_tensors", "save",
-           "save_pretrained", "saved_files"]
+           "file_tensors", "load", "load_tensors", "model_card", "read_description", "read_tensors", "record_test_metrics",
+           "save", "save_pretrained", "saved_files"]

@@ -43,7 +43,7 @@ from ..io import atomic_write
 from ..models import build_model, enable_activation_checkpointing
 from ..params import count_parameters
 from ..quantization import BITSANDBYTES_KINDS, quantize_base
-from ..saving import file_name, save
+from ..saving import file_name, record_test_metrics, save
 from . import distributed
 from .checkpoint import TrainingState, restore_rng, rng_state, save_state
 from .config import TrainConfig
@@ -279,6 +279,8 @@ class Trainer:
                                                  if file_name(name, task) in best}, f"{self.output / BEST_DIR}")
         self.model.eval()
         test = self.evaluate("test")
+        if self.processes.main:
+            record_test_metrics(self.model, self.output / BEST_DIR, test)  # the card shows the test split's scores
         self.log.info("test score %.2f with the best validation checkpoint (step %d)", test["score"], self.best["step"])
         config, processes = self.config, self.processes
         results = {
