@@ -1,9 +1,8 @@
 """A manual check, run in an environment with peft (e.g. /tmp/ah-venv: transformers 4.57, peft 0.21): the PEFT-aware
 loaders do not take a compacter folder for theirs (our files are compacter_config.json / compacter_model.safetensors).
 
-    PYTHONPATH=src python -c "import compacter, transformers as t; m = t.AutoModel.from_pretrained(
-        'tests/fixtures/adapterhub/base'); compacter.apply(m, 'compacter', bottleneck_size=8)
-        m.save_pretrained('/tmp/ours')"
+    PYTHONPATH=src python -c "import compacter as c, transformers as t; m = t.AutoModel.from_pretrained(
+        'tests/fixtures/adapterhub/base'); c.apply(m, 'compacter', bottleneck_size=8); m.save_pretrained('/tmp/ours')"
     /tmp/ah-venv/bin/python benchmarks/peft_ignores_our_folders.py /tmp/ours tests/fixtures/adapterhub/base
 """
 

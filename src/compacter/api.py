@@ -16,7 +16,7 @@ import transformers
 from torch import nn
 
 from . import attach, bindings, hub, saving
-from .interop import adapterhub
+from .interop import adapterhub, adapterhub_export
 from .methods import MethodConfig
 
 
@@ -62,7 +62,7 @@ def export(model: nn.Module, directory: str | os.PathLike, *, format: str = "ada
     if format != "adapterhub":
         raise ValueError(f"Unknown export format {format!r}; compacter exports 'adapterhub' (its own folders: "
                          "compacter.save).")
-    return adapterhub.export(model, directory, name=name)
+    return adapterhub_export.export(model, directory, name=name)
 
 
 def push_to_hub(model: nn.Module, repo_id: str, **kwargs: Any) -> str:
@@ -90,6 +90,7 @@ def from_pretrained(base_name_or_path: str | os.PathLike, adapter_dir: str | os.
 def base_model_for(adapter_dir: str | os.PathLike, base_name_or_path: str | os.PathLike | None = None,
                    **from_pretrained_kwargs: Any) -> nn.Module:
     """The bare base model a saved task was trained on (its class and label count), not yet carrying the task."""
+    adapter_dir = hub.resolve(adapter_dir)
     if adapterhub.is_adapterhub_folder(adapter_dir):
         return adapterhub.base_model_for(adapter_dir, base_name_or_path, **from_pretrained_kwargs)
     description = saving.read_description(adapter_dir)
