@@ -118,3 +118,41 @@ def test_exported_compacter_is_the_one_adapterhub_read(tmp_path):
     ours, theirs = torch.tensor(recorded["compacter"]), torch.tensor(recorded["adapterhub"])
     assert torch.equal(outputs(model, "last_hidden_state"), ours)
     torch.testing.assert_close(theirs, ours, rtol=0, atol=1e-5)
+
+
+def adapterhub_projection(tensors, stem):
+    """x ↦ AdapterHub's projection at ``stem``: nn.Linear's, or its PHM layer's x @ Σ rule_i ⊗ W_left_i W_right_i + b."""
+    if stem + "weight" in tensors:
+        return lambda x: torch.nn.functional.linear(x, tensors[stem + "weight"], tensors[stem + "bias"])
+    rule, left, right = tensors[stem + "phm_rule"], tensors[stem + "W_left"], tensors[stem + "W_right"]
+    H = sum(torch.kron(rule[i], left[i] @ right[i]) for i in range(rule.shape[0]))
+    return lambda x: x @ H + tensors[stem + "b"]
+
+
+@pytest.mark.parametrize("folder", ["pfeiffer", "compacterpp"])
+def test_the_placement_we_refuse_is_the_math_the_module_docstring_states(folder):
+    """original_ln_before=True on a BERT sublayer with output h, input x and layer norm LN: a = LN(h + x),
+    o = h + U(f(D(a))), y = LN(o + x). Written here by hand, it gives AdapterHub's recorded outputs: the spec of
+    what the forward path must do to load these folders."""
+    tensors = torch.load(FIXTURES / folder / "pytorch_adapter.bin", weights_only=True)
+    options = json.loads((FIXTURES / folder / "adapter_config.json").read_text())["config"]
+    assert options["original_ln_before"] and options["residual_before_ln"] is True and not options["mh_adapter"]
+    activation = {"relu": torch.relu, "gelu": torch.nn.functional.gelu}[options["non_linearity"]]
+    model = transformers.AutoModel.from_pretrained(FIXTURES / "base").eval()
+
+    def after_the_residual(layer):
+        stem = f"bert.encoder.layer.{layer}.output.adapters.{folder}."
+        down = adapterhub_projection(tensors, stem + "adapter_down.0.")
+        up = adapterhub_projection(tensors, stem + "adapter_up.")
+
+        def hook(module, args, output):
+            hidden, x = args
+            h = module.dense(hidden)
+            a = module.LayerNorm(h + x)
+            return module.LayerNorm(h + up(activation(down(a))) + x)
+        return hook
+
+    for layer, block in enumerate(model.encoder.layer):
+        block.output.register_forward_hook(after_the_residual(layer))
+    expected = torch.tensor(EXPECTED["outputs"][folder]["values"])
+    torch.testing.assert_close(outputs(model, "last_hidden_state"), expected, rtol=0, atol=1e-5)
