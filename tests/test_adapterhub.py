@@ -156,3 +156,15 @@ def test_the_placement_we_refuse_is_the_math_the_module_docstring_states(folder)
         block.output.register_forward_hook(after_the_residual(layer))
     expected = torch.tensor(EXPECTED["outputs"][folder]["values"])
     torch.testing.assert_close(outputs(model, "last_hidden_state"), expected, rtol=0, atol=1e-5)
+
+
+def test_adapterhub_tasks_share_a_base_and_a_mixed_batch():
+    model = transformers.AutoModel.from_pretrained(FIXTURES / "base")
+    for folder in ("houlsby", "compacter", "phm"):
+        compacter.load(model, FIXTURES / folder)
+    rows = ["phm", "houlsby"]
+    with compacter.route(model, rows):
+        mixed = outputs(model, "last_hidden_state")
+    for i, folder in enumerate(rows):
+        expected = torch.tensor(EXPECTED["outputs"][folder]["values"])[i]
+        torch.testing.assert_close(mixed[i], expected, rtol=0, atol=1e-5)

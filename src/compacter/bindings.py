@@ -19,6 +19,9 @@ from torch import nn
 
 from . import attach, saving
 
+# What bind() puts on an instance (attach.unload should take all of these off, as it does save_pretrained).
+BOUND_METHODS = ("save_pretrained", "push_to_hub", "set_adapter", "load_adapter", "active_adapters", "active_adapter",
+                 "delete_adapter", "add_adapter", "enable_adapters", "disable_adapters")
 _COMPACTER_METHODS = {"set_adapter", "load_adapter", "active_adapters", "active_adapter", "delete_adapter",
                       "add_adapter", "enable_adapters", "disable_adapters"}
 
@@ -40,6 +43,7 @@ def bind(model: nn.Module, load: Callable[..., nn.Module], push_to_hub: Callable
         "enable_adapters": enable_adapters,
         "disable_adapters": disable_adapters,
     }
+    assert set(methods) == set(BOUND_METHODS)
     for method_name, method in methods.items():
         if method_name in _COMPACTER_METHODS or hasattr(type(model), method_name):
             setattr(model, method_name, functools.partial(_while_tasks, method_name, model, method))
