@@ -43,7 +43,6 @@ def bind(model: nn.Module, load: Callable[..., nn.Module], push_to_hub: Callable
         "enable_adapters": enable_adapters,
         "disable_adapters": disable_adapters,
     }
-    assert set(methods) == set(BOUND_METHODS)
     for method_name, method in methods.items():
         if method_name in _COMPACTER_METHODS or hasattr(type(model), method_name):
             setattr(model, method_name, functools.partial(_while_tasks, method_name, model, method))
