@@ -168,3 +168,19 @@ def test_adapterhub_tasks_share_a_base_and_a_mixed_batch():
     for i, folder in enumerate(rows):
         expected = torch.tensor(EXPECTED["outputs"][folder]["values"])[i]
         torch.testing.assert_close(mixed[i], expected, rtol=0, atol=1e-5)
+
+
+def test_a_folder_that_does_not_fit_leaves_the_model_as_it_was(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "cut"
+    shutil.copytree(FIXTURES / "houlsby", folder)
+    tensors = load_file(str(folder / "adapter.safetensors"))
+    key = "bert.encoder.layer.1.output.adapters.houlsby.adapter_up.weight"
+    tensors[key] = tensors[key][:, :4].contiguous()
+    save_file(tensors, str(folder / "adapter.safetensors"))
+    model = compacter.load(transformers.AutoModel.from_pretrained(FIXTURES / "base"), FIXTURES / "compacter")
+    before = outputs(model, "last_hidden_state")
+    with pytest.raises(ValueError, match=r"adapter_up.weight' of shape \(64, 4\) does not fit"):
+        compacter.load(model, folder)
+    assert compacter.tasks(model) == ["compacter"] and torch.equal(outputs(model, "last_hidden_state"), before)
