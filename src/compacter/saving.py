@@ -49,7 +49,7 @@ from .params import count_parameters
 
 CONFIG_FILE = "compacter_config.json"
 WEIGHTS_FILE = "compacter_model.safetensors"
-LEGACY_CONFIG_FILE = "adapter_config.json"  # PEFT's names, which compacter used until 0.2: still read
+LEGACY_CONFIG_FILE = "adapter_config.json"  # PEFT's names, which compacter 0.2 wrote: still read
 LEGACY_WEIGHTS_FILE = "adapter_model.safetensors"
 CARD_FILE = "README.md"
 FORMAT = "compacter-adapter/2"
