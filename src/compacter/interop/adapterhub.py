@@ -188,7 +188,7 @@ def _mapped(bank_kind: str, key: str, tensor: torch.Tensor) -> tuple[str, torch.
     if bank_kind == "dense":
         return key, tensor  # nn.Linear's weight (out, in) and bias, as ours
     attribute, transposed = {"phm_rule": ("A", True), "W_left": ("t", False), "W_right": ("s", True),
-                             "W": ("B", True), "b": ("bias", False)}[key]
+                             "W": ("B", True), "b": ("bias", False)}.get(key, (key, False))  # unknown: refused by _fill
     return attribute, tensor.transpose(-1, -2) if transposed else tensor
 
 
