@@ -186,3 +186,11 @@ def test_the_card_names_the_task_its_hub_base_and_the_split_of_its_metrics(tmp_p
 def test_hub_resolve_leaves_local_paths_alone(tmp_path):
     assert hub.resolve(tmp_path) == tmp_path
     assert hub.resolve(str(tmp_path / "missing")) == tmp_path / "missing"
+
+
+def test_once_every_task_is_off_transformers_own_methods_answer():
+    model = trained_task()
+    assert model.active_adapters() == ["default"]
+    compacter.unload(model)
+    with pytest.raises(ValueError, match="PEFT is not installed"):  # transformers' own, as on any model
+        model.active_adapters()
