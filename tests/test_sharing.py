@@ -93,13 +93,21 @@ def test_save_pretrained_honours_selected_adapters(tmp_path):
         model.save_pretrained(tmp_path / "two", selected_adapters=["nope"])
 
 
-def test_loaded_tasks_serve_unless_is_trainable(tmp_path):
-    compacter.save(trained_task(), tmp_path)
-    served = compacter.load(tiny_bert(seed=0), tmp_path)
-    assert not any(p.requires_grad for p in compacter.trainable_parameters(served).values())
-    trainable = compacter.load(tiny_bert(seed=0), tmp_path, is_trainable=True)
-    assert all(p.requires_grad for p in compacter.trainable_parameters(trainable).values())
-    assert not any(p.requires_grad for n, p in trainable.named_parameters() if not n.startswith("compacter."))
+def test_loaded_tasks_stay_trainable_unlike_peft_and_serve_without_a_graph(tmp_path):
+    """PEFT's PeftModel.from_pretrained freezes a loaded adapter unless is_trainable=True (peft 0.21.2: 0 of 4
+    LoRA tensors require grad); a compacter task's parameters are what it trains and saves, so they stay trainable
+    (compacter.load has no is_trainable), and serving under inference_mode builds no graph."""
+    saved = trained_task()
+    compacter.save(saved, tmp_path)
+    loaded = compacter.load(tiny_bert(seed=0), tmp_path)
+    trained = compacter.trainable_parameters(loaded)
+    assert len(trained) == len(compacter.trainable_parameters(saved)) > 0 and all(p.requires_grad for p in trained.values())
+    assert not any(p.requires_grad for n, p in loaded.named_parameters() if not n.startswith("compacter."))
+    with torch.inference_mode():
+        assert not loaded.eval()(input_ids=IDS).logits.requires_grad
+    with pytest.raises(ValueError, match=r"is_trainable=False.*never frozen.*inference_mode"):
+        loaded.load_adapter(tmp_path, adapter_name="again", is_trainable=False)
+    assert compacter.tasks(loaded) == ["default"]
 
 
 def place_in_cache(monkeypatch, tmp_path, repo_id, folder):

@@ -27,23 +27,21 @@ def apply(model: nn.Module, method: str | MethodConfig | dict = "compacter", *, 
     return model
 
 
-def load(model: nn.Module, directory: str | os.PathLike, *, name: str | None = None, is_trainable: bool = False,
-         revision: str | None = None, token: str | bool | None = None) -> nn.Module:
+def load(model: nn.Module, directory: str | os.PathLike, *, name: str | None = None, revision: str | None = None,
+         token: str | bool | None = None) -> nn.Module:
     """Attach a saved task to ``model`` as task ``name``: a folder written by compacter.save, an AdapterHub
     adapter folder, or a Hub repo id holding either (downloaded through the Hugging Face cache).
 
-    As PEFT's ``PeftModel.from_pretrained``, a loaded task serves: its parameters do not require grad
-    unless ``is_trainable=True`` (to train it further). It becomes the active task; on any error the model
-    is left exactly as it was.
+    It becomes the active task; on any error the model is left exactly as it was. Unlike PEFT's
+    ``PeftModel.from_pretrained`` (frozen unless ``is_trainable=True``), a loaded task's parameters
+    require grad, ready to train further: they are what the task trains and saves. Serving needs no
+    freezing: ``model.eval()`` and ``torch.inference_mode()`` build no graph.
     """
     folder = hub.resolve(directory, revision=revision, token=token)
     if adapterhub.is_adapterhub_folder(folder):
         adapterhub.load(model, folder, name=name)
     else:
         saving.load(model, folder, name=name)
-    loaded = name or attach.active_task(model)
-    for parameter in attach.trainable_parameters(model, loaded).values():
-        parameter.requires_grad_(is_trainable)
     _bind_methods(model)
     return model
 
@@ -71,7 +69,7 @@ def push_to_hub(model: nn.Module, repo_id: str, **kwargs: Any) -> str:
 
 
 def from_pretrained(base_name_or_path: str | os.PathLike, adapter_dir: str | os.PathLike | None = None, *,
-                    name: str | None = None, is_trainable: bool = False, revision: str | None = None,
+                    name: str | None = None, revision: str | None = None,
                     token: str | bool | None = None, **from_pretrained_kwargs: Any) -> nn.Module:
     """The base model with a saved task on it: ``compacter.from_pretrained("t5-base", "runs/rte/adapter")``.
 
@@ -83,8 +81,7 @@ def from_pretrained(base_name_or_path: str | os.PathLike, adapter_dir: str | os.
     if adapter_dir is None:
         adapter_dir, base_name_or_path = base_name_or_path, None
     folder = hub.resolve(adapter_dir, revision=revision, token=token)
-    return load(base_model_for(folder, base_name_or_path, **from_pretrained_kwargs), folder, name=name,
-                is_trainable=is_trainable)
+    return load(base_model_for(folder, base_name_or_path, **from_pretrained_kwargs), folder, name=name)
 
 
 def base_model_for(adapter_dir: str | os.PathLike, base_name_or_path: str | os.PathLike | None = None,

@@ -83,8 +83,10 @@ def set_adapter(model: nn.Module, adapter_name: str | list[str]) -> None:
 def load_adapter(model: nn.Module, peft_model_id: str | os.PathLike, adapter_name: str | None = None, *,
                  load: Callable[..., nn.Module], **kwargs: Any) -> None:
     """``model.load_adapter(folder_or_hub_id, adapter_name)``: compacter.load(model, folder, name=adapter_name)."""
-    accepted = {"revision", "token", "is_trainable"}
-    unknown = sorted(set(kwargs) - accepted)
+    if kwargs.pop("is_trainable", True) is False:
+        raise ValueError("load_adapter(is_trainable=False): a compacter task's parameters are what it trains and "
+                         "saves, so they are never frozen; to serve, use model.eval() and torch.inference_mode().")
+    unknown = sorted(set(kwargs) - {"revision", "token"})
     if unknown:
         raise ValueError(f"load_adapter on a compacter model reads compacter and AdapterHub folders; it has no "
                          f"{', '.join(unknown)} (PEFT's). Call compacter.load(model, folder, name=...).")
