@@ -244,7 +244,7 @@ def test_baselines_save_and_load(method, seq2seq_batch, tmp_path):
     loaded = compacter.load(tiny_t5(seed=3), tmp_path)
     with torch.no_grad():
         torch.testing.assert_close(model(**seq2seq_batch).logits, loaded(**seq2seq_batch).logits, rtol=0, atol=0)
-    assert (tmp_path / "adapter_model.safetensors").stat().st_size < 10_000
+    assert (tmp_path / "compacter_model.safetensors").stat().st_size < 10_000
 
 
 def test_intrinsic_weights_are_reused_without_gradients_only_while_unchanged(seq2seq_batch, tmp_path):

@@ -296,9 +296,9 @@ def test_identity_differences_read_as_words():
 
 def test_a_resume_without_its_best_adapter_is_refused_at_once(interrupted, workspace, tmp_path):
     run = copy_run(interrupted, tmp_path)
-    (run / "adapter" / "adapter_model.safetensors").write_bytes(b"truncated")
+    (run / "adapter" / "compacter_model.safetensors").write_bytes(b"truncated")
     before = snapshot(run)
-    with pytest.raises(ValueError, match=r"The best adapter so far \(step 4\) cannot be read: .*adapter_model.safetensors "
+    with pytest.raises(ValueError, match=r"The best adapter so far \(step 4\) cannot be read: .*compacter_model.safetensors "
                                          r"could not be read as safetensors .*give another --output-dir"):
         train(config(workspace, run))
     assert snapshot(run) == before

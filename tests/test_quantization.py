@@ -212,6 +212,6 @@ def test_train_quantize_int8_runs_and_its_adapter_loads_onto_the_fp32_base(tiny_
     fp32 = compacter.load(transformers.BertForSequenceClassification.from_pretrained(tiny_pretrained_bert, num_labels=2),
                           tmp_path / "int8" / "adapter")
     assert compacter.count_parameters(fp32).to_dict() == results["parameters"]
-    assert json.loads((tmp_path / "int8" / "adapter" / "adapter_config.json").read_text())["base_model"] == \
+    assert json.loads((tmp_path / "int8" / "adapter" / "compacter_config.json").read_text())["base_model"] == \
         architecture_fingerprint(transformers.BertForSequenceClassification.from_pretrained(tiny_pretrained_bert,
                                                                                             num_labels=2))

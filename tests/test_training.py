@@ -37,7 +37,7 @@ def csv_config(workspace, output, **settings):
 
 
 def adapter_tensors(output):
-    return load_file(str(Path(output) / "adapter" / "adapter_model.safetensors"))
+    return load_file(str(Path(output) / "adapter" / "compacter_model.safetensors"))
 
 
 def test_glue_fixture_run_selects_on_validation_and_scores_test_with_the_best(workspace, tmp_path, capsys):

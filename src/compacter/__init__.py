@@ -13,7 +13,7 @@
 
 __version__ = "0.2.0"
 
-from .api import apply, from_pretrained, load  # noqa: E402
+from .api import apply, export, from_pretrained, load, push_to_hub  # noqa: E402
 from .attach import delete, unload  # noqa: E402
 from .inventory import parameter_groups, trainable_parameters  # noqa: E402
 from .methods import METHODS, MethodConfig, get_config, register_method  # noqa: E402
@@ -23,6 +23,6 @@ from .saving import save  # noqa: E402
 from .switching import active_task, attached_config, disabled, refresh, route, set_active, tasks  # noqa: E402
 
 __all__ = ["METHODS", "MethodConfig", "ParameterReport", "__version__", "active_task", "apply", "attached_config",
-           "count_parameters", "delete", "disabled", "from_pretrained", "get_config", "load", "parameter_groups",
-           "quantize_base", "refresh", "register_method", "route", "save", "set_active", "tasks", "trainable_parameters",
-           "unload"]
+           "count_parameters", "delete", "disabled", "export", "from_pretrained", "get_config", "load",
+           "parameter_groups", "push_to_hub", "quantize_base", "refresh", "register_method", "route", "save",
+           "set_active", "tasks", "trainable_parameters", "unload"]

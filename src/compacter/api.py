@@ -2,12 +2,12 @@
 
 ``apply`` and ``load`` also bind an adapter-only ``save_pretrained`` to the model instance, so that
 ``model.save_pretrained(dir)`` (and ``transformers.Trainer``'s checkpoints) write the tasks' small files,
-not the whole base model, as PEFT does.
+not the whole base model, as PEFT does; and compacter's versions of transformers' ``push_to_hub``,
+``set_adapter``, ``load_adapter``, ``active_adapters`` ... (bindings.py).
 """
 
 from __future__ import annotations
 
-import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -15,8 +15,8 @@ from typing import Any
 import transformers
 from torch import nn
 
-from . import attach, saving
-from .interop import peft_tasks
+from . import attach, bindings, hub, saving
+from .interop import adapterhub, adapterhub_export, peft_tasks
 from .methods import MethodConfig
 from .models import load_config, load_pretrained
 
@@ -24,52 +24,82 @@ from .models import load_config, load_pretrained
 def apply(model: nn.Module, method: str | MethodConfig | dict = "compacter++", *, name: str = attach.DEFAULT_TASK,
           **overrides: Any) -> nn.Module:
     attach.apply(model, method, name=name, **overrides)
-    _bind_save_pretrained(model)
+    _bind_methods(model)
     return model
 
 
-def load(model: nn.Module, directory: str | os.PathLike, *, name: str | None = None,
-         strict: bool = False) -> nn.Module:
-    if peft_tasks.is_peft_folder(directory):
-        peft_tasks.load_peft(model, directory, name=name)
+def load(model: nn.Module, directory: str | os.PathLike, *, name: str | None = None, strict: bool = False,
+         revision: str | None = None, token: str | bool | None = None) -> nn.Module:
+    """Attach a saved task to ``model`` as task ``name``: a folder written by compacter.save, a PEFT LoRA or
+    (IA)³ folder (as a task of compacter's ``lora`` / ``ia3``), an AdapterHub adapter folder, or a Hub repo id
+    holding any of them (downloaded through the Hugging Face cache).
+
+    It becomes the active task; on any error the model is left exactly as it was. A base of the right
+    architecture whose sampled weights differ from the ones a compacter folder was saved with gives a
+    warning (``strict=True``: an error). Unlike PEFT's
+    ``PeftModel.from_pretrained`` (frozen unless ``is_trainable=True``), a loaded task's parameters
+    require grad, ready to train further: they are what the task trains and saves. Serving needs no
+    freezing: ``model.eval()`` and ``torch.inference_mode()`` build no graph.
+    """
+    folder = hub.resolve(directory, revision=revision, token=token)
+    if peft_tasks.is_peft_folder(folder):
+        peft_tasks.load_peft(model, folder, name=name)
+    elif adapterhub.is_adapterhub_folder(folder):
+        adapterhub.load(model, folder, name=name)
     else:
-        saving.load(model, directory, name=name, strict=strict)
-    _bind_save_pretrained(model)
+        saving.load(model, folder, name=name, strict=strict)
+    _bind_methods(model)
     return model
 
 
 apply.__doc__ = attach.apply.__doc__
-load.__doc__ = saving.load.__doc__ + """
-    A folder that PEFT wrote (a LoRA or (IA)³ adapter: its adapter_config.json names a ``peft_type``) is read too
-    (interop/peft_tasks.py), as a task of compacter's ``lora`` or ``ia3`` method.
-    """
 
 
-def _bind_save_pretrained(model: nn.Module) -> None:
-    if hasattr(model, "save_pretrained"):
-        model.save_pretrained = functools.partial(saving.save_pretrained, model)
+def _bind_methods(model: nn.Module) -> None:
+    bindings.bind(model, load, hub.push_to_hub)
+
+
+def export(model: nn.Module, directory: str | os.PathLike, *, format: str = "adapterhub", name: str | None = None) -> Path:
+    """Write task ``name`` (default: the active one) in another library's format: ``"adapterhub"`` (a folder
+    that ``adapters``' ``model.load_adapter`` reads) or ``"peft"`` (a LoRA or (IA)³ task as a folder that
+    ``peft.PeftModel.from_pretrained`` reads)."""
+    if format == "adapterhub":
+        return adapterhub_export.export(model, directory, name=name)
+    if format == "peft":
+        return peft_tasks.export_peft(model, directory, name=name)
+    raise ValueError(f"Unknown export format {format!r}; compacter exports 'adapterhub' and 'peft' (its own folders: "
+                     "compacter.save).")
+
+
+def push_to_hub(model: nn.Module, repo_id: str, **kwargs: Any) -> str:
+    """Upload the model's tasks, laid out as ``save_pretrained`` writes them, with their model cards."""
+    return hub.push_to_hub(model, repo_id, **kwargs)
 
 
 def from_pretrained(base_name_or_path: str | os.PathLike, adapter_dir: str | os.PathLike | None = None, *,
-                    name: str | None = None, strict: bool = False, **from_pretrained_kwargs: Any) -> nn.Module:
+                    name: str | None = None, strict: bool = False, revision: str | None = None,
+                    token: str | bool | None = None, **from_pretrained_kwargs: Any) -> nn.Module:
     """The base model with a saved task on it: ``compacter.from_pretrained("t5-base", "runs/rte/adapter")``.
 
-    With one argument, it is the adapter folder and the base model is the one recorded in it
-    (``base_model_name_or_path``). Other keyword arguments go to the base's ``from_pretrained``
+    With one argument, it is the adapter folder (or Hub repo id) and the base model is the one recorded
+    in it (``base_model_name_or_path``). Other keyword arguments go to the base's ``from_pretrained``
     (``torch_dtype``, ``device_map``, ``quantization_config`` ...). The model class is the one the task
     was trained on (e.g. T5ForConditionalGeneration, BertForSequenceClassification with its label count).
     """
     if adapter_dir is None:
         adapter_dir, base_name_or_path = base_name_or_path, None
-    return load(base_model_for(adapter_dir, base_name_or_path, **from_pretrained_kwargs), adapter_dir, name=name,
-                strict=strict)
+    folder = hub.resolve(adapter_dir, revision=revision, token=token)
+    return load(base_model_for(folder, base_name_or_path, **from_pretrained_kwargs), folder, name=name, strict=strict)
 
 
 def base_model_for(adapter_dir: str | os.PathLike, base_name_or_path: str | os.PathLike | None = None,
                    **from_pretrained_kwargs: Any) -> nn.Module:
     """The bare base model a saved task was trained on (its class and label count), not yet carrying the task."""
+    adapter_dir = hub.resolve(adapter_dir)
+    if adapterhub.is_adapterhub_folder(adapter_dir):
+        return adapterhub.base_model_for(adapter_dir, base_name_or_path, **from_pretrained_kwargs)
     description = saving.read_description(adapter_dir)
-    path = Path(adapter_dir) / saving.CONFIG_FILE
+    path = saving.saved_files(adapter_dir)[0]
     if base_name_or_path is None:
         base_name_or_path = description.get("base_model_name_or_path")
         if not base_name_or_path or not isinstance(base_name_or_path, str):

@@ -17,6 +17,9 @@ from .names import check_task_name
 from .quantization import is_quantized
 
 DEFAULT_TASK = "default"
+# transformers' methods that api.py binds to a model with tasks (bindings.py); unload takes them off again
+BOUND_METHODS = ("save_pretrained", "push_to_hub", "set_adapter", "load_adapter", "active_adapters", "active_adapter",
+                 "delete_adapter", "add_adapter", "enable_adapters", "disable_adapters")
 
 
 def apply(model: nn.Module, method: str | MethodConfig | dict = "compacter++", *, name: str = DEFAULT_TASK,
@@ -210,7 +213,8 @@ def unload(model: nn.Module) -> nn.Module:
     _restore_requires_grad(model, container)
     for module in model.modules():
         module.__dict__.pop("_compacter_saved", None)
-    model.__dict__.pop("save_pretrained", None)  # the adapter-only one compacter bound to the instance
+    for method in BOUND_METHODS:  # compacter's versions, bound to the instance: transformers' own answer again
+        model.__dict__.pop(method, None)
     return model
 
 

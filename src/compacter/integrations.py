@@ -29,7 +29,7 @@ from torch import nn
 from .attach import DEFAULT_TASK
 from .container import container_of
 from .locking import folder_lock
-from .saving import CONFIG_FILE, check_base, load_tensors, read_adapter
+from .saving import check_base, load_tensors, read_adapter, saved_files
 from .switching import tasks
 
 
@@ -54,8 +54,8 @@ def load_checkpoint(model: nn.Module, checkpoint: str | os.PathLike) -> None:
     root = Path(checkpoint)
     for name in tasks(model):
         folder = root if name == DEFAULT_TASK else root / name
-        if not (folder / CONFIG_FILE).is_file():
-            raise ValueError(f"{checkpoint} holds no files for task {name!r} (expected {folder / CONFIG_FILE}); "
+        if not saved_files(folder)[0].is_file():
+            raise ValueError(f"{checkpoint} holds no files for task {name!r} (expected {saved_files(folder)[0]}); "
                              "it was not written for this model's tasks.")
         description, tensors = read_adapter(folder)
         check_base(model, description, folder)  # a checkpoint of a run on another base model is refused

@@ -24,7 +24,7 @@ import torch
 import transformers
 from torch import nn
 
-from . import api
+from . import api, hub
 from .data.loading import json_lines
 from .data.tasks import TASKS, Task
 from .quantization import BITSANDBYTES_KINDS, check_quantization, quantize_base
@@ -70,6 +70,7 @@ def load_model(base: str, adapters: dict[str, str | os.PathLike], *, device: str
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if quantize is not None:
         check_quantization(quantize, device)  # before anything loads
+    adapters = {name: hub.resolve(directory) for name, directory in adapters.items()}  # a Hub id: its cached download
     descriptions = {name: read_description(directory) for name, directory in adapters.items()}
     classes = {d["base_model"].get("class") for d in descriptions.values()}
     labels = {d.get("num_labels") for d in descriptions.values()}

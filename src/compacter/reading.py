@@ -1,7 +1,7 @@
 """Reading a saved task's folder: every check before anything is attached (see saving.py for the format).
 
-The description (``adapter_config.json``) is checked field by field and against its seal; the weights
-(``adapter_model.safetensors``) against the description: the description they name in their header,
+The description (``compacter_config.json``) is checked field by field and against its seal; the weights
+(``compacter_model.safetensors``) against the description: the description they name in their header,
 each tensor's name, shape, dtype and checksum, finite values. Both files are read from one version of
 the folder (io.read_files), so that a save running at the same time is seen whole or not at all. The
 base model is checked by its architecture and a sample of its weights (integrity.py).
@@ -29,23 +29,36 @@ from .io import read_files
 from .methods import get_config
 from .names import check_task_name
 
-CONFIG_FILE = "adapter_config.json"
-WEIGHTS_FILE = "adapter_model.safetensors"
+CONFIG_FILE = "compacter_config.json"
+WEIGHTS_FILE = "compacter_model.safetensors"
+# PEFT's file names, which compacter wrote until 0.2: still read (ours now, so that PEFT-aware tools never take our
+# folders for theirs)
+LEGACY_CONFIG_FILE = "adapter_config.json"
+LEGACY_WEIGHTS_FILE = "adapter_model.safetensors"
 CARD_FILE = "README.md"
 FORMAT = "compacter-adapter/2"
 OLD_FORMAT = "compacter-adapter/1"  # before named tasks: still read
 CONFIG_SEAL = "adapter_config_sha256"  # in the weights' header: the seal of the description they belong to
 
 
+def saved_files(directory: str | os.PathLike) -> tuple[Path, Path]:
+    """(description, tensors) paths of a saved task: today's names, or the names written before 0.3."""
+    directory = Path(directory)
+    if not (directory / CONFIG_FILE).is_file() and (directory / LEGACY_CONFIG_FILE).is_file():
+        return directory / LEGACY_CONFIG_FILE, directory / LEGACY_WEIGHTS_FILE
+    return directory / CONFIG_FILE, directory / WEIGHTS_FILE
+
+
 def read_description(directory: str | os.PathLike, *, own: bool = False) -> dict[str, Any]:
-    """The adapter_config.json of a saved task, checked field by field (and against its seal); ``own`` as in
+    """The compacter_config.json of a saved task, checked field by field (and against its seal); ``own`` as in
     ``read_adapter``."""
     folder = _folder(directory, own=own)
+    config = saved_files(folder)[0].name
     try:
-        content = read_files(folder, [CONFIG_FILE], follow_symlinks=not own)[CONFIG_FILE]
+        content = read_files(folder, [config], follow_symlinks=not own)[config]
     except OSError as error:
         raise _linked(folder) if error.errno == errno.ELOOP else error from None
-    return _description(folder, content)
+    return _description(folder, content, config)
 
 
 def _folder(directory: str | os.PathLike, *, own: bool = False) -> Path:
@@ -59,8 +72,8 @@ def _folder(directory: str | os.PathLike, *, own: bool = False) -> Path:
     return directory
 
 
-def _description(directory: Path, content: bytes | None) -> dict[str, Any]:
-    path = directory / CONFIG_FILE
+def _description(directory: Path, content: bytes | None, config: str) -> dict[str, Any]:
+    path = directory / config
     if content is None:
         raise FileNotFoundError(f"{path} does not exist: {directory} is not a folder written by compacter.save().")
     try:
@@ -72,7 +85,10 @@ def _description(directory: Path, content: bytes | None) -> dict[str, Any]:
     if not isinstance(description, dict):
         raise ValueError(f"{path} must hold a JSON object, not {type(description).__name__}.")
     if description.get("format") not in (FORMAT, OLD_FORMAT):
-        raise ValueError(f"{path} has format {description.get('format')!r}; this compacter reads {FORMAT!r}.")
+        what = (f"a PEFT {description['peft_type']} adapter" if "peft_type" in description
+                else f"of format {description.get('format')!r}")
+        raise ValueError(f"{path} is {what}, not a task saved by compacter (format {FORMAT!r}); compacter.load reads "
+                         "its own folders, PEFT's LoRA and (IA)³ folders and AdapterHub's.")
     is_sealed(description, path, "Save the adapter again.")
     expected = {"method": dict, "base_model": dict}
     if description["format"] == FORMAT:
@@ -105,18 +121,19 @@ def read_adapter(directory: str | os.PathLike, *, own: bool = False) -> tuple[di
     ``own``: the folder is a run's own adapter: it, and its files, may not be symbolic links to elsewhere.
     """
     folder = _folder(directory, own=own)
+    config, weights = (path.name for path in saved_files(folder))
     for attempt in range(3):
         try:
-            files = read_files(folder, [CONFIG_FILE, WEIGHTS_FILE], follow_symlinks=not own)
+            files = read_files(folder, [config, weights], follow_symlinks=not own)
         except OSError as error:
             raise _linked(folder) if error.errno == errno.ELOOP else error from None
-        description = _description(folder, files[CONFIG_FILE])
-        tensors, paired = _tensors(folder, description, files[WEIGHTS_FILE])
+        description = _description(folder, files[config], config)
+        tensors, paired = _tensors(folder, description, files[weights], (config, weights))
         if paired or attempt == 2:
             break
         time.sleep(0.1)  # a writer is replacing the files one by one (a shared folder): read its finished version
     if not paired:
-        raise ValueError(f"{folder / WEIGHTS_FILE} was written with another {CONFIG_FILE} than the one beside it: the "
+        raise ValueError(f"{folder / weights} was written with another {config} than the one beside it: the "
                          "two files do not belong together. Save the adapter again.")
     return description, tensors
 
@@ -131,14 +148,15 @@ def read_tensors(directory: str | os.PathLike, description: dict[str, Any] | Non
     """The saved tensors, checked against the description: names, shapes, dtypes, checksums, finite values."""
     found, tensors = read_adapter(directory, own=own)
     if description is not None and description != found:
-        raise ValueError(f"{Path(directory) / CONFIG_FILE} changed while it was read; read it again.")
+        raise ValueError(f"{saved_files(directory)[0]} changed while it was read; read it again.")
     return tensors
 
 
-def _tensors(directory: Path, description: dict[str, Any],
-             content: bytes | None) -> tuple[dict[str, torch.Tensor], bool]:
+def _tensors(directory: Path, description: dict[str, Any], content: bytes | None,
+             names: tuple[str, str]) -> tuple[dict[str, torch.Tensor], bool]:
     """The tensors of the weights file, checked; and whether the file names this description as its own."""
-    path = directory / WEIGHTS_FILE
+    config, weights = names
+    path = directory / weights
     if content is None:
         raise FileNotFoundError(f"{path} does not exist: the saved adapter in {directory} is incomplete. Save it again.")
     try:
@@ -155,16 +173,16 @@ def _tensors(directory: Path, description: dict[str, Any],
         manifest = description["tensors"]
         if set(manifest) != set(tensors):
             missing, extra = sorted(set(manifest) - set(tensors)), sorted(set(tensors) - set(manifest))
-            raise ValueError(f"{path} does not hold the tensors {CONFIG_FILE} lists (missing {missing[:5]}, unlisted "
+            raise ValueError(f"{path} does not hold the tensors {config} lists (missing {missing[:5]}, unlisted "
                              f"{extra[:5]}). The two files do not belong together; save the adapter again.")
         for key, tensor in tensors.items():
             dtype = str(tensor.dtype).removeprefix("torch.")
             if dtype != manifest[key]["dtype"]:
-                raise ValueError(f"{path}: tensor {key!r} is stored as {dtype}, but {CONFIG_FILE} records "
+                raise ValueError(f"{path}: tensor {key!r} is stored as {dtype}, but {config} records "
                                  f"{manifest[key]['dtype']}: the file was changed after it was saved. Save the adapter "
                                  "again.")
             if list(tensor.shape) != manifest[key]["shape"] or _sha256(tensor) != manifest[key]["sha256"]:
-                raise ValueError(f"{path}: tensor {key!r} does not match the checksum recorded in {CONFIG_FILE}: "
+                raise ValueError(f"{path}: tensor {key!r} does not match the checksum recorded in {config}: "
                                  "the file was changed or damaged after it was saved. Save the adapter again.")
     for key, tensor in tensors.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
@@ -217,5 +235,6 @@ def _from_old_names(tensors: dict[str, torch.Tensor], method: dict[str, Any]) ->
             (f"model.{key}" if in_place else f"base.{key}"): value for key, value in tensors.items()}
 
 
-__all__ = ["CARD_FILE", "CONFIG_FILE", "CONFIG_SEAL", "FORMAT", "OLD_FORMAT", "WEIGHTS_FILE", "check_base",
+__all__ = ["CARD_FILE", "CONFIG_FILE", "CONFIG_SEAL", "FORMAT", "LEGACY_CONFIG_FILE", "LEGACY_WEIGHTS_FILE", "OLD_FORMAT",
+           "WEIGHTS_FILE", "saved_files", "check_base",
            "read_adapter", "read_description", "read_tensors"]

@@ -2,11 +2,11 @@
 
 A saved task is a folder with
 
-* ``adapter_model.safetensors``: the tensors the task trained, named as in the task
+* ``compacter_model.safetensors``: the tensors the task trained, named as in the task
   (``down.s``, ``shared.A``, ``base.encoder.final_layer_norm.weight`` for its copy of a base
   parameter, ``model.<name>`` for a base parameter trained in place by full / bitfit); its header
   names the seal of the description it was written with;
-* ``adapter_config.json``: the task's name, the method config, the base model's fingerprint, name or
+* ``compacter_config.json``: the task's name, the method config, the base model's fingerprint, name or
   path and a sample of its weights, each tensor's shape, dtype and sha256, the metadata (a run's
   labels, scores and identity), and a seal over all of it (integrity.py);
 * ``README.md``: a model card (YAML front matter for the Hugging Face hub).
@@ -16,6 +16,10 @@ exchange of names (io.replace_folder); a folder shared with other files (a Train
 root of save_pretrained) gets the files one by one, weights first. Loading is all or nothing
 (reading.py checks everything before anything is attached), and a task whose tensors then do not
 fit is taken off again, so a failed load leaves the model exactly as it was.
+
+The file names are our own so that PEFT-aware tools (transformers' ``from_pretrained`` and
+``load_adapter``, ``PeftModel``) never take the folder for a PEFT adapter. Folders written before
+(``adapter_config.json`` + ``adapter_model.safetensors``, format ``compacter-adapter/2`` or 1) still load.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from . import __version__
+from . import __version__, card
 from .attach import DEFAULT_TASK, apply, delete, rollback
 from .container import container_of
 from .integrity import SEAL, base_sample, seal
@@ -43,12 +47,15 @@ from .reading import (  # noqa: F401 - read_description and read_tensors: saving
     CONFIG_FILE,
     CONFIG_SEAL,
     FORMAT,
+    LEGACY_CONFIG_FILE,
+    LEGACY_WEIGHTS_FILE,
     WEIGHTS_FILE,
     _sha256,
     check_base,
     read_adapter,
     read_description,
     read_tensors,
+    saved_files,
 )
 from .switching import tasks
 
@@ -121,19 +128,24 @@ def _adapter_files_only(directory: Path) -> bool:
 def save_pretrained(model: nn.Module, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
     """What ``model.save_pretrained(dir)`` does on a model with tasks: their files only, not the base model.
 
-    As PEFT does: the task named "default" in ``dir`` itself, every other task in ``dir/<name>``.
-    transformers' own arguments (``state_dict``, ``safe_serialization``, ...) are accepted and have no use
-    here, except ``is_main_process`` (only the main process writes).
+    As PEFT does: the task named "default" in ``dir`` itself, every other task in ``dir/<name>``;
+    ``selected_adapters=[...]`` saves only those tasks. transformers' other arguments (``state_dict``,
+    ``safe_serialization``, ...) are accepted and have no use here, except ``is_main_process`` (only the
+    main process writes); ``push_to_hub=True`` is the bound method's (compacter.hub).
     """
     if not kwargs.get("is_main_process", True):
         return
-    if kwargs.get("push_to_hub"):
-        raise ValueError("compacter does not push to the hub; save_pretrained(dir) and upload the folder yourself.")
     root = Path(save_directory)
     if root.is_file():
         raise ValueError(f"{root} is a file; save_pretrained needs a folder.")
+    selected = kwargs.get("selected_adapters") or tasks(model)
+    unknown = sorted(set(selected) - set(tasks(model)))
+    if unknown:
+        raise ValueError(f"selected_adapters names {unknown}, which this model does not have; its tasks are "
+                         f"{tasks(model)}.")
     for task_name in tasks(model):
-        save(model, root if task_name == DEFAULT_TASK else root / check_task_name(task_name), name=task_name)
+        if task_name in selected:
+            save(model, root if task_name == DEFAULT_TASK else root / check_task_name(task_name), name=task_name)
 
 
 def load(model: nn.Module, directory: str | os.PathLike, *, name: str | None = None,
@@ -186,31 +198,21 @@ def load_tensors(model: nn.Module, tensors: dict[str, torch.Tensor], *, name: st
 
 
 def model_card(model: nn.Module, name: str, description: dict[str, Any]) -> str:
-    """README.md for the hub: YAML front matter (library, base model, method, % trained, metrics) and a summary."""
+    """README.md for the hub (card.py): front matter the Hub indexes, a summary, a usage snippet, the metrics."""
     report = count_parameters(model, name)
-    metadata = description.get("metadata") or {}
-    metrics = {key: value for key, value in (metadata.get("test") or metadata.get("validation") or {}).items()
-               if isinstance(value, (int, float)) and key not in ("n", "invalid")}
-    base = description.get("base_model_name_or_path")
-    front = {"library_name": "compacter", "base_model": base, "tags": ["compacter", description["method"]["name"],
-                                                                       "parameter-efficient-fine-tuning"],
-             "compacter": {"method": description["method"]["name"], "task": name,
-                           "trained_parameters": report.trainable, "trained_percent": round(report.percent, 4)}}
-    if metrics:
-        front["compacter"]["metrics"] = {key: round(value, 4) for key, value in metrics.items()}
-    if base is None:
-        del front["base_model"]
-    import yaml
+    id2label = getattr(getattr(model, "config", None), "id2label", None) or {}
+    labels = [id2label[i] for i in sorted(id2label)] if _num_labels(model) and any(
+        str(label) != f"LABEL_{i}" for i, label in id2label.items()) else None
+    return card.model_card(name, description, report.trainable, report.total, labels)
 
-    lines = ["---", yaml.safe_dump(front, sort_keys=False).rstrip(), "---", "",
-             f"# {name}: {description['method']['name']} on {base or 'its base model'}", "",
-             f"Trained with [compacter](https://github.com/rabeehk/compacter): {report.trainable:,} trained parameters, "
-             f"{report.percent:.4f}% of the base model's {report.total:,}.", "",
-             "```python", "import compacter", "", f"model = compacter.from_pretrained({base!r}, \"path/to/this/folder\")"
-             if base else "model = compacter.load(base_model, \"path/to/this/folder\")", "```"]
-    if metrics:
-        lines += ["", "| metric | value |", "|---|---:|", *(f"| {key} | {value:.2f} |" for key, value in metrics.items())]
-    return "\n".join(lines) + "\n"
+
+def record_test_metrics(model: nn.Module, directory: str | os.PathLike, test: dict[str, Any]) -> None:
+    """Show a scored test split on a saved task's card (training scores it after the last save). Only the card
+    changes: the sealed description keeps what was saved, and results.json records the test scores."""
+    description = read_description(directory)
+    description = {**description, "metadata": {**description.get("metadata", {}), "test": test}}
+    text = model_card(model, description["name"], description)
+    atomic_write(Path(directory) / CARD_FILE, lambda tmp: Path(tmp).write_text(text))
 
 
 def _num_labels(model: nn.Module) -> int | None:
@@ -222,5 +224,6 @@ def _num_labels(model: nn.Module) -> int | None:
     return None
 
 
-__all__ = ["CARD_FILE", "CONFIG_FILE", "FORMAT", "WEIGHTS_FILE", "check_base", "file_name", "file_tensors", "load",
-           "load_tensors", "model_card", "read_adapter", "read_description", "read_tensors", "save", "save_pretrained"]
+__all__ = ["CARD_FILE", "CONFIG_FILE", "FORMAT", "LEGACY_CONFIG_FILE", "LEGACY_WEIGHTS_FILE", "WEIGHTS_FILE",
+           "check_base", "file_name", "file_tensors", "load", "load_tensors", "model_card", "read_adapter",
+           "read_description", "read_tensors", "save", "save_pretrained", "saved_files"]

@@ -1,1 +1,2 @@
-"""Other tools' adapter folders in and out: each module reads and writes one tool's format without importing it."""
+"""Other tools' adapter folders in and out: each module reads and writes one tool's format (PEFT, AdapterHub's
+`adapters`) without importing it."""

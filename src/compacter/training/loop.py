@@ -45,7 +45,7 @@ from ..models import build_model, enable_activation_checkpointing
 from ..params import count_parameters
 from ..provenance import versions
 from ..quantization import BITSANDBYTES_KINDS, quantize_base
-from ..saving import file_name, read_description, save
+from ..saving import file_name, read_description, record_test_metrics, save
 from ..switching import active_task
 from . import distributed
 from .checkpoint import TrainingState, restore_rng, rng_state, save_state
@@ -307,6 +307,8 @@ class Trainer:
         self.model.eval()
         test = self.evaluate("test")
         self.trackers.log(tracked("test", test), self.step)
+        if self.processes.main:
+            record_test_metrics(self.model, self.output / BEST_DIR, test)  # the card shows the test split's scores
         if self.step < self.total_steps:
             self.log.info("stopped early at step %d of %d: %d evaluations without a better validation score "
                           "(--patience %d)", self.step, self.total_steps, self.config.patience, self.config.patience)
