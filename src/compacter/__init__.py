@@ -11,7 +11,7 @@
         model.generate(**batch)
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 from .api import apply, export, from_pretrained, load, push_to_hub  # noqa: E402
 from .attach import delete, unload  # noqa: E402
