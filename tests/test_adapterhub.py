@@ -10,6 +10,7 @@ import torch
 import transformers
 
 import compacter
+from compacter.methods.adapters import BOTTLENECK
 
 FIXTURES = Path(__file__).parent / "fixtures" / "adapterhub"
 EXPECTED = json.loads((FIXTURES / "expected.json").read_text())
@@ -42,7 +43,7 @@ def test_the_mapping_is_the_one_the_module_docstring_states():
     rule, left, right, bias = (tensors[stem + k].double() for k in ("phm_rule", "W_left", "W_right", "b"))
     H = sum(torch.kron(rule[i], left[i] @ right[i]) for i in range(rule.shape[0]))
     model = compacter.from_pretrained(FIXTURES / "base", FIXTURES / "compacter")
-    slot = model.compacter.tasks["compacter"].adapters["encoder.layer.1.output.dense"]
+    slot = model.compacter.tasks["compacter"].sites[BOTTLENECK]["encoder.layer.1.output.dense"]
     weights, biases = slot.down.build()
     assert torch.allclose(weights[slot.index].double(), H.T, atol=1e-6)
     assert torch.equal(biases[slot.index], bias.float())

@@ -94,7 +94,7 @@ CASES = {
     "method missing": ({"config": lambda d: d.pop("method")}, r"'method' must be a JSON object, but it is missing"),
     "tensors missing": ({"config": lambda d: d.pop("tensors")}, r"'tensors' must be a JSON object"),
     "another format": ({"config": lambda d: d.update(format="peft")},
-                       r"is format 'peft', not a task saved by compacter \(format 'compacter-adapter/2'\)"),
+                       r"is of format 'peft', not a task saved by compacter \(format 'compacter-adapter/2'\)"),
     "another base model": ({"config": lambda d: d["base_model"].update(num_layers=3)},
                            r"trained on a different base model[\s\S]*num_layers: saved for 3, this model has 2"),
 }

@@ -15,6 +15,7 @@ from training_fixtures import corpus, sentiment_rows, write_csv
 import compacter
 from compacter import provenance
 from compacter.cli import build_parser, main
+from compacter.integrity import seal
 from compacter.methods import DEFAULT_METHOD, DESCRIPTIONS, METHODS, get_config
 from compacter.training import TrainConfig, train
 
@@ -70,11 +71,11 @@ def test_runs_recorded_before_the_new_warmup_default_keep_their_identity(bert, r
     saved = json.loads(path.read_text())
     # as an earlier compacter wrote it: short_warmup (--short-warmup) was a tenth of the run, today's default
     saved["identity"]["hyper_parameters"]["short_warmup"] = True
-    path.write_text(json.dumps(saved))
+    path.write_text(json.dumps(seal(saved)))  # re-sealed: an edit compacter itself would not refuse
     assert train(config)["test"] == first["test"]  # the same run: returned, not trained again
     # without it, warmup_steps None meant the paper's 500 steps: another run
     saved["identity"]["hyper_parameters"]["short_warmup"] = False
-    path.write_text(json.dumps(saved))
+    path.write_text(json.dumps(seal(saved)))
     message = re.escape("warmup_steps: 500 there, None (a tenth of the run, at most 500 steps) now")
     with pytest.raises(ValueError, match=message):
         train(config)
@@ -123,7 +124,7 @@ def git_head() -> str | None:
 def test_results_and_adapters_record_the_version_and_commit_of_the_code(bert, reviews, tmp_path):
     results = train(own_data(bert, reviews, tmp_path / "run", epochs=1, batch_size=11))
     written = json.loads((tmp_path / "run" / "results.json").read_text())
-    adapter = json.loads((tmp_path / "run" / "adapter" / "adapter_config.json").read_text())
+    adapter = json.loads((tmp_path / "run" / "adapter" / "compacter_config.json").read_text())
     head = git_head()
     assert written["versions"] == results["versions"]
     assert written["versions"]["compacter"] == adapter["compacter_version"] == compacter.__version__
@@ -171,7 +172,7 @@ def test_patience_stops_a_flat_run_and_keeps_the_best_checkpoint(bert, reviews, 
     assert [entry["step"] for entry in results["history"]] == [1, 2, 3]  # 2 evaluations without a better score
     assert results["steps_trained"] == 3 and results["stopped_early"] and results["schedule"]["total_steps"] == 10
     assert results["best_step"] == 1
-    adapter = json.loads((output / "adapter" / "adapter_config.json").read_text())
+    adapter = json.loads((output / "adapter" / "compacter_config.json").read_text())
     assert adapter["metadata"]["step"] == 1  # the best checkpoint is the one kept, not the last
     assert "stopped early at step 3 of 10" in (output / "train.log").read_text()
     capsys.readouterr()

@@ -190,8 +190,8 @@ def test_save_pretrained_writes_each_task_inside_its_folder(tmp_path):
     compacter.apply(model, "compacter++", name="rte")
     model.save_pretrained(tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["README.md", "adapter_config.json",
-                                                                     "adapter_model.safetensors", "rte"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["README.md", "compacter_config.json",
+                                                                     "compacter_model.safetensors", "rte"]
 
 
 # ---------------------------------------------------------------- integrity of everything an adapter says
@@ -217,7 +217,7 @@ def test_an_edited_method_setting_is_refused(tmp_path):
     assert description["method"]["activation"] == "gelu"
     description["method"]["activation"] = "relu"
     (tmp_path / CONFIG_FILE).write_text(json.dumps(description, indent=2))
-    with pytest.raises(ValueError, match="adapter_config.json was changed after compacter wrote it"):
+    with pytest.raises(ValueError, match="compacter_config.json was changed after compacter wrote it"):
         compacter.load(tiny_t5(seed=1), tmp_path)
 
 
@@ -231,7 +231,7 @@ def test_tensors_stored_in_another_dtype_are_refused_even_with_the_manifest_reco
     tensors = {key: value.to(dtype) for key, value in load_file(str(tmp_path / WEIGHTS_FILE)).items()}
     save_file(tensors, str(tmp_path / WEIGHTS_FILE))
     description = json.loads((tmp_path / CONFIG_FILE).read_text())
-    with pytest.raises(ValueError, match=f"is stored as {str(dtype)[6:]}, but adapter_config.json records float32"):
+    with pytest.raises(ValueError, match=f"is stored as {str(dtype)[6:]}, but compacter_config.json records float32"):
         compacter.load(tiny_t5(seed=1), tmp_path)
     for key, tensor in tensors.items():  # a forger records the new dtype and checksums, and seals again
         description["tensors"][key].update(dtype=str(dtype)[6:], sha256=_sha256(tensor))
@@ -313,7 +313,7 @@ def test_a_killed_writers_temporary_files_are_removed_by_the_next_write(tmp_path
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     (tmp_path / f".adapter.{dead.pid}.abc123").mkdir()  # what replace_folder leaves when killed mid-write
-    (tmp_path / f".adapter.{dead.pid}.abc123" / "adapter_model.safetensors").write_bytes(b"half")
+    (tmp_path / f".adapter.{dead.pid}.abc123" / "compacter_model.safetensors").write_bytes(b"half")
     (tmp_path / f".state.{dead.pid}.x").write_bytes(b"half")  # what atomic_write leaves
     mine = tmp_path / f".adapter.{os.getpid()}.live"  # a temporary of a writer still running is left alone
     mine.mkdir()
@@ -435,12 +435,12 @@ def test_a_training_state_that_is_not_a_regular_file_is_refused(runs, workspace,
     from compacter.training.checkpoint import STATE_FILE
 
     a = copied(runs, "a", tmp_path)
-    adapter = (a / "adapter" / "adapter_model.safetensors").read_bytes()
+    adapter = (a / "adapter" / "compacter_model.safetensors").read_bytes()
     (a / STATE_FILE).unlink()
     (a / STATE_FILE).symlink_to("/dev/zero")
     with pytest.raises(ValueError, match="training_state.safetensors is not a training state .*not a regular file"):
         train(run_config(workspace, a, learning_rate=1e-3))
-    assert (a / "adapter" / "adapter_model.safetensors").read_bytes() == adapter  # not restarted over it
+    assert (a / "adapter" / "compacter_model.safetensors").read_bytes() == adapter  # not restarted over it
 
 
 def test_the_trainer_resumes_only_onto_the_base_its_checkpoint_was_saved_on(tmp_path):

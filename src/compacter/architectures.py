@@ -137,6 +137,30 @@ class Site:
         return range(self.layer, self.layer + self.calls)
 
 
+FAMILIES = ("seq2seq", "encoder", "decoder")
+
+
+def model_family(model_or_config: Any) -> str:
+    """``seq2seq`` (``is_encoder_decoder``: T5, BART ...), ``decoder`` (a causal-LM architecture or class, or a model
+    type that has a causal LM and no masked LM: GPT-2, Llama, ... also as classifiers) or ``encoder`` (BERT-style),
+    from a model or its transformers config. The one rule for default learning rates, prompt placement, the Auto
+    class and how a task is formatted (text-to-text or a classification head)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    config = getattr(model_or_config, "config", model_or_config)
+    if getattr(config, "is_encoder_decoder", False):
+        return "seq2seq"
+    names = list(getattr(config, "architectures", None) or [])
+    if isinstance(model_or_config, nn.Module):
+        names.append(type(model_or_config).__name__)
+    if any(name.endswith(("ForCausalLM", "LMHeadModel")) for name in names) or getattr(config, "is_decoder", False):
+        return "decoder"
+    kind = getattr(config, "model_type", None)
+    if kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        return "decoder"
+    return "encoder"
+
+
 def model_type(model: nn.Module) -> str:
     config = getattr(model, "config", None)
     return getattr(config, "model_type", None) or type(model).__name__

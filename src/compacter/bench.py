@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from .architectures import model_family
 from .attach import apply
 from .compiling import compile_model
 from .inventory import count_unique
@@ -54,7 +55,7 @@ def _batch(model: nn.Module, batch_size: int, source_length: int, target_length:
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(2, vocab, (batch_size, source_length), generator=generator).to(device)
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-    if getattr(model.config, "is_encoder_decoder", False):
+    if model_family(model) == "seq2seq":
         batch["labels"] = torch.randint(2, vocab, (batch_size, target_length), generator=generator).to(device)
     else:
         batch["labels"] = ids

@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import nn
 
-from . import attach, saving
+from . import attach, saving, switching
 
 BOUND_METHODS = attach.BOUND_METHODS  # what bind() puts on an instance (attach.unload takes them off)
 _COMPACTER_METHODS = {"set_adapter", "load_adapter", "active_adapters", "active_adapter", "delete_adapter",
@@ -48,7 +48,7 @@ def bind(model: nn.Module, load: Callable[..., nn.Module], push_to_hub: Callable
 
 def _while_tasks(method_name: str, model: nn.Module, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """compacter's version while the model has tasks; transformers' own once they are all taken off."""
-    if attach.tasks(model) or method_name == "load_adapter":
+    if switching.tasks(model) or method_name == "load_adapter":
         return method(model, *args, **kwargs)
     own = getattr(type(model), method_name, None)
     if own is None:
@@ -75,7 +75,7 @@ def set_adapter(model: nn.Module, adapter_name: str | list[str]) -> None:
     if len(names) != 1:
         raise ValueError(f"set_adapter({adapter_name!r}): a compacter model runs one task at a time; to run a "
                          "different task on each row of a batch use `with compacter.route(model, row_tasks): ...`.")
-    attach.set_active(model, names[0])
+    switching.set_active(model, names[0])
 
 
 def load_adapter(model: nn.Module, peft_model_id: str | os.PathLike, adapter_name: str | None = None, *,
@@ -93,12 +93,12 @@ def load_adapter(model: nn.Module, peft_model_id: str | os.PathLike, adapter_nam
 
 def active_adapters(model: nn.Module) -> list[str]:
     """The active task, as a one-element list (none: [])."""
-    active = attach.active_task(model)
+    active = switching.active_task(model)
     return [active] if active is not None else []
 
 
 def active_adapter(model: nn.Module) -> str | None:
-    return attach.active_task(model)
+    return switching.active_task(model)
 
 
 def delete_adapter(model: nn.Module, adapter_names: str | list[str]) -> None:

@@ -149,8 +149,6 @@ def run_bench(args: argparse.Namespace) -> int:
 
 @command("data")
 def run_data(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from .io import atomic_write
     from .runs import is_run, task_data
 

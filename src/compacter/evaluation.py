@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from sklearn.metrics import confusion_matrix
 
+from .architectures import model_family
 from .data import TaskData
 from .data.metrics import compute_metrics, parse_label
 from .data.tasks import Task
@@ -74,7 +75,7 @@ def evaluate(model, tokenizer, task: Task, examples: list[dict], *, source_lengt
 
     if not examples:
         raise ValueError("There are no examples to evaluate.")
-    text_to_text = bool(getattr(model.config, "is_encoder_decoder", False))
+    text_to_text = model_family(model) == "seq2seq"
     rows = encode(tokenizer, task, examples, text_to_text=text_to_text, source_length=source_length,
                   target_length=target_length)
     device = next(model.parameters()).device

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .api import apply
+from .architectures import model_family
 from .bench import fit_hypercomplex_dimension, paired_ratio
 from .inventory import trainable_parameters
 from .methods import get_config
@@ -49,7 +50,7 @@ def _requests(model: nn.Module, batch_size: int, source_length: int, seed: int =
 
 
 def _forward(model: nn.Module, inputs: dict, target_length: int, **extra) -> Callable[[], object]:
-    if getattr(model.config, "is_encoder_decoder", False):
+    if model_family(model) == "seq2seq":
         extra["decoder_input_ids"] = torch.zeros(inputs["input_ids"].shape[0], target_length, dtype=torch.long,
                                                  device=inputs["input_ids"].device)
     return lambda: model(**inputs, **extra)

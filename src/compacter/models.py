@@ -10,6 +10,8 @@ import torch
 import transformers
 from torch import nn
 
+from .architectures import model_family
+
 SHIPPED_CONFIGS = ("t5-small", "t5-base", "t5-large", "t5-3b", "t5-11b")
 
 
@@ -68,9 +70,9 @@ def model_class(config: transformers.PretrainedConfig, num_labels: int | None = 
     """The Auto class that fits: seq2seq LM, causal LM, or an encoder with a classification head."""
     if num_labels is not None:
         return transformers.AutoModelForSequenceClassification
-    if getattr(config, "is_encoder_decoder", False):
-        return transformers.AutoModelForSeq2SeqLM
     architectures = getattr(config, "architectures", None) or []
+    if model_family(config) == "seq2seq":
+        return transformers.AutoModelForSeq2SeqLM
     if any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in architectures):
         return transformers.AutoModelForCausalLM
     if any(a.endswith("ForSequenceClassification") for a in architectures):

@@ -25,8 +25,10 @@ import transformers
 from torch import nn
 
 from . import api, hub
+from .architectures import model_family
 from .data.loading import json_lines
 from .data.tasks import TASKS, Task
+from .decoding import batch_answers
 from .quantization import BITSANDBYTES_KINDS, check_quantization, quantize_base
 from .saving import read_description
 from .switching import route, set_active, tasks, unroutable_reason
@@ -134,9 +136,9 @@ def _texts(requests: list[dict], served: dict[str, Served], text_to_text: bool) 
             sources.append(task.source(request))
             pairs.append(None)
         else:
-            values = [str(request[f]) for f in task.classification_fields or task.fields]
-            sources.append(values[0])
-            pairs.append(values[1] if len(values) > 1 else None)
+            text, pair = task.classification_texts(request)
+            sources.append(text)
+            pairs.append(pair)
     if all(p is None for p in pairs):
         return sources, None
     if any(p is None for p in pairs):
@@ -166,7 +168,7 @@ def predict(model: nn.Module, tokenizer, requests: list[dict], served: dict[str,
             source_length: int = DEFAULT_SOURCE_LENGTH, target_length: int = DEFAULT_TARGET_LENGTH,
             progress: Callable[[Iterable], Iterable] = lambda x: x) -> list[dict]:
     """One answer per request, in the requests' order (see the module docstring)."""
-    text_to_text = bool(getattr(model.config, "is_encoder_decoder", False))
+    text_to_text = model_family(model) == "seq2seq"
     mixed = len(tasks(model)) > 1 and not any(unroutable_reason(model, name) for name in tasks(model))
     device = next(model.parameters()).device
     answers: list[dict | None] = [None] * len(requests)
@@ -179,26 +181,18 @@ def predict(model: nn.Module, tokenizer, requests: list[dict], served: dict[str,
         if not mixed:
             set_active(model, names[0])
         with route(model, names) if mixed else contextlib.nullcontext():
-            outputs = _answer(model, tokenizer, encoded, text_to_text, target_length)
+            outputs = batch_answers(model, tokenizer, encoded, text_to_text=text_to_text, max_new_tokens=target_length)
         for index, request, output in zip(indices, part, outputs):
             task = served[request["task"]].task
-            if not text_to_text and task is not None and task.labels and isinstance(output, int):
-                output = task.labels[output]
+            if task is not None:
+                output = task.decode(output)
+            elif isinstance(output, float):
+                output = f"{output:.4f}"
             answer = {"task": request["task"], "prediction": output}
             if "id" in request:
                 answer = {"id": request["id"], **answer}
             answers[index] = answer
     return answers
-
-
-def _answer(model, tokenizer, encoded, text_to_text: bool, target_length: int) -> list:
-    if text_to_text:
-        generated = model.generate(**encoded, max_new_tokens=target_length, num_beams=1, do_sample=False)
-        return tokenizer.batch_decode(generated, skip_special_tokens=True)
-    logits = model(**encoded).logits.float()
-    if logits.shape[-1] == 1:  # a regression head
-        return [f"{v:.4f}" for v in logits.squeeze(-1).tolist()]
-    return logits.argmax(-1).tolist()
 
 
 def write_answers(path: str | os.PathLike, answers: list[dict]) -> None:

@@ -54,7 +54,7 @@ def _checkout() -> tuple[str | None, bool | None]:
 
 def _names_compacter(pyproject: Path) -> bool:
     try:
-        return 'name = "compacter"' in pyproject.read_text(encoding="utf-8")
+        return 'name = "compacter-adapters"' in pyproject.read_text(encoding="utf-8")
     except OSError:
         return False
 

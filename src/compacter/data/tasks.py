@@ -45,6 +45,20 @@ class Task:
         placeholder = {"label": 0, "answers": [], "entities": [], "source": "", "target": ""}
         return self.template({**placeholder, **example})[0]
 
+    def classification_texts(self, example: dict) -> tuple[str, str | None]:
+        """The text (and its pair) that a classification head reads, in training and in serving alike."""
+        values = [str(example[name]) for name in self.classification_fields or self.fields]
+        return values[0], values[1] if len(values) > 1 else None
+
+    def decode(self, answer: str | int | float) -> str:
+        """A model's answer as the task's text: a class index becomes its label, a score is written with 4 decimals,
+        generated text stays as it is."""
+        if isinstance(answer, str):
+            return answer
+        if isinstance(answer, float):
+            return f"{answer:.4f}"
+        return self.labels[answer] if self.labels else str(answer)
+
     def to_dict(self) -> dict:
         """What a saved adapter records of its task, so that requests are formatted as in training."""
         return {"name": self.name, "benchmark": self.benchmark, "fields": list(self.fields),

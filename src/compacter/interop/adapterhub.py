@@ -40,8 +40,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from ..attach import apply, container_of, delete
+from ..attach import apply, delete
+from ..container import container_of
 from ..methods import AdapterConfig
+from ..methods.adapters import BOTTLENECK
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILES = ("adapter.safetensors", "pytorch_adapter.bin")
@@ -239,7 +241,7 @@ def _head_tensors(model: nn.Module, folder: Folder) -> dict[str, torch.Tensor]:
 def _fill(model: nn.Module, name: str, folder: Folder, head: dict[str, torch.Tensor]) -> None:
     task = container_of(model).task(name)
     slots = {}
-    for key, slot in task.adapters.items():
+    for key, slot in task.sites.get(BOTTLENECK, {}).items():
         site = _ours(key)
         if site is None:
             raise ValueError(f"The adapter site {key} is not a BERT layer's attention or feed-forward output.")

@@ -14,10 +14,11 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .. import __version__
-from ..attach import container_of
 from ..card import hub_id
+from ..container import container_of
 from ..io import atomic_write
 from ..methods import AdapterConfig
+from ..methods.adapters import BOTTLENECK
 from .adapterhub import ACTIVATIONS, BERT_FAMILY, CONFIG_FILE, REQUIRED, _ours
 
 
@@ -37,7 +38,7 @@ def export(model: nn.Module, directory: str | os.PathLike, *, name: str | None =
     hidden = model.config.hidden_size
     tensors: dict[str, torch.Tensor] = {}
     prefix = "bert" if model_type == "bert" else model_type.replace("-", "_")
-    for key, slot in task.adapters.items():
+    for key, slot in task.sites.get(BOTTLENECK, {}).items():
         layer, sublayer = _ours(key)
         location = f"{prefix}.encoder.layer.{layer}.{'attention.output' if sublayer == 'attention' else 'output'}"
         for side, bank in (("adapter_down.0", slot.down), ("adapter_up", slot.up)):
@@ -57,7 +58,7 @@ def export(model: nn.Module, directory: str | os.PathLike, *, name: str | None =
     if shared is not None:
         tensors[f"{prefix}.shared_parameters.{task.name}.phm_rule"] = shared.A.detach().cpu().transpose(-1, -2)
     tensors = {key: value.contiguous().float() for key, value in tensors.items()}
-    first = next(iter(task.adapters.values()))
+    first = next(iter(task.sites[BOTTLENECK].values()))
     options = {**REQUIRED, "mh_adapter": "attention" in config.sublayers,
                "output_adapter": "feed_forward" in config.sublayers,
                "reduction_factor": hidden / first.down.out_features, "non_linearity": _their_activation(config.activation),

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..architectures import model_family
 from ..attach import apply, delete
 from ..container import container_of
 from ..methods import get_config
@@ -115,7 +116,6 @@ def export_peft(model: nn.Module, folder: str | os.PathLike, *, name: str | None
         name = container_of(model).active
     adapter = to_peft(model, name)
     check_fits(adapter, model)
-    config = getattr(model, "config", None)
-    family = ("seq2seq" if getattr(config, "is_encoder_decoder", False) else
-              "classifier" if type(model).__name__.endswith("ForSequenceClassification") else "causal")
+    family = ("classifier" if type(model).__name__.endswith("ForSequenceClassification") else
+              "seq2seq" if model_family(model) == "seq2seq" else "causal")
     return write_peft_folder(folder, adapter, getattr(model, "name_or_path", None) or None, PEFT_TASK_TYPES[family])

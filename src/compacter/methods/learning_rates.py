@@ -25,9 +25,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
+from ..architectures import FAMILIES, model_family  # noqa: F401 (model_family: the family a table is chosen by)
 
-FAMILIES = ("seq2seq", "encoder", "decoder")
 MINILM = "all-MiniLM-L6-v2 + the demo's BBC News split (README, 'Learning rates'; benchmarks/learning_rates.py)"
 
 
@@ -75,20 +74,6 @@ class LearningRateChoice:
 
     def describe(self) -> str:
         return f"{self.value:g}: {self.source}"
-
-
-def model_family(config: Any) -> str:
-    """``seq2seq`` (``is_encoder_decoder``), ``decoder`` (a causal-LM architecture, or a model type that has a causal
-    LM and no masked LM: GPT-2, Llama, ... also saved as classifiers) or ``encoder``, from a transformers config."""
-    if getattr(config, "is_encoder_decoder", False):
-        return "seq2seq"
-    architectures = getattr(config, "architectures", None) or []
-    if any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in architectures):
-        return "decoder"
-    kind = getattr(config, "model_type", None)
-    if kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
-        return "decoder"
-    return "encoder"
 
 
 def family_default(method: str, family: str) -> LearningRateChoice:

@@ -32,7 +32,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..architectures import model_type
+from ..architectures import model_family, model_type
 from ..devices import execution_device, stored_value
 from .base import MethodConfig, TaskModules
 from .settings import setting
@@ -68,9 +68,10 @@ class PromptConfig(MethodConfig):
     def attach(self, model: nn.Module, task: TaskModules) -> None:
         config = getattr(model, "config", None)
         head = None
-        if getattr(config, "is_encoder_decoder", False):
+        family = model_family(model)
+        if family == "seq2seq":
             position, encoder = 0, model.get_encoder()
-        elif _is_decoder_only(model):
+        elif family == "decoder":
             head = getattr(model, "score", None)
             if _generates(model) or head is None:
                 raise ValueError(f"Prompt tuning does not support decoder-only language models such as this "
@@ -81,7 +82,7 @@ class PromptConfig(MethodConfig):
         else:
             position, encoder = 1, getattr(model, "base_model", model)
         embedding = encoder.get_input_embeddings()
-        max_positions = None if getattr(config, "is_encoder_decoder", False) else _max_positions(config)
+        max_positions = None if family == "seq2seq" else _max_positions(config)
         # an offloaded embedding (accelerate): its values from the weights map, the prompt on its execution device
         embedding_name = next(name for name, module in model.named_modules() if module is embedding)
         vectors = self._initial_vectors(model, stored_value(model, f"{embedding_name}.weight"))
@@ -115,19 +116,6 @@ class PromptConfig(MethodConfig):
 
 def _generates(model: nn.Module) -> bool:
     return type(model).__name__.endswith(("ForCausalLM", "LMHeadModel"))
-
-
-def _is_decoder_only(model: nn.Module) -> bool:
-    """A causal LM, or a family that has a causal LM and no masked LM (GPT-2, Llama, ...; not BERT)."""
-    from transformers.models.auto.modeling_auto import (
-        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
-    )
-
-    config = getattr(model, "config", None)
-    kind = getattr(config, "model_type", None)
-    family = kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
-    return _generates(model) or bool(getattr(config, "is_decoder", False)) or family
 
 
 def _max_positions(config) -> int | None:

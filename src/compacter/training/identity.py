@@ -2,7 +2,7 @@
 
 A run's identity is what it computes from:
 
-* the base model: its architecture (``compacter.attach.architecture_fingerprint``) and the
+* the base model: its architecture (``compacter.inventory.architecture_fingerprint``) and the
   SHA-256 of its weight files (config.json, *.safetensors, *.bin, their index), or its hub name
   when it is not a local folder; for ``pretrained=False`` only its config;
 * the tokenizer (a hash of its full definition: vocabulary, normaliser, special tokens);

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import transformers
 
+from ..architectures import model_family
 from ..data import TaskData, load_task
 from ..data.files import load_files
 from ..data.splits import low_resource
@@ -40,7 +41,7 @@ def read_inputs(config: TrainConfig) -> RunInputs:
     check_source(config.model, "--model")
     model_config = load_config(config.model)
     config = config.with_paper_warmup(model_config)
-    text_to_text = bool(getattr(model_config, "is_encoder_decoder", False))
+    text_to_text = model_family(model_config) == "seq2seq"
     data = load_splits(config)
     tokenizer = load_tokenizer(config.tokenizer or config.model, "--tokenizer" if config.tokenizer else "--model")
     vocabulary = getattr(model_config, "vocab_size", None)
@@ -90,8 +91,9 @@ def encode(tokenizer, task: Task, examples: list[dict], *, text_to_text: bool, s
     fields = task.classification_fields
     if fields is None:
         raise ValueError(f"{task.name} has no classification form; train it text-to-text with a seq2seq model (T5).")
-    texts = [[e[f] for e in examples] for f in fields]
-    encoded = tokenizer(*texts, max_length=source_length, truncation=True)
+    texts, pairs = zip(*(task.classification_texts(e) for e in examples))
+    encoded = tokenizer(list(texts), None if pairs[0] is None else list(pairs), max_length=source_length,
+                        truncation=True)
     keys = [k for k in ("input_ids", "token_type_ids") if k in encoded]
     return [{**{k: encoded[k][i] for k in keys}, "labels": e["label"]} for i, e in enumerate(examples)]
 

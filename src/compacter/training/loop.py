@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from ..attach import apply
 from ..compiling import compile_model
 from ..data import TaskData
+from ..decoding import batch_answers
 from ..integrity import SEAL, digest, seal
 from ..inventory import parameter_groups, trainable_parameters
 from ..io import atomic_write
@@ -368,16 +369,9 @@ def predict(model, rows: list[dict], data: TaskData, text_to_text: bool, config:
         part = [rows[i] for i in (chosen or indices[-1:] or [0])]
         batch = {k: v.to(processes.device) for k, v in collate(part, pad_id).items() if k != "labels"}
         with autocast:
-            if text_to_text:
-                generated = model.generate(**batch, max_new_tokens=config.max_target_length, num_beams=1,
-                                           do_sample=False, synced_gpus=sharded)
-                outputs = tokenizer.batch_decode(generated, skip_special_tokens=True)
-            else:
-                logits = model(**batch).logits.float()
-                if logits.shape[-1] == 1:
-                    outputs = [f"{v:.4f}" for v in logits.squeeze(-1).tolist()]
-                else:
-                    outputs = [data.task.labels[i] for i in logits.argmax(-1).tolist()]
+            answers = batch_answers(model, tokenizer, batch, text_to_text=text_to_text,
+                                    max_new_tokens=config.max_target_length, synced_gpus=sharded)
+            outputs = [data.task.decode(output) for output in answers]
         mine += outputs[: len(chosen)]
     if sharded:
         model.reshard()
