@@ -246,3 +246,10 @@ def test_gradient_checkpointing_gives_the_same_gradients(method, overrides, seq2
         gradients.append({n: p.grad.clone() for n, p in compacter.trainable_parameters(model).items()})
     for name, gradient in gradients[0].items():
         torch.testing.assert_close(gradients[1][name], gradient, rtol=1e-4, atol=1e-6)
+
+
+def test_layers_beyond_the_model_are_refused():
+    with pytest.raises(ValueError, match=r"layers lists \[99\], but this model's blocks are at layer positions 0-1"):
+        compacter.apply(tiny_t5(), "compacter", layers=[0, 99])
+    model = compacter.apply(tiny_t5(), "compacter", layers=[1])
+    assert all(".block.1." in site for site in adapter_sites(model))

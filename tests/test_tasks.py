@@ -330,3 +330,12 @@ def test_a_deep_copy_has_tasks_of_its_own():
     compacter.unload(copied)
     with torch.no_grad():
         assert torch.equal(model(**batch).logits, before)  # the original's hooks are its own
+
+
+def test_a_routed_batch_whose_other_inputs_have_other_row_counts_is_refused():
+    model = multi_task(tiny_t5, {"a": "compacter++", "b": "lora"})
+    batch = t5_batch(rows=4)
+    with pytest.raises(ValueError, match="but decoder_input_ids has 3 rows"), compacter.route(model, ["a", "b"] * 2):
+        model(input_ids=batch["input_ids"], decoder_input_ids=batch["labels"][:3])
+    with pytest.raises(ValueError, match="but attention_mask has 2 rows"), compacter.route(model, ["a", "b"] * 2):
+        model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"][:2], labels=batch["labels"])

@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+# the inputs of a call whose leading dimension is the batch
+BATCHED_INPUTS = ("input_ids", "inputs_embeds", "attention_mask", "token_type_ids", "decoder_input_ids",
+                  "decoder_inputs_embeds", "decoder_attention_mask", "labels")
+
 
 @dataclass
 class Routing:
@@ -22,13 +26,19 @@ class Routing:
     cache: dict = field(default_factory=dict)  # what is derived from the routing alone, kept while it lasts
 
     def check_batch(self, args: tuple, kwargs: dict) -> None:
-        """A call from outside must bring exactly one row per routed task name (generate() expands them itself)."""
+        """A call from outside must bring exactly one row per routed task name in every batched input (generate()
+        expands them itself)."""
         if self.generating:
             return
         size = batch_size(args, kwargs)
         if size is not None and size != self.rows.shape[0]:
             raise ValueError(f"compacter.route() names the tasks of {self.rows.shape[0]} rows, but the model was called "
                              f"with {size} rows. Give one task per row of the batch.")
+        for name in BATCHED_INPUTS:
+            value = kwargs.get(name)
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] != self.rows.shape[0]:
+                raise ValueError(f"compacter.route() names the tasks of {self.rows.shape[0]} rows, but {name} has "
+                                 f"{value.shape[0]} rows. Give every input one row per routed task.")
 
     def row_index(self, hidden: torch.Tensor) -> torch.Tensor:
         """Each leading row of ``hidden``'s task index (rows repeated or flattened by the model included)."""

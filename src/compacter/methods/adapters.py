@@ -157,6 +157,12 @@ class AdapterConfig(MethodConfig):
     def selected_sites(self, model: nn.Module) -> list[Site]:
         spec = resolve_spec(model, self.attention_output, self.feed_forward_output)
         sites = find_sites(model, spec, tuple(self.sublayers))
+        if self.layers is not None:
+            positions = {layer for site in sites for layer in site.layers}
+            missing = sorted(set(self.layers) - positions)
+            if missing:
+                raise ValueError(f"layers lists {missing}, but this model's blocks are at layer positions "
+                                 f"{min(positions)}-{max(positions)}: choose layers among those.")
         return [site for site in sites if any(self.selects(layer) for layer in site.layers)]
 
     def selects(self, layer: int) -> bool:
