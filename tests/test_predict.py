@@ -132,3 +132,25 @@ def test_a_quantized_base_serves_adapters_trained_on_the_full_precision_one(work
         assert main([*common, "--output", str(tmp_path / f"{kind}.jsonl"), "--quantize", kind]) == 2
         assert message in capsys.readouterr().err
         assert not (tmp_path / f"{kind}.jsonl").exists()
+
+
+def test_compiled_decoding_answers_as_eager_decoding_in_mixed_batches(workspace, tmp_path, caplog):
+    from compacter.predict import load_model, predict, read_requests
+
+    base = transformers.T5ForConditionalGeneration.from_pretrained(workspace["t5"])
+    for name in ("rte", "mrpc"):
+        compacter.apply(base, "compacter++", name=name)
+        with torch.no_grad():
+            for param in compacter.trainable_parameters(base, name).values():
+                param.add_(torch.randn(param.shape, generator=torch.Generator().manual_seed(len(name))))
+        compacter.save(base, tmp_path / name, name=name, metadata={"task": TASKS[name].to_dict()})
+    model, tokenizer, served = load_model(str(workspace["t5"]), {n: tmp_path / n for n in ("rte", "mrpc")}, device="cpu")
+    rows = [{"task": "rte", "text": "alpha beta gamma delta"}, {"task": "mrpc", "text": "zeta eta theta"},
+            {"task": "mrpc", "text": "beta"}]
+    requests = read_requests(write_lines(tmp_path / "in.jsonl", rows), served)
+    eager = predict(model, tokenizer, requests, served, batch_size=3, target_length=3)
+    torch._dynamo.reset()
+    compiled = predict(model, tokenizer, requests, served, batch_size=3, target_length=3, compile=True,
+                       compile_backend="aot_eager")
+    assert compiled == eager and len({a["prediction"] for a in eager}) > 1
+    assert not [r for r in caplog.records if r.name == "compacter"]  # it compiled: no fallback was said

@@ -9,6 +9,7 @@
     compacter.apply(model, "compacter++", name="mrpc")      # many tasks on one frozen base
     with compacter.route(model, ["rte", "mrpc", "rte"]):    # each row of a batch its own task
         model.generate(**batch)
+    compacter.compiled_generate(model, **batch)             # static KV cache, compiled decoding step
 """
 
 __version__ = "0.2.0"
@@ -26,11 +27,13 @@ from .attach import (  # noqa: E402
     trainable_parameters,
     unload,
 )
+from .decoding import compiled_generate  # noqa: E402
 from .methods import METHODS, MethodConfig, get_config, register_method  # noqa: E402
 from .params import ParameterReport, count_parameters  # noqa: E402
 from .quantization import quantize_base  # noqa: E402
 from .saving import save  # noqa: E402
 
 __all__ = ["METHODS", "MethodConfig", "ParameterReport", "__version__", "active_task", "apply", "attached_config",
-           "count_parameters", "delete", "disabled", "from_pretrained", "get_config", "load", "parameter_groups",
-           "quantize_base", "register_method", "route", "save", "set_active", "tasks", "trainable_parameters", "unload"]
+           "compiled_generate", "count_parameters", "delete", "disabled", "from_pretrained", "get_config", "load",
+           "parameter_groups", "quantize_base", "register_method", "route", "save", "set_active", "tasks",
+           "trainable_parameters", "unload"]

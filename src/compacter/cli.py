@@ -208,7 +208,7 @@ def run_predict(args: argparse.Namespace) -> int:
     quantize = None if quantize in (None, "none") else quantize
     model, tokenizer, served = load_model(base, adapters, device=args.device, tokenizer=tokenizer, quantize=quantize)
     requests = read_requests(args.input, served, default_task=next(iter(adapters)) if len(adapters) == 1 else None)
-    answers = predict(model, tokenizer, requests, served, batch_size=args.batch_size, **lengths,
+    answers = predict(model, tokenizer, requests, served, batch_size=args.batch_size, **lengths, compile=args.compile,
                       progress=lambda batches: tqdm(batches, desc="predicting", file=sys.stderr))
     write_answers(args.output, answers)
     counts = {name: sum(a["task"] == name for a in answers) for name in served}
@@ -377,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: a GPU when there is one)")
     p.add_argument("--quantize", help="the frozen base in 8 or 4 bits: int8 or int4 (torchao; CPU and GPU), nf4 or "
                    "bnb-int8 (bitsandbytes; CUDA GPU), none; default: the run's (--run), else none")
+    p.add_argument("--compile", action="store_true",
+                   help="decode with a static KV cache and a compiled step (the fast path on a GPU; T5, BART, GPT-2, "
+                        "Llama-style models); eager, with one log line, where transformers cannot")
 
     p = sub.add_parser("sweep", help="run a grid of models × tasks × methods × lrs × seeds (× sizes); resumable")
     p.add_argument("config", help="a YAML file; see compacter.experiments.sweep for its keys")

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +30,11 @@ from . import api
 from .attach import route, set_active, tasks, unroutable_reason
 from .data.loading import json_lines
 from .data.tasks import TASKS, Task
+from .decoding import compiled_generate, uncompilable_reason
 from .quantization import BITSANDBYTES_KINDS, check_quantization, quantize_base
 from .saving import read_description
 
+log = logging.getLogger("compacter")
 DEFAULT_SOURCE_LENGTH = 512
 DEFAULT_TARGET_LENGTH = 16
 
@@ -160,9 +164,18 @@ def batches(requests: list[dict], size: int, mixed: bool) -> list[list[int]]:
 @torch.no_grad()
 def predict(model: nn.Module, tokenizer, requests: list[dict], served: dict[str, Served], *, batch_size: int = 32,
             source_length: int = DEFAULT_SOURCE_LENGTH, target_length: int = DEFAULT_TARGET_LENGTH,
+            compile: bool = False, compile_backend: str = "inductor",
             progress: Callable[[Iterable], Iterable] = lambda x: x) -> list[dict]:
-    """One answer per request, in the requests' order (see the module docstring)."""
+    """One answer per request, in the requests' order (see the module docstring).
+
+    ``compile``: decode with a static KV cache and a compiled step (``compacter.compiled_generate``); inputs are
+    padded to a multiple of 32 tokens, so that batches of other lengths reuse a few compiled shapes;
+    ``compile_backend``: torch.compile's.
+    """
     text_to_text = bool(getattr(model.config, "is_encoder_decoder", False))
+    if compile and not text_to_text:
+        log.warning("--compile: %s", uncompilable_reason(model) or "this model does not decode")
+        compile = False
     mixed = len(tasks(model)) > 1 and not any(unroutable_reason(model, name) for name in tasks(model))
     device = next(model.parameters()).device
     answers: list[dict | None] = [None] * len(requests)
@@ -170,12 +183,13 @@ def predict(model: nn.Module, tokenizer, requests: list[dict], served: dict[str,
         part = [requests[i] for i in indices]
         sources, pairs = _texts(part, served, text_to_text)
         encoded = tokenizer(sources, pairs, max_length=source_length, truncation=True, padding=True,
-                            return_tensors="pt").to(device)
+                            pad_to_multiple_of=32 if compile else None, return_tensors="pt").to(device)
         names = [r["task"] for r in part]
         if not mixed:
             set_active(model, names[0])
         with route(model, names) if mixed else contextlib.nullcontext():
-            outputs = _answer(model, tokenizer, encoded, text_to_text, target_length)
+            generate = partial(compiled_generate, model, backend=compile_backend) if compile else model.generate
+            outputs = _answer(model, tokenizer, encoded, text_to_text, target_length, generate)
         for index, request, output in zip(indices, part, outputs):
             task = served[request["task"]].task
             if not text_to_text and task is not None and task.labels and isinstance(output, int):
@@ -187,9 +201,9 @@ def predict(model: nn.Module, tokenizer, requests: list[dict], served: dict[str,
     return answers
 
 
-def _answer(model, tokenizer, encoded, text_to_text: bool, target_length: int) -> list:
+def _answer(model, tokenizer, encoded, text_to_text: bool, target_length: int, generate: Callable) -> list:
     if text_to_text:
-        generated = model.generate(**encoded, max_new_tokens=target_length, num_beams=1, do_sample=False)
+        generated = generate(**encoded, max_new_tokens=target_length, num_beams=1, do_sample=False)
         return tokenizer.batch_decode(generated, skip_special_tokens=True)
     logits = model(**encoded).logits.float()
     if logits.shape[-1] == 1:  # a regression head
