@@ -78,8 +78,13 @@ def run_inference_bench(args: argparse.Namespace) -> int:
     from .inference_bench import markdown, run_inference_benchmark, run_serving_benchmark
 
     if args.serve:
+        from .bench import available_peers
+
+        peers = args.peers and "peft-lora" in available_peers()
+        if args.peers and not peers:
+            print("--peers: peft is not importable here; serving compacter's adapters only.", file=sys.stderr)
         results = run_serving_benchmark(args.model, rounds=args.steps, source_length=args.source_length,
-                                        new_tokens=args.new_tokens or 8, device=args.device, peers=args.peers,
+                                        new_tokens=args.new_tokens or 8, device=args.device, peers=peers,
                                         dtype=args.dtype)
         table = markdown(results, "(b)")
         memory = results["memory"]
