@@ -291,7 +291,10 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
                         help="warm up for min(500, a tenth of the run) steps instead of 500 (the earlier default)")
     parser.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations to save memory")
     parser.add_argument("--random-init", action="store_true", help="random weights from the model's config (smoke tests)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the training forward (eager if it fails)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the training forward (eager, with a warning, if it fails): on a GPU, use it; "
+                             "eager steps there are bound by launching kernels. Every adapter method compiles to one "
+                             "graph with no recompiles; on a CPU compiling costs minutes and gains little")
     parser.add_argument("--fsdp", action="store_true", help="under torchrun: shard the model (FSDP2) instead of DDP")
 
 
