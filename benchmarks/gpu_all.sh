@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Issue 21's one GPU command, sized for about 8 minutes on one H100/H200 (each part has its own time limit, and a
-# part that fails or runs out of time does not stop the others). One JSON + Markdown per part in OUT:
+# part that fails or runs out of time does not stop the others; the limits are estimates from the parts' earlier
+# GPU runs, not yet from a run of this script: resize them after its first run). One JSON + Markdown per part in OUT:
 #   table3-t5-base-bf16   Table 3 on random T5-base (bf16 autocast, batch 64, 128/16 tokens): full, compacter++,
 #                         compacter and PEFT's LoRA, eager and compiled in the same rounds (each mode's ratios to
 #                         full fine-tuning in that mode), memory per method as if alone, kernels per step

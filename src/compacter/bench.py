@@ -203,10 +203,12 @@ class MethodRunner:
         from torch.profiler import ProfilerActivity, profile
 
         cuda = self.device.type == "cuda"
-        with profile(activities=[ProfilerActivity.CUDA] if cuda else [ProfilerActivity.CPU]) as profiler:
+        activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
+        with profile(activities=activities) as profiler:
             self.step(record=False)
         events = profiler.events()
-        self.kernels_per_step = (sum(e.device_type == DeviceType.CUDA for e in events) if cuda
+        self.kernels_per_step = (sum(e.device_type == DeviceType.CUDA and not e.name.startswith(("Memcpy", "Memset"))
+                                     for e in events) if cuda
                                  else sum(e.name.startswith("aten::") for e in events))
 
     def step(self, record: bool = True, others_bytes: int = 0) -> None:
