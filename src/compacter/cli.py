@@ -116,17 +116,8 @@ def run_bench(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from . import __version__
-    from .bench import (
-        KERNEL_COUNTS,
-        MEMORY_MEASURES,
-        available_peers,
-        device_name,
-        largest_batch,
-        markdown_table,
-        parse_memory,
-        plot,
-        run_benchmark,
-    )
+    from .bench import KERNEL_COUNTS, MEMORY_MEASURES, available_peers, largest_batch, parse_memory, run_benchmark
+    from .bench_report import device_name, markdown_table, plot
     from .methods import METHODS
 
     methods = ([m for m in METHODS if m != "linear-probe"] if args.methods == "all"  # no head on a seq2seq model
