@@ -26,6 +26,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from .. import __version__
 from ..attach import active_task, apply, parameter_groups, trainable_parameters
 from ..compiling import compile_model
 from ..data import TaskData
+from ..decoding import compiled_generate
 from ..io import atomic_write
 from ..models import build_model, enable_activation_checkpointing
 from ..params import count_parameters
@@ -334,9 +336,10 @@ def predict(model, rows: list[dict], data: TaskData, text_to_text: bool, config:
         part = [rows[i] for i in (chosen or indices[-1:] or [0])]
         batch = {k: v.to(processes.device) for k, v in collate(part, pad_id).items() if k != "labels"}
         with autocast:
-            if text_to_text:
-                generated = model.generate(**batch, max_new_tokens=config.max_target_length, num_beams=1,
-                                           do_sample=False, synced_gpus=sharded)
+            if text_to_text:  # --compile: a static KV cache and a compiled decoding step (not with FSDP's collectives)
+                generate = partial(compiled_generate, model) if config.compile and not sharded else model.generate
+                generated = generate(**batch, max_new_tokens=config.max_target_length, num_beams=1, do_sample=False,
+                                     synced_gpus=sharded)
                 outputs = tokenizer.batch_decode(generated, skip_special_tokens=True)
             else:
                 logits = model(**batch).logits.float()
