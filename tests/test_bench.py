@@ -115,10 +115,12 @@ def test_inference_bench_pairs_each_method_with_the_base_model(tiny_model_dir, t
 def test_serving_bench_compares_the_four_setups_and_counts_the_adapters_memory(tiny_model_dir):
     from compacter.inference_bench import run_serving_benchmark
 
+    peers = importlib.util.find_spec("peft") is not None  # PEFT's LoRA beside, where it is installed
     results = run_serving_benchmark(tiny_model_dir, tasks=3, requests=6, source_length=8, new_tokens=2, rounds=1,
-                                    peers=importlib.util.find_spec("peft") is not None)
+                                    peers=peers)
+    peer_rows = {"(e) PEFT LoRA mixed batch", "(f) PEFT LoRA single-adapter batch"} if peers else set()
     assert set(results["generate"]) == {"(a) mixed batch", "(b) single-task batch", "(c) one batch per task",
-                                        "(d) base model alone"}
+                                        "(d) base model alone", *peer_rows}
     assert results["forward"]["(b) single-task batch"].ratio == 1.0
     # three tasks of one method and size: exactly three times one task's file
     assert results["memory"]["tasks"] == 3 and results["memory"]["ratio_to_one_file"] == pytest.approx(3.0)
