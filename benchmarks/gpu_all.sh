@@ -39,31 +39,32 @@ part() {  # part NAME SECONDS COMMAND...: run it under a time limit (--smoke: 30
 }
 bench=(python -m compacter.cli bench)
 
-if [ "$smoke" = 1 ]; then
+if [ "$smoke" = 1 ]; then  # the same commands as on the GPU, with a tiny model and tiny sizes
   model="$(mktemp -d)/tiny-t5"
   python -c "import sys, transformers; transformers.T5Config(vocab_size=128, d_model=128, d_kv=32, d_ff=256,
 num_layers=2, num_heads=4, decoder_start_token_id=0).save_pretrained(sys.argv[1])" "$model"
-  sizes=(--batch-size 2 --source-length 8 --target-length 4 --steps 1)
-  compile=(--compile-backend eager)  # dynamo alone: the graphs, without inductor's C++ build
+  methods=full,compacter++
+  train=(--batch-size 2 --source-length 8 --target-length 4 --steps 1)
+  infer=(--batch-size 2 --source-length 8 --new-tokens 2 --steps 1)
+  serve=(--source-length 8 --new-tokens 2 --steps 1)
+  backend=(--compile-backend eager)  # dynamo alone: the graphs, without inductor's C++ build
   scale=(--smoke)
   smoke_limit=300
-  part table3 200 "${bench[@]}" --model "$model" "${sizes[@]}" --methods full,compacter++ --peers --compile both \
-    "${compile[@]}" --json "$out/table3-t5-base-bf16.json"
-  part inference 90 "${bench[@]}" --inference --model "$model" "${sizes[@]}" --new-tokens 2 --methods compacter++ \
-    --compile "${compile[@]}" --json "$out/inference-t5-base.json"
-  part serve 40 "${bench[@]}" --serve --peers --model "$model" --source-length 8 --new-tokens 2 --steps 1 \
-    --json "$out/serve-t5-base.json"
 else
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-  sizes=(--dtype bf16 --source-length 128)
+  model=t5-base
+  methods=full,compacter++,compacter
+  train=(--batch-size 64 --source-length 128 --target-length 16 --steps 10)
+  infer=(--batch-size 32 --source-length 128 --new-tokens 32 --steps 5)
+  serve=(--source-length 128 --new-tokens 8 --steps 5)
+  backend=()
   scale=()
-  part table3 200 "${bench[@]}" --model t5-base "${sizes[@]}" --batch-size 64 --target-length 16 --steps 10 \
-    --methods full,compacter++,compacter --peers --compile both --json "$out/table3-t5-base-bf16.json"
-  part inference 90 "${bench[@]}" --inference --model t5-base "${sizes[@]}" --batch-size 32 --new-tokens 32 --steps 5 \
-    --methods compacter++ --compile --json "$out/inference-t5-base.json"
-  part serve 40 "${bench[@]}" --serve --peers --model t5-base "${sizes[@]}" --new-tokens 8 --steps 5 \
-    --json "$out/serve-t5-base.json"
 fi
+part table3 200 "${bench[@]}" --model "$model" --dtype bf16 "${train[@]}" --methods "$methods" --peers --compile both \
+  "${backend[@]}" --json "$out/table3-t5-base-bf16.json"
+part inference 90 "${bench[@]}" --inference --model "$model" --dtype bf16 "${infer[@]}" --methods compacter++ \
+  --compile "${backend[@]}" --json "$out/inference-t5-base.json"
+part serve 40 "${bench[@]}" --serve --peers --model "$model" --dtype bf16 "${serve[@]}" --json "$out/serve-t5-base.json"
 part real_bases 80 python benchmarks/gpu_real_bases.py "$out" --steps 5 "${scale[@]}"
 part scale 90 python benchmarks/gpu_scale.py "$out" "${scale[@]}"
 
