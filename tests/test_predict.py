@@ -1,6 +1,7 @@
 """`compacter predict`: many tasks' requests through one base, mixed batches, answers in the requests' order."""
 
 import json
+import logging
 
 import pytest
 import torch
@@ -58,7 +59,7 @@ def test_mixed_task_requests_are_answered_as_each_tasks_own_model_would(workspac
         assert answer["prediction"] == tokenizer.decode(generated[0], skip_special_tokens=True)
 
 
-def test_a_finished_run_answers_its_test_split_with_its_test_score(workspace, tmp_path):
+def test_a_finished_run_answers_its_test_split_with_its_test_score(workspace, tmp_path, caplog):
     run = tmp_path / "run"
     results = train(TrainConfig(model=str(workspace["bert"]), task=str(workspace["csv"]), method="compacter++",
                                 text_column="review", label_column="sentiment", epochs=2, batch_size=16,
@@ -72,6 +73,14 @@ def test_a_finished_run_answers_its_test_split_with_its_test_score(workspace, tm
     assert set(predictions) <= set(labels)
     accuracy = 100 * sum(p == labels[row["label"]] for p, row in zip(predictions, test)) / len(test)
     assert accuracy == pytest.approx(results["test"]["accuracy"])
+
+    # a classifier does not decode: --compile answers the same, saying so in one line
+    with caplog.at_level(logging.WARNING, logger="compacter"):
+        assert main(["predict", "--run", str(run), "--input", str(requests), "--output", str(tmp_path / "c.jsonl"),
+                     "--compile"]) == 0
+    assert read_lines(tmp_path / "c.jsonl") == read_lines(tmp_path / "p.jsonl")
+    assert [r.getMessage() for r in caplog.records if r.name == "compacter"] == [
+        "--compile: BertForSequenceClassification does not generate (a classifier answers in one forward pass)"]
 
 
 def test_bad_requests_and_options_say_what_to_fix(workspace, tmp_path, capsys):

@@ -188,8 +188,7 @@ def predict(model: nn.Module, tokenizer, requests: list[dict], served: dict[str,
         if not mixed:
             set_active(model, names[0])
         with route(model, names) if mixed else contextlib.nullcontext():
-            generate = partial(compiled_generate, model, backend=compile_backend) if compile else model.generate
-            outputs = _answer(model, tokenizer, encoded, text_to_text, target_length, generate)
+            outputs = _answer(model, tokenizer, encoded, text_to_text, target_length, compile_backend if compile else None)
         for index, request, output in zip(indices, part, outputs):
             task = served[request["task"]].task
             if not text_to_text and task is not None and task.labels and isinstance(output, int):
@@ -201,8 +200,12 @@ def predict(model: nn.Module, tokenizer, requests: list[dict], served: dict[str,
     return answers
 
 
-def _answer(model, tokenizer, encoded, text_to_text: bool, target_length: int, generate: Callable) -> list:
+def _answer(model, tokenizer, encoded, text_to_text: bool, target_length: int, compile_backend: str | None) -> list:
+    """The batch's answers; ``compile_backend``: decode compiled (None: eagerly). Called inside the batch's routing,
+    where ``model.generate`` is the routed one."""
     if text_to_text:
+        generate = model.generate if compile_backend is None else partial(compiled_generate, model,
+                                                                          backend=compile_backend)
         generated = generate(**encoded, max_new_tokens=target_length, num_beams=1, do_sample=False)
         return tokenizer.batch_decode(generated, skip_special_tokens=True)
     logits = model(**encoded).logits.float()
