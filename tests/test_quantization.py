@@ -248,6 +248,11 @@ def test_every_quantized_kind_answers_in_the_activations_dtype_and_compacter_tra
         assert layers
         for layer in layers[:3]:
             assert layer(torch.randn(2, 5, logical_shape(layer.weight)[1], dtype=dtype)).dtype == dtype
+        if kind == "nf4" and dtype == torch.float32:  # under autocast: the autocast dtype, as a plain Linear's
+            assert layers[0].compute_dtype == torch.float32
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                layers[0](torch.randn(2, 5, logical_shape(layers[0].weight)[1]))
+            assert layers[0].compute_dtype == torch.bfloat16
 
     compacter.apply(model, "compacter++")
     model.train()

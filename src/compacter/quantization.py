@@ -149,9 +149,12 @@ def bitsandbytes_linear(linear: nn.Linear, kind: str, device: torch.device | str
 
 def _compute_in_the_activations_dtype(layer: nn.Module, args: tuple) -> None:
     """Linear4bit computes in the dtype it was built with (or the first input's) for ever after: a bf16 model called
-    after an fp32 one, or with bf16 autocast off and on, would run in the other dtype. Each call computes in its own."""
+    after an fp32 one, or with bf16 autocast off and on, would run in the other dtype. Each call computes in its own:
+    the input's, or under autocast the autocast dtype (what a plain Linear would compute in)."""
     if hasattr(layer, "compute_dtype") and args and args[0].is_floating_point():
-        layer.compute_dtype = args[0].dtype
+        device = args[0].device.type
+        autocast = torch.is_autocast_enabled(device)
+        layer.compute_dtype = torch.get_autocast_dtype(device) if autocast else args[0].dtype
         layer.compute_type_is_set = True
 
 
