@@ -57,11 +57,13 @@ def test_saved_tensor_meter_counts_each_storage_once():
     assert meter.bytes == 100 * 10 * 4
 
 
-def test_bad_bench_input():
+def test_bad_bench_input(capsys):
     assert parse_memory("24GB") == 24 * 2**30 and parse_memory("512MiB") == 512 * 2**20
     with pytest.raises(ValueError, match="write it like 24GB"):
         parse_memory("lots")
     assert main(["bench", "--methods", "compactor"]) == 2
+    assert main(["bench", "--compile", "both", "--memory-budget", "1GB"]) == 2
+    assert "give it --compile or no --compile, not both" in capsys.readouterr().err
 
 
 def test_paired_ratio_is_the_median_and_quartiles_of_per_round_ratios():
