@@ -23,10 +23,11 @@ import traceback
 from pathlib import Path
 
 import torch
+import transformers
 
 import compacter
 from compacter.models import build_model
-from compacter.quantization import KINDS, is_quantized, quantize_base, weight_bytes
+from compacter.quantization import KINDS, is_quantized, quantize_base, quantize_linears, weight_bytes
 
 RESULTS: dict[str, dict] = {}
 
@@ -52,9 +53,20 @@ class SkipCheck(Exception):
     pass
 
 
+SIZES = {"t5-base": "t5-base", "t5-small": "t5-small"}  # --smoke: both a tiny T5 config's folder
+
+
 def t5(size: str, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return build_model(size, pretrained=False).eval()
+    return build_model(SIZES[size], pretrained=False).eval()
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+SMOKE_BATCH = {"size": 2, "source": 16, "target": 4, "vocab": 128}
 
 
 def batch(device, size=16, source=128, target=16, vocab=32000, seed=0):
@@ -75,20 +87,21 @@ def with_task(model, seed=1):
 
 
 def train_step(model, inputs, optimizer) -> float:
-    torch.cuda.synchronize()
+    device = inputs["input_ids"].device
+    synchronize(device)
     start = time.perf_counter()
-    with torch.autocast("cuda", dtype=torch.bfloat16):
+    with torch.autocast(device.type, dtype=torch.bfloat16):
         loss = model(**inputs).loss
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    torch.cuda.synchronize()
+    synchronize(device)
     return time.perf_counter() - start
 
 
 def grads_only_on_trained(model, inputs) -> bool:
     model.zero_grad(set_to_none=True)
-    with torch.autocast("cuda", dtype=torch.bfloat16):
+    with torch.autocast(inputs["input_ids"].device.type, dtype=torch.bfloat16):
         model(**inputs).loss.backward()
     trained = set(compacter.trainable_parameters(model))
     with_grad = {n for n, p in model.named_parameters() if p.grad is not None}
@@ -97,9 +110,9 @@ def grads_only_on_trained(model, inputs) -> bool:
 
 
 @check("quantized_bases")
-def quantized_bases(steps: int) -> dict:
-    device = torch.device("cuda")
-    inputs = batch(device)
+def quantized_bases(steps: int, device: torch.device) -> dict:
+    """On the CPU (--smoke) bitsandbytes' CPU path stands in for its CUDA kernels (quantize_linears: no device check)."""
+    inputs = batch(device, **(SMOKE_BATCH if device.type == "cpu" else {}))
     models, rows = {}, {}
     for kind in ("bf16", *KINDS):
         model = t5("t5-base")
@@ -107,7 +120,9 @@ def quantized_bases(steps: int) -> dict:
             if kind == "bf16":
                 model = model.to(device, torch.bfloat16)
             else:
-                model = quantize_base(model.to(device, torch.bfloat16), kind, device=device)
+                model = model.to(device, torch.bfloat16)
+                model = (quantize_base(model, kind, device=device) if device.type == "cuda"
+                         else quantize_linears(model, kind, device))
         except Exception as error:
             rows[kind] = {"error": f"{type(error).__name__}: {error}"}
             continue
@@ -124,7 +139,7 @@ def quantized_bases(steps: int) -> dict:
             elapsed = train_step(models[kind], inputs, optimizers[kind])
             if step >= 2:
                 times[kind].append(elapsed)
-    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
         for model in models.values():
             model.eval()
         logits = {k: m(**inputs).logits.float() for k, m in models.items()}
@@ -142,7 +157,9 @@ def quantized_bases(steps: int) -> dict:
                 rows[kind]["loads_onto_unquantized_base"] = all(
                     torch.equal(p.cpu(), compacter.trainable_parameters(model)[n].cpu())
                     for n, p in compacter.trainable_parameters(plain).items())
-    return {"model": "t5-base (random)", "batch": "16 x 128/16 tokens, bf16 autocast", "timed_steps": steps,
+    size, source = inputs["input_ids"].shape
+    return {"model": "t5-base (random)" if SIZES["t5-base"] == "t5-base" else "a tiny T5 (smoke)",
+            "batch": f"{size} x {source}/{inputs['labels'].shape[1]} tokens, bf16 autocast", "timed_steps": steps,
             "bases": rows}
 
 
@@ -174,6 +191,8 @@ def compare(model, reference, inputs) -> dict:
 def offload_to_gpu() -> dict:
     from accelerate import cpu_offload
 
+    if not torch.cuda.is_available():
+        raise SkipCheck("needs a CUDA GPU")
     device = torch.device("cuda:0")
     reference = with_task(t5("t5-small").to(device))
     model = t5("t5-small")
@@ -186,6 +205,8 @@ def offload_to_gpu() -> dict:
 def two_devices() -> dict:
     from accelerate import dispatch_model
 
+    if not torch.cuda.is_available():
+        raise SkipCheck("needs a CUDA GPU")
     second = "cuda:1" if torch.cuda.device_count() >= 2 else "cpu"
     first = torch.device("cuda:0")
     reference = with_task(t5("t5-small").to(first))
@@ -235,15 +256,23 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--smoke", action="store_true",
+                        help="the quantized-bases check on the CPU with a tiny T5, 1 step (the GPU checks are skipped)")
     args = parser.parse_args()
-    if not torch.cuda.is_available():
-        raise SystemExit("These checks need a CUDA GPU.")
+    if not args.smoke and not torch.cuda.is_available():
+        raise SystemExit("These checks need a CUDA GPU (or --smoke, on the CPU).")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    quantized_bases(args.steps)
-    offload_to_gpu()
-    two_devices()
-    RESULTS["environment"] = {"status": "ok", "seconds": 0, "gpu": torch.cuda.get_device_name(0),
+    with tempfile.TemporaryDirectory() as folder:
+        if args.smoke:
+            transformers.T5Config(vocab_size=128, d_model=128, d_kv=32, d_ff=256, num_layers=2, num_heads=4,
+                                  decoder_start_token_id=0).save_pretrained(folder)
+            SIZES.update({"t5-base": folder, "t5-small": folder})
+        quantized_bases(1 if args.smoke else args.steps, torch.device("cpu" if args.smoke else "cuda"))
+        offload_to_gpu()
+        two_devices()
+    RESULTS["environment"] = {"status": "ok", "seconds": 0,
+                              "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
                               "gpus": torch.cuda.device_count(), "torch": torch.__version__,
                               "packages": _versions()}
     (out / "real_bases.json").write_text(json.dumps(RESULTS, indent=2) + "\n")

@@ -1,5 +1,6 @@
 """`compacter bench`: ratios against full fine-tuning measured in one run (no timing is asserted)."""
 
+import importlib.util
 import json
 
 import numpy as np
@@ -56,11 +57,13 @@ def test_saved_tensor_meter_counts_each_storage_once():
     assert meter.bytes == 100 * 10 * 4
 
 
-def test_bad_bench_input():
+def test_bad_bench_input(capsys):
     assert parse_memory("24GB") == 24 * 2**30 and parse_memory("512MiB") == 512 * 2**20
     with pytest.raises(ValueError, match="write it like 24GB"):
         parse_memory("lots")
     assert main(["bench", "--methods", "compactor"]) == 2
+    assert main(["bench", "--compile", "both", "--memory-budget", "1GB"]) == 2
+    assert "give it --compile or no --compile, not both" in capsys.readouterr().err
 
 
 def test_paired_ratio_is_the_median_and_quartiles_of_per_round_ratios():
@@ -114,9 +117,57 @@ def test_inference_bench_pairs_each_method_with_the_base_model(tiny_model_dir, t
 def test_serving_bench_compares_the_four_setups_and_counts_the_adapters_memory(tiny_model_dir):
     from compacter.inference_bench import run_serving_benchmark
 
-    results = run_serving_benchmark(tiny_model_dir, tasks=3, requests=6, source_length=8, new_tokens=2, rounds=1)
+    peers = importlib.util.find_spec("peft") is not None  # PEFT's LoRA beside, where it is installed
+    results = run_serving_benchmark(tiny_model_dir, tasks=3, requests=6, source_length=8, new_tokens=2, rounds=1,
+                                    peers=peers)
+    peer_rows = {"(e) PEFT LoRA mixed batch", "(f) PEFT LoRA single-adapter batch"} if peers else set()
     assert set(results["generate"]) == {"(a) mixed batch", "(b) single-task batch", "(c) one batch per task",
-                                        "(d) base model alone"}
+                                        "(d) base model alone", *peer_rows}
     assert results["forward"]["(b) single-task batch"].ratio == 1.0
     # three tasks of one method and size: exactly three times one task's file
     assert results["memory"]["tasks"] == 3 and results["memory"]["ratio_to_one_file"] == pytest.approx(3.0)
+
+
+def test_eager_and_compiled_rows_in_one_run_with_kernels_per_step(tiny_model_dir, tmp_path):
+    """The CPU smoke of `bench --compile both` (aot_eager: the graphs without inductor's C++ build)."""
+    out = tmp_path / "both.json"
+    assert main(["bench", "--model", tiny_model_dir, "--methods", "compacter++", "--batch-size", "2",
+                 "--source-length", "8", "--target-length", "4", "--steps", "1", "--compile", "both",
+                 "--compile-backend", "aot_eager", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    rows = report["methods"]
+    assert set(rows) == {"full", "compacter++", "full (compiled)", "compacter++ (compiled)"}
+    for name, row in rows.items():
+        assert row["compiled"] == name.endswith("(compiled)")
+        assert row["kernels_per_step"] > 100  # every aten call of a T5 forward and backward, counted by the profiler
+    # each mode's ratios are to full fine-tuning in that mode
+    assert rows["full"]["step_time_ratio"] == rows["full (compiled)"]["step_time_ratio"] == 1.0
+    assert rows["full (compiled)"]["memory_ratio"] == 1.0 and rows["compacter++ (compiled)"]["memory_ratio"] < 1
+    assert report["settings"]["memory_measure"].startswith("parameters, gradients, optimizer state")
+    assert "aten operator calls" in report["settings"]["kernels_per_step"]
+    assert "Rows marked (compiled) are relative to full fine-tuning (compiled)" in out.with_suffix(".md").read_text()
+
+
+def test_resident_bytes_are_the_weights_optimizer_state_and_batch(tiny_model_dir):
+    """What a runner holds between steps: on a GPU, the other methods' share is taken off each method's peak."""
+    from compacter.bench import MethodRunner
+
+    runner = MethodRunner(tiny_model_dir, "compacter++", 2, 8, 4, torch.device("cpu"), "fp32")
+    runner.step(record=False)
+    params = {p.data_ptr(): p.numel() * 4 for p in runner.model.parameters()}  # tied weights once
+    trained = [p for p in runner.model.parameters() if p.requires_grad]
+    adam = sum(2 * p.numel() * 4 + 4 for p in trained)  # exp_avg, exp_avg_sq and a float32 step
+    batch = sum(t.numel() * 8 for t in runner.batch.values())  # int64 ids, mask and labels
+    assert runner.resident_bytes() == sum(params.values()) + adam + batch
+
+
+def test_inference_bench_compiled_rows_are_relative_to_the_compiled_base(tiny_model_dir, tmp_path):
+    out = tmp_path / "inference.json"
+    assert main(["bench", "--inference", "--model", tiny_model_dir, "--methods", "compacter++", "--batch-size", "2",
+                 "--source-length", "8", "--new-tokens", "2", "--steps", "1", "--compile",
+                 "--compile-backend", "aot_eager", "--json", str(out)]) == 0
+    results = json.loads(out.read_text())["results"]
+    for kind in ("forward", "generate"):
+        assert set(results[kind]) == {"base model", "base model (a second copy)", "compacter++", "base model (compiled)",
+                                      "base model (a second copy) (compiled)", "compacter++ (compiled)"}
+        assert results[kind]["base model"]["ratio"] == results[kind]["base model (compiled)"]["ratio"] == 1.0

@@ -188,7 +188,7 @@ def test_a_method_that_leaves_nothing_to_train_is_refused():
 def test_compile_falls_back_to_eager_with_a_warning(monkeypatch, seq2seq_batch):
     from compacter import compiling
 
-    def broken_compile(module):
+    def broken_compile(module, **options):
         def fail(*args, **kwargs):
             raise RuntimeError("no C++ compiler found\nlong details")
         return fail

@@ -1,6 +1,7 @@
 """`compacter predict`: many tasks' requests through one base, mixed batches, answers in the requests' order."""
 
 import json
+import logging
 
 import pytest
 import torch
@@ -58,7 +59,7 @@ def test_mixed_task_requests_are_answered_as_each_tasks_own_model_would(workspac
         assert answer["prediction"] == tokenizer.decode(generated[0], skip_special_tokens=True)
 
 
-def test_a_finished_run_answers_its_test_split_with_its_test_score(workspace, tmp_path):
+def test_a_finished_run_answers_its_test_split_with_its_test_score(workspace, tmp_path, caplog):
     run = tmp_path / "run"
     results = train(TrainConfig(model=str(workspace["bert"]), task=str(workspace["csv"]), method="compacter++",
                                 text_column="review", label_column="sentiment", epochs=2, batch_size=16,
@@ -72,6 +73,14 @@ def test_a_finished_run_answers_its_test_split_with_its_test_score(workspace, tm
     assert set(predictions) <= set(labels)
     accuracy = 100 * sum(p == labels[row["label"]] for p, row in zip(predictions, test)) / len(test)
     assert accuracy == pytest.approx(results["test"]["accuracy"])
+
+    # a classifier does not decode: --compile answers the same, saying so in one line
+    with caplog.at_level(logging.WARNING, logger="compacter"):
+        assert main(["predict", "--run", str(run), "--input", str(requests), "--output", str(tmp_path / "c.jsonl"),
+                     "--compile"]) == 0
+    assert read_lines(tmp_path / "c.jsonl") == read_lines(tmp_path / "p.jsonl")
+    assert [r.getMessage() for r in caplog.records if r.name == "compacter"] == [
+        "--compile: BertForSequenceClassification does not generate (a classifier answers in one forward pass)"]
 
 
 def test_bad_requests_and_options_say_what_to_fix(workspace, tmp_path, capsys):
@@ -132,3 +141,25 @@ def test_a_quantized_base_serves_adapters_trained_on_the_full_precision_one(work
         assert main([*common, "--output", str(tmp_path / f"{kind}.jsonl"), "--quantize", kind]) == 2
         assert message in capsys.readouterr().err
         assert not (tmp_path / f"{kind}.jsonl").exists()
+
+
+def test_compiled_decoding_answers_as_eager_decoding_in_mixed_batches(workspace, tmp_path, caplog):
+    from compacter.predict import load_model, predict, read_requests
+
+    base = transformers.T5ForConditionalGeneration.from_pretrained(workspace["t5"])
+    for name in ("rte", "mrpc"):
+        compacter.apply(base, "compacter++", name=name)
+        with torch.no_grad():
+            for param in compacter.trainable_parameters(base, name).values():
+                param.add_(torch.randn(param.shape, generator=torch.Generator().manual_seed(len(name))))
+        compacter.save(base, tmp_path / name, name=name, metadata={"task": TASKS[name].to_dict()})
+    model, tokenizer, served = load_model(str(workspace["t5"]), {n: tmp_path / n for n in ("rte", "mrpc")}, device="cpu")
+    rows = [{"task": "rte", "text": "alpha beta gamma delta"}, {"task": "mrpc", "text": "zeta eta theta"},
+            {"task": "mrpc", "text": "beta"}]
+    requests = read_requests(write_lines(tmp_path / "in.jsonl", rows), served)
+    eager = predict(model, tokenizer, requests, served, batch_size=3, target_length=3)
+    torch._dynamo.reset()
+    compiled = predict(model, tokenizer, requests, served, batch_size=3, target_length=3, compile=True,
+                       compile_backend="aot_eager")
+    assert compiled == eager and len({a["prediction"] for a in eager}) > 1
+    assert not [r for r in caplog.records if r.name == "compacter"]  # it compiled: no fallback was said

@@ -215,3 +215,69 @@ def test_train_quantize_int8_runs_and_its_adapter_loads_onto_the_fp32_base(tiny_
     assert json.loads((tmp_path / "int8" / "adapter" / "compacter_config.json").read_text())["base_model"] == \
         architecture_fingerprint(transformers.BertForSequenceClassification.from_pretrained(tiny_pretrained_bert,
                                                                                             num_labels=2))
+
+
+def _bitsandbytes_on_cpu_reason(kind: str) -> str | None:
+    """Why ``kind`` cannot run here (None: it can): bitsandbytes' CPU path came with 0.49."""
+    if kind not in ("nf4", "bnb-int8"):
+        return None
+    try:
+        import bitsandbytes  # noqa: F401
+        bitsandbytes_linear(nn.Linear(64, 64), kind, "cpu")(torch.randn(2, 64))
+    except Exception as error:  # noqa: BLE001 — any failure of the CPU path is a reason to skip, named
+        return f"bitsandbytes' CPU path cannot run {kind} here ({type(error).__name__}: {error})"
+    return None
+
+
+@pytest.mark.parametrize("kind", ["int8", "int4", "nf4", "bnb-int8"])
+@pytest.mark.parametrize("family", ["t5", "llama"])
+def test_every_quantized_kind_answers_in_the_activations_dtype_and_compacter_trains_on_it(kind, family):
+    """nf4 on T5 used to cast wo's input to the packed weight's uint8 (issue 21); each kind, each dtype."""
+    from conftest import tiny_llama
+
+    from compacter.quantization import quantize_linears
+
+    if reason := _bitsandbytes_on_cpu_reason(kind):
+        pytest.skip(reason)
+    def quantized(dtype):
+        return quantize_linears((tiny_t5() if family == "t5" else tiny_llama()).to(dtype), kind, torch.device("cpu"))
+
+    for dtype in (torch.float32, torch.bfloat16):  # a model in one dtype, called in that dtype, answers in it
+        model = quantized(dtype)
+        layers = [m for m in model.modules() if any(is_quantized(p) for p in m.parameters(recurse=False))]
+        assert layers
+        for layer in layers[:3]:
+            assert layer(torch.randn(2, 5, logical_shape(layer.weight)[1], dtype=dtype)).dtype == dtype
+        if kind == "nf4" and dtype == torch.float32:  # under autocast: the autocast dtype, as a plain Linear's
+            assert layers[0].compute_dtype == torch.float32
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                layers[0](torch.randn(2, 5, logical_shape(layers[0].weight)[1]))
+            assert layers[0].compute_dtype == torch.bfloat16
+
+    compacter.apply(model, "compacter++")
+    model.train()
+    generator = torch.Generator().manual_seed(0)
+    inputs = {"input_ids": torch.randint(2, 128, (4, 9), generator=generator)}
+    inputs["labels"] = torch.randint(2, 128, (4, 5), generator=generator) if family == "t5" else inputs["input_ids"]
+    trained = compacter.trainable_parameters(model)
+    before = {name: p.detach().clone() for name, p in trained.items()}
+    base = {name: dequantized(m.weight).clone() for name, m in model.named_modules() if m in layers}
+    optimizer = torch.optim.AdamW(trained.values(), lr=1e-2)
+    losses = []
+    for _ in range(4):
+        loss = model(**inputs).loss
+        assert torch.isfinite(loss)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    assert all(not torch.equal(before[n], p) for n, p in trained.items() if n.endswith((".s", ".A")))
+    assert all(torch.equal(dequantized(model.get_submodule(n).weight), w) for n, w in base.items())
+
+
+def test_nf4_leaves_t5s_wo_in_full_precision_as_transformers_does():
+    names = quantizable_linears(tiny_t5(), "nf4")
+    assert names and not any(name.endswith(".wo") for name in names)
+    assert any(name.endswith(".wo") for name in quantizable_linears(tiny_t5(), "bnb-int8"))
+    assert quantizable_linears(tiny_bert(), "nf4") == quantizable_linears(tiny_bert())  # BERT keeps nothing back

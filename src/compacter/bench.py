@@ -6,9 +6,16 @@ method's time ratio is the median over rounds of its step time divided by full f
 the same round, given with the interquartile range of those per-round ratios, which shows how
 much the machine moved it; its step time is the median of its steps.
 
-Memory is the CUDA allocator's peak on a GPU; on the CPU, where there is no such counter, it is
-what training holds at the peak of a step: parameters, gradients, optimizer state and the
-tensors autograd saved for the backward pass.
+Memory is the CUDA allocator's peak during a method's step on a GPU, less what the other methods'
+models hold there between their steps (weights, optimizer state, batch: counted tensor by tensor),
+so that each method's figure is its own as if it were alone; on the CPU, where there is no such
+counter, it is what training holds at the peak of a step: parameters, gradients, optimizer state
+and the tensors autograd saved for the backward pass. ``MEMORY_MEASURES`` says which, in the JSON.
+
+Kernels per step (``kernels_per_step``) come from one profiled step after the timed ones: CUDA
+kernels launched on a GPU, where an eager step is bound by launching them; aten operator calls on
+the CPU. ``compile="both"`` measures every method eager and compiled in the same run, each mode's
+ratios to full fine-tuning in that same mode.
 """
 
 from __future__ import annotations
@@ -32,6 +39,14 @@ from .models import build_model
 from .params import count_parameters
 
 MNLI_TRAIN_EXAMPLES = 392_702 - 1_000  # the paper's MNLI training split (SPEC §4)
+COMPILED = " (compiled)"
+MEMORY_MEASURES = {
+    "cuda": "the CUDA allocator's peak during the method's step, less the tensors the other methods' models hold on "
+            "the GPU (weights, optimizer state, batch): each method as if alone on the device",
+    "cpu": "parameters, gradients, optimizer state and the tensors autograd saved, at the peak of a step",
+}
+KERNEL_COUNTS = {"cuda": "CUDA kernels launched in one training step (torch.profiler)",
+                 "cpu": "aten operator calls in one training step, nested ones included (torch.profiler)"}
 
 
 @dataclass
@@ -45,6 +60,8 @@ class BenchResult:
     memory_ratio: float = 1.0
     epoch_time_h: float = 0.0  # projected time of one MNLI epoch at this batch size
     batch_size: int = 0
+    compiled: bool = False
+    kernels_per_step: int = 0  # KERNEL_COUNTS
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -140,7 +157,7 @@ class MethodRunner:
 
     def __init__(self, model_name: str, method: str, batch_size: int, source_length: int, target_length: int,
                  device: torch.device, dtype: str, seed: int = 0, compile: bool = False,
-                 overrides: dict | None = None) -> None:
+                 overrides: dict | None = None, compile_backend: str = "inductor") -> None:
         torch.manual_seed(seed)
         model = build_model(model_name, pretrained=False)
         base_count = count_unique(model.parameters())
@@ -159,9 +176,12 @@ class MethodRunner:
             self.method = f"{method} ({', '.join(changed)})" if changed else method
             apply(model, config)
             self.percent = count_parameters(model).percent
+        self.compiled = compile
+        if compile:
+            self.method += COMPILED
         self.model = model.to(device)
         self.model.train()
-        self.forward = compile_model(self.model) if compile else self.model
+        self.forward = compile_model(self.model, compile_backend) if compile else self.model
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(trainable, lr=1e-5)
         self.batch = _batch(self.model, batch_size, source_length, target_length, device)
@@ -170,8 +190,31 @@ class MethodRunner:
                          else nullcontext())
         self.times: list[float] = []
         self.peak_memory = 0
+        self.kernels_per_step = 0
 
-    def step(self, record: bool = True) -> None:
+    def resident_bytes(self) -> int:
+        """Bytes this runner's tensors hold between steps: weights, buffers, optimizer state, batch (each storage once)."""
+        tensors = [*self.model.parameters(), *self.model.buffers(), *self.batch.values()]
+        tensors += [v for state in self.optimizer.state.values() for v in state.values() if torch.is_tensor(v)]
+        storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors if not t.is_meta}
+        return sum(storages.values())
+
+    def count_kernels(self) -> None:
+        """One profiled step: CUDA kernels on a GPU, aten operator calls on the CPU (KERNEL_COUNTS)."""
+        from torch.autograd import DeviceType
+        from torch.profiler import ProfilerActivity, profile
+
+        cuda = self.device.type == "cuda"
+        activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
+        with profile(activities=activities) as profiler:
+            self.step(record=False)
+        events = profiler.events()
+        self.kernels_per_step = (sum(e.device_type == DeviceType.CUDA and not e.name.startswith(("Memcpy", "Memset"))
+                                     for e in events) if cuda
+                                 else sum(e.name.startswith("aten::") for e in events))
+
+    def step(self, record: bool = True, others_bytes: int = 0) -> None:
+        """One training step; ``others_bytes``: what the other runners hold on the GPU, left out of this one's peak."""
         meter = SavedTensorMeter()
         if self.device.type == "cuda":
             torch.cuda.synchronize()
@@ -187,7 +230,7 @@ class MethodRunner:
         elapsed = time.perf_counter() - start
         if record:
             self.times.append(elapsed)
-            memory = (torch.cuda.max_memory_allocated() if self.device.type == "cuda"
+            memory = (torch.cuda.max_memory_allocated() - others_bytes if self.device.type == "cuda"
                       else _state_bytes(self.model, self.optimizer) + meter.bytes)
             self.peak_memory = max(self.peak_memory, memory)
 
@@ -214,33 +257,43 @@ def paired_ratio(times: list[float], reference: list[float], scale: float = 1.0)
 def run_benchmark(model_name: str = "t5-small", methods: list[str] | None = None, *, batch_size: int = 8,
                   source_length: int = 128, target_length: int = 8, steps: int = 5, warmup: int = 2,
                   dtype: str = "fp32", device: str | None = None, batch_sizes: dict[str, int] | None = None,
-                  compile: bool = False, overrides: dict | None = None, progress=None) -> list[BenchResult]:
+                  compile: bool | str = False, compile_backend: str = "inductor", overrides: dict | None = None,
+                  progress=None) -> list[BenchResult]:
     """Time ``steps`` training steps of each method (and of full fine-tuning, the reference).
 
     ``batch_sizes`` gives a method its own batch (the memory-budget set-up); others use ``batch_size``.
     ``overrides`` change config fields of every method but full (e.g. ``train_layer_norms=False``, to
     compare with libraries that train the adapters alone); the table names them beside the method.
+    ``compile``: True compiles every model, ``"both"`` measures each method eager and compiled (rows
+    named "... (compiled)", their ratios to compiled full fine-tuning).
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     methods = list(methods or METHODS)
     for method in methods:
         if method not in METHODS and method not in PEERS:
             raise ValueError(f"Unknown method {method!r}; known: {', '.join([*METHODS, *PEERS])}.")
+    if compile not in (False, True, "both"):
+        raise ValueError(f"compile must be False, True or 'both', got {compile!r}.")
+    modes = (False, True) if compile == "both" else (bool(compile),)
     methods = ["full", *(m for m in methods if m != "full")]  # the reference, stepped first in every round
     batch_sizes = batch_sizes or {}
     runners = [MethodRunner(model_name, m, batch_sizes.get(m, batch_size), source_length, target_length, device, dtype,
-                            compile=compile, overrides=overrides) for m in methods]
+                            compile=mode, overrides=overrides, compile_backend=compile_backend)
+               for mode in modes for m in methods]
     for runner in runners:
         for _ in range(warmup):
             runner.step(record=False)
+    resident = [runner.resident_bytes() for runner in runners] if device.type == "cuda" else [0] * len(runners)
     for _ in range(steps):  # round-robin: noise hits every method alike
-        for runner in runners:
-            runner.step()
+        for runner, own in zip(runners, resident):
+            runner.step(others_bytes=sum(resident) - own)
             if progress:
                 progress(runner.method)
-    full = runners[0]
+    for runner in runners:
+        runner.count_kernels()
     results = []
     for runner in runners:
+        full = next(r for r in runners if r.compiled == runner.compiled)  # full fine-tuning in the same mode
         seconds = statistics.median(runner.times)
         size = runner.batch["input_ids"].shape[0]
         # per example, so that methods with their own (memory-budget) batch sizes compare fairly
@@ -248,7 +301,8 @@ def run_benchmark(model_name: str = "t5-small", methods: list[str] | None = None
         results.append(BenchResult(runner.method, runner.percent, seconds, runner.peak_memory,
                                    step_time_ratio=ratio, step_time_ratio_iqr=spread,
                                    memory_ratio=runner.peak_memory / full.peak_memory,
-                                   epoch_time_h=seconds * MNLI_TRAIN_EXAMPLES / size / 3600, batch_size=size))
+                                   epoch_time_h=seconds * MNLI_TRAIN_EXAMPLES / size / 3600, batch_size=size,
+                                   compiled=runner.compiled, kernels_per_step=runner.kernels_per_step))
     for runner in runners:
         runner.release()
     return results
@@ -256,14 +310,14 @@ def run_benchmark(model_name: str = "t5-small", methods: list[str] | None = None
 
 def largest_batch(model_name: str, method: str, budget_bytes: int, *, source_length: int, target_length: int,
                   dtype: str, device: str | None = None, limit: int = 4096, compile: bool = False,
-                  overrides: dict | None = None) -> int:
+                  compile_backend: str = "inductor", overrides: dict | None = None) -> int:
     """The largest batch whose training step fits ``budget_bytes`` (the paper's Table 3 set-up)."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
     def fits(batch_size: int) -> bool:
         try:
             runner = MethodRunner(model_name, method, batch_size, source_length, target_length, device, dtype,
-                                  compile=compile, overrides=overrides)
+                                  compile=compile, overrides=overrides, compile_backend=compile_backend)
             runner.step()
             fitted = runner.peak_memory <= budget_bytes
             runner.release()
@@ -286,22 +340,6 @@ def largest_batch(model_name: str, method: str, budget_bytes: int, *, source_len
     return low
 
 
-def device_name(device: str) -> str:
-    """The GPU's name, or the CPU's model: ratios differ between machines, so results record which."""
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(torch.device(device))
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine() or "cpu"
-
-
 def parse_memory(text: str) -> int:
     """'24GB', '24GiB', '512MB' → bytes (GB read as GiB, as GPU memory is quoted)."""
     units = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
@@ -312,37 +350,3 @@ def parse_memory(text: str) -> int:
         return int(float(value))
     except ValueError:
         raise ValueError(f"Cannot read the memory budget {text!r}; write it like 24GB or 512MB.") from None
-
-
-def plot(results: list[BenchResult], path) -> None:
-    """The paper's Figure 2 axes: % trained parameters (log) against step time; marker area ∝ memory."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    biggest = max(r.memory_ratio for r in results)
-    for r in results:
-        axes.scatter(r.percent_trained, r.step_time_ratio, s=600 * r.memory_ratio / biggest, alpha=0.6)
-        axes.annotate(r.method, (r.percent_trained, r.step_time_ratio), fontsize=8, xytext=(4, 4),
-                      textcoords="offset points")
-    axes.set_xscale("log")
-    axes.set_xlabel("trained parameters (%)")
-    axes.set_ylabel("step time relative to full fine-tuning")
-    axes.set_title("Efficiency (marker area: peak memory)")
-    axes.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-
-
-def markdown_table(results: list[BenchResult]) -> str:
-    lines = ["| method | % trained | batch | step time (s) | time vs full (IQR over rounds) | peak memory (MiB) "
-             "| memory vs full | MNLI epoch (h) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in results:
-        low, high = r.step_time_ratio_iqr
-        lines.append(f"| {r.method} | {r.percent_trained:.3f} | {r.batch_size} | {r.step_time_s:.4f} | "
-                     f"{r.step_time_ratio:.2f} ({low:.2f}–{high:.2f}) | "
-                     f"{r.peak_memory_bytes / 2**20:.0f} | {r.memory_ratio:.2f} | {r.epoch_time_h:.2f} |")
-    return "\n".join(lines)

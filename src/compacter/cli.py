@@ -77,8 +77,13 @@ def run_inference_bench(args: argparse.Namespace) -> int:
     from .inference_bench import markdown, run_inference_benchmark, run_serving_benchmark
 
     if args.serve:
+        from .bench import available_peers
+
+        peers = args.peers and "peft-lora" in available_peers()
+        if args.peers and not peers:
+            print("--peers: peft is not importable here; serving compacter's adapters only.", file=sys.stderr)
         results = run_serving_benchmark(args.model, rounds=args.steps, source_length=args.source_length,
-                                        new_tokens=args.new_tokens or 8, device=args.device, peers=args.peers,
+                                        new_tokens=args.new_tokens or 8, device=args.device, peers=peers,
                                         dtype=args.dtype)
         table = markdown(results, "(b)")
         memory = results["memory"]
@@ -88,8 +93,11 @@ def run_inference_bench(args: argparse.Namespace) -> int:
         methods = None if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
         results = run_inference_benchmark(args.model, methods, batch_size=args.batch_size, rounds=args.steps,
                                           source_length=args.source_length, target_length=args.target_length,
-                                          new_tokens=args.new_tokens or 16, device=args.device, dtype=args.dtype)
+                                          new_tokens=args.new_tokens or 16, device=args.device, dtype=args.dtype,
+                                          compile=bool(args.compile), compile_backend=args.compile_backend)
         table = markdown(results, "base")
+        if args.compile:
+            table += "\n\nRows marked (compiled) are relative to the base model (compiled), measured in the same rounds."
     print(table)
     if args.json:
         plain = {kind: {name: timing.to_dict() if hasattr(timing, "to_dict") else timing for name, timing in part.items()}
@@ -107,7 +115,8 @@ def run_bench(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from . import __version__
-    from .bench import available_peers, device_name, largest_batch, markdown_table, parse_memory, plot, run_benchmark
+    from .bench import KERNEL_COUNTS, MEMORY_MEASURES, available_peers, largest_batch, parse_memory, run_benchmark
+    from .bench_report import device_name, markdown_table, plot
     from .methods import METHODS
 
     methods = ([m for m in METHODS if m != "linear-probe"] if args.methods == "all"  # no head on a seq2seq model
@@ -120,22 +129,27 @@ def run_bench(args: argparse.Namespace) -> int:
         methods += peers
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     common = {"source_length": args.source_length, "target_length": args.target_length, "dtype": args.dtype,
-              "device": device, "compile": args.compile, "overrides": method_overrides(args)}
+              "device": device, "compile_backend": args.compile_backend, "overrides": method_overrides(args)}
     batch_sizes = None
     if args.memory_budget:
+        if args.compile == "both":
+            raise ValueError("--memory-budget finds one batch per method: give it --compile or no --compile, not both.")
         budget = parse_memory(args.memory_budget)
-        batch_sizes = {m: largest_batch(args.model, m, budget, **common) for m in tqdm(
+        batch_sizes = {m: largest_batch(args.model, m, budget, compile=args.compile, **common) for m in tqdm(
             dict.fromkeys(["full", *methods]), desc="largest batch in budget", file=sys.stderr)}
-    total = args.steps * len(dict.fromkeys(["full", *methods]))
+    total = args.steps * len(dict.fromkeys(["full", *methods])) * (2 if args.compile == "both" else 1)
     with tqdm(total=total, desc="training steps", file=sys.stderr) as bar:
         results = run_benchmark(args.model, methods, batch_size=args.batch_size, steps=args.steps,
-                                batch_sizes=batch_sizes, progress=lambda method: bar.update(), **common)
+                                batch_sizes=batch_sizes, compile=args.compile, progress=lambda method: bar.update(),
+                                **common)
     table = markdown_table(results)
     print(table)
     settings = {"model": args.model, "batch_size": args.batch_size, "memory_budget": args.memory_budget,
                 "dtype": args.dtype, "steps": args.steps, "source_length": args.source_length,
                 "target_length": args.target_length, "device": device, "compile": args.compile,
-                "method_overrides": common["overrides"],
+                "compile_backend": args.compile_backend, "method_overrides": common["overrides"],
+                "memory_measure": MEMORY_MEASURES[torch.device(device).type],
+                "kernels_per_step": KERNEL_COUNTS[torch.device(device).type],
                 "device_name": device_name(device), "cpu_threads": torch.get_num_threads(),
                 "torch": torch.__version__, "compacter": __version__}
     if args.json:
@@ -241,7 +255,7 @@ def run_predict(args: argparse.Namespace) -> int:
     quantize = None if quantize in (None, "none") else quantize
     model, tokenizer, served = load_model(base, adapters, device=args.device, tokenizer=tokenizer, quantize=quantize)
     requests = read_requests(args.input, served, default_task=next(iter(adapters)) if len(adapters) == 1 else None)
-    answers = predict(model, tokenizer, requests, served, batch_size=args.batch_size, **lengths,
+    answers = predict(model, tokenizer, requests, served, batch_size=args.batch_size, **lengths, compile=args.compile,
                       progress=lambda batches: tqdm(batches, desc="predicting", file=sys.stderr))
     write_answers(args.output, answers)
     counts = {name: sum(a["task"] == name for a in answers) for name in served}
@@ -308,7 +322,10 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
                              "task with T5 it replaces the paper's protocol)")
     parser.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations to save memory")
     parser.add_argument("--random-init", action="store_true", help="random weights from the model's config (smoke tests)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the training forward (eager if it fails)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the training forward (eager, with a warning, if it fails): on a GPU, use it; "
+                             "eager steps there are bound by launching kernels. Every adapter method compiles to one "
+                             "graph with no recompiles; on a CPU compiling costs minutes and gains little")
     parser.add_argument("--fsdp", action="store_true", help="under torchrun: shard the model (FSDP2) instead of DDP")
 
 
@@ -448,6 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: a GPU when there is one)")
     p.add_argument("--quantize", help="the frozen base in 8 or 4 bits: int8 or int4 (torchao; CPU and GPU), nf4 or "
                    "bnb-int8 (bitsandbytes; CUDA GPU), none; default: the run's (--run), else none")
+    p.add_argument("--compile", action="store_true",
+                   help="decode with a static KV cache and a compiled step (the fast path on a GPU; T5, BART, GPT-2, "
+                        "Llama-style models); eager, with one log line, where transformers cannot")
 
     p = sub.add_parser("sweep", help="run a grid of models × tasks × methods × lrs × seeds (× sizes); resumable")
     p.add_argument("config", help="a YAML file; see compacter.experiments.sweep for its keys")
@@ -513,7 +533,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-length", type=whole_number(1), default=8)
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--peers", action="store_true", help="add PEFT's LoRA and AdapterHub's adapters when importable")
-    p.add_argument("--compile", action="store_true", help="torch.compile each model (eager, with a warning, if it fails)")
+    p.add_argument("--compile", nargs="?", const=True, default=False, choices=["both"],
+                   help="torch.compile each model (eager, with a warning, if it fails); --compile both: every method eager "
+                        "and compiled in one run (compiled rows' ratios are to compiled full fine-tuning); with "
+                        "--inference: compiled forward passes and decoding beside eager ones")
+    p.add_argument("--compile-backend", default="inductor",
+                   help="torch.compile's backend (aot_eager checks the graphs without building kernels: CPU smoke runs)")
     add_method_options(p)  # applied to every method but full, e.g. --set train_layer_norms=false
     p.add_argument("--inference", action="store_true",
                    help="inference instead of training: a forward pass and generate per method, relative to the base")

@@ -14,11 +14,14 @@ from torch import nn
 
 
 class CompiledForward:
-    """Calls ``torch.compile(module)``; on a compile error, warns once and calls ``module`` itself."""
+    """Calls ``torch.compile(module)``; on a compile error, warns once and calls ``module`` itself.
 
-    def __init__(self, module: nn.Module):
+    ``backend``: torch.compile's (``aot_eager`` checks the graphs without building kernels: the CPU smoke runs).
+    """
+
+    def __init__(self, module: nn.Module, backend: str = "inductor"):
         self.module = module
-        self._compiled = torch.compile(module)
+        self._compiled = torch.compile(module, backend=backend)
         self.failed: str | None = None
 
     def __call__(self, *args, **kwargs):
@@ -31,5 +34,5 @@ class CompiledForward:
         return self.module(*args, **kwargs)
 
 
-def compile_model(module: nn.Module) -> CompiledForward:
-    return CompiledForward(module)
+def compile_model(module: nn.Module, backend: str = "inductor") -> CompiledForward:
+    return CompiledForward(module, backend)

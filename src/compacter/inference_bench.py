@@ -18,13 +18,16 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import torch
 from torch import nn
 
 from .api import apply
 from .architectures import model_family
-from .bench import fit_hypercomplex_dimension, paired_ratio
+from .bench import COMPILED, fit_hypercomplex_dimension, paired_ratio
+from .compiling import compile_model
+from .decoding import compiled_generate
 from .inventory import trainable_parameters
 from .methods import get_config
 from .models import build_model
@@ -49,16 +52,22 @@ def _requests(model: nn.Module, batch_size: int, source_length: int, seed: int =
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
 
-def _forward(model: nn.Module, inputs: dict, target_length: int, **extra) -> Callable[[], object]:
+def _forward(model: nn.Module, inputs: dict, target_length: int, call: Callable | None = None,
+             **extra) -> Callable[[], object]:
+    """One forward pass of ``model`` (through ``call``, e.g. its compiled forward, when given)."""
     if model_family(model) == "seq2seq":
         extra["decoder_input_ids"] = torch.zeros(inputs["input_ids"].shape[0], target_length, dtype=torch.long,
                                                  device=inputs["input_ids"].device)
-    return lambda: model(**inputs, **extra)
+    call = call or model
+    return lambda: call(**inputs, **extra)
 
 
-def _generate(model: nn.Module, inputs: dict, new_tokens: int, **extra) -> Callable[[], object]:
-    return lambda: model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                                  num_beams=1, **extra)
+def _generate(model: nn.Module, inputs: dict, new_tokens: int, compile_backend: str | None = None,
+              **extra) -> Callable[[], object]:
+    """``generate`` of ``new_tokens`` tokens; with ``compile_backend``, compiled decoding (a static KV cache)."""
+    generate = model.generate if compile_backend is None else partial(compiled_generate, model, backend=compile_backend)
+    return lambda: generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                            num_beams=1, **extra)
 
 
 def _peft_setups(base: nn.Module, names: list[str], row_tasks: list[str], inputs: dict, device: torch.device) -> dict:
@@ -74,8 +83,8 @@ def _peft_setups(base: nn.Module, names: list[str], row_tasks: list[str], inputs
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():  # LoRA's B starts at zero: as if trained
         for param_name, param in model.named_parameters():
-            if "lora_B" in param_name:
-                param.add_(0.01 * torch.randn(param.shape, generator=generator))
+            if "lora_B" in param_name:  # drawn on the CPU (one stream of numbers everywhere), added where it lives
+                param.add_(0.01 * torch.randn(param.shape, generator=generator).to(param.device, param.dtype))
     model.to(device).eval()
 
     def single(call):
@@ -89,8 +98,10 @@ def _peft_setups(base: nn.Module, names: list[str], row_tasks: list[str], inputs
 
 @torch.no_grad()
 def time_side_by_side(calls: dict[str, Callable[[], object]], reference: str, rounds: int, warmup: int = 1,
-                      device: torch.device | None = None, scales: dict[str, float] | None = None) -> list[Timing]:
-    """Each call once per round, round-robin; ratios to ``reference`` paired per round (``scales``: per-call factors)."""
+                      device: torch.device | None = None, scales: dict[str, float] | None = None,
+                      references: dict[str, str] | None = None) -> list[Timing]:
+    """Each call once per round, round-robin; ratios to ``reference`` paired per round (``scales``: per-call factors;
+    ``references``: another reference for some calls, e.g. the compiled base for compiled calls)."""
     times: dict[str, list[float]] = {name: [] for name in calls}
     for round_ in range(warmup + rounds):
         for name, call in calls.items():
@@ -104,7 +115,8 @@ def time_side_by_side(calls: dict[str, Callable[[], object]], reference: str, ro
                 times[name].append(time.perf_counter() - start)
     results = []
     for name, measured in times.items():
-        ratio, spread = paired_ratio(measured, times[reference], (scales or {}).get(name, 1.0))
+        mine = (references or {}).get(name, reference)
+        ratio, spread = paired_ratio(measured, times[mine], (scales or {}).get(name, 1.0))
         results.append(Timing(name, statistics.median(measured), ratio, spread))
     return results
 
@@ -139,8 +151,13 @@ def _base(model_name: str, dtype: str) -> nn.Module:
 
 def run_inference_benchmark(model_name: str = "t5-small", methods: list[str] | None = None, *, batch_size: int = 8,
                             source_length: int = 128, target_length: int = 8, new_tokens: int = 16, rounds: int = 6,
-                            device: str | None = None, dtype: str = "fp32") -> dict[str, dict[str, Timing]]:
-    """{"forward": {method: Timing}, "generate": {...}}, every ratio relative to the bare base model."""
+                            device: str | None = None, dtype: str = "fp32", compile: bool = False,
+                            compile_backend: str = "inductor") -> dict[str, dict[str, Timing]]:
+    """{"forward": {method: Timing}, "generate": {...}}, every ratio relative to the bare base model.
+
+    ``compile``: every model also compiled (forward: ``torch.compile``; generate: ``compiled_generate``), rows
+    "... (compiled)" beside the eager ones, their ratios relative to the compiled base model.
+    """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     base = _base(model_name, dtype)
     # A second copy of the bare base shows how far this machine moves a ratio with no change at all.
@@ -149,11 +166,16 @@ def run_inference_benchmark(model_name: str = "t5-small", methods: list[str] | N
     for model in models.values():
         model.to(device)
     inputs = {k: v.to(device) for k, v in _requests(base, batch_size, source_length).items()}
+    compiled = {name: compile_model(model, compile_backend) for name, model in models.items()} if compile else {}
+    references = {name + COMPILED: "base model" + COMPILED for name in compiled}
     results = {}
-    for kind, make in (("forward", lambda m: _forward(m, inputs, target_length)),
-                       ("generate", lambda m: _generate(m, inputs, new_tokens))):
-        timings = time_side_by_side({name: make(model) for name, model in models.items()}, "base model", rounds,
-                                    device=device)
+    for kind in ("forward", "generate"):
+        calls = {name: (_forward(model, inputs, target_length) if kind == "forward"
+                        else _generate(model, inputs, new_tokens)) for name, model in models.items()}
+        for name in compiled:  # the forward through its compiled wrapper; decoding compiles the model's own step
+            calls[name + COMPILED] = (_forward(models[name], inputs, target_length, call=compiled[name])
+                                      if kind == "forward" else _generate(models[name], inputs, new_tokens, compile_backend))
+        timings = time_side_by_side(calls, "base model", rounds, device=device, references=references)
         results[kind] = {t.name: t for t in timings}
     return results
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -28,11 +29,12 @@ from . import api, hub
 from .architectures import model_family
 from .data.loading import json_lines
 from .data.tasks import TASKS, Task
-from .decoding import batch_answers
+from .decoding import batch_answers, uncompilable_reason
 from .quantization import BITSANDBYTES_KINDS, check_quantization, quantize_base
 from .saving import read_description
 from .switching import route, set_active, tasks, unroutable_reason
 
+log = logging.getLogger("compacter")
 DEFAULT_SOURCE_LENGTH = 512
 DEFAULT_TARGET_LENGTH = 16
 
@@ -166,9 +168,18 @@ def batches(requests: list[dict], size: int, mixed: bool) -> list[list[int]]:
 @torch.no_grad()
 def predict(model: nn.Module, tokenizer, requests: list[dict], served: dict[str, Served], *, batch_size: int = 32,
             source_length: int = DEFAULT_SOURCE_LENGTH, target_length: int = DEFAULT_TARGET_LENGTH,
+            compile: bool = False, compile_backend: str = "inductor",
             progress: Callable[[Iterable], Iterable] = lambda x: x) -> list[dict]:
-    """One answer per request, in the requests' order (see the module docstring)."""
+    """One answer per request, in the requests' order (see the module docstring).
+
+    ``compile``: decode with a static KV cache and a compiled step (``compacter.compiled_generate``); inputs are
+    padded to a multiple of 32 tokens, so that batches of other lengths reuse a few compiled shapes;
+    ``compile_backend``: torch.compile's.
+    """
     text_to_text = model_family(model) == "seq2seq"
+    if compile and not text_to_text:
+        log.warning("--compile: %s", uncompilable_reason(model) or "this model does not decode")
+        compile = False
     mixed = len(tasks(model)) > 1 and not any(unroutable_reason(model, name) for name in tasks(model))
     device = next(model.parameters()).device
     answers: list[dict | None] = [None] * len(requests)
@@ -176,12 +187,13 @@ def predict(model: nn.Module, tokenizer, requests: list[dict], served: dict[str,
         part = [requests[i] for i in indices]
         sources, pairs = _texts(part, served, text_to_text)
         encoded = tokenizer(sources, pairs, max_length=source_length, truncation=True, padding=True,
-                            return_tensors="pt").to(device)
+                            pad_to_multiple_of=32 if compile else None, return_tensors="pt").to(device)
         names = [r["task"] for r in part]
         if not mixed:
             set_active(model, names[0])
         with route(model, names) if mixed else contextlib.nullcontext():
-            outputs = batch_answers(model, tokenizer, encoded, text_to_text=text_to_text, max_new_tokens=target_length)
+            outputs = batch_answers(model, tokenizer, encoded, text_to_text=text_to_text, max_new_tokens=target_length,
+                                    compile_backend=compile_backend if compile else None)
         for index, request, output in zip(indices, part, outputs):
             task = served[request["task"]].task
             if task is not None:

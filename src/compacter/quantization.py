@@ -59,8 +59,14 @@ def quantize_base(model: nn.Module, kind: str, *, device: torch.device | str | N
     device = torch.device(device) if device is not None else None
     if kind in BITSANDBYTES_KINDS:
         device = device or torch.device("cuda")
+    return quantize_linears(model, kind, device)
+
+
+def quantize_linears(model: nn.Module, kind: str, device: torch.device | None) -> nn.Module:
+    """``quantize_base`` without its device check: bitsandbytes also quantizes and computes on the CPU (slowly), which
+    lets the tests check nf4 and bnb-int8 bases where no GPU is."""
     _require(kind)
-    names = quantizable_linears(model)
+    names = quantizable_linears(model, kind)
     if kind == "int4":
         names = [name for name in names if model.get_submodule(name).in_features % INT4_GROUP_SIZE == 0]
     if not names:
@@ -93,9 +99,15 @@ def check_quantization(kind: str, device: torch.device | str | None = None) -> N
                              "On a CPU, quantize with int8 or int4 (torchao) instead.")
 
 
-def quantizable_linears(model: nn.Module) -> list[str]:
-    """Names of the Linear modules ``quantize_base`` quantizes: the frozen base's, none a task may train."""
+def quantizable_linears(model: nn.Module, kind: str | None = None) -> list[str]:
+    """Names of the Linear modules ``quantize_base`` quantizes: the frozen base's, none a task may train.
+
+    With ``kind="nf4"``, also none the model class keeps in full precision (``_keep_in_fp32_modules``, T5's ``wo``):
+    T5 casts ``wo``'s input to ``wo.weight.dtype``, which for a packed 4-bit weight is uint8, destroying the
+    activations. transformers' own 4-bit loading leaves these modules unquantized for the same reason.
+    """
     kept = head_parameter_names(model) | output_layer_parameter_names(model)
+    full_precision = set(getattr(model, "_keep_in_fp32_modules", None) or ()) if kind == "nf4" else set()
     holders: dict[int, int] = {}
     for module in model.modules():
         for param in module._parameters.values():
@@ -109,6 +121,8 @@ def quantizable_linears(model: nn.Module) -> list[str]:
             continue
         own = [f"{name}.{attribute}" for attribute, p in module._parameters.items() if p is not None]
         if any(param_name in kept for param_name in own) or holders[id(module.weight)] > 1:
+            continue
+        if full_precision & set(name.split(".")):
             continue
         names.append(name)
     return names
@@ -132,7 +146,35 @@ def bitsandbytes_linear(linear: nn.Linear, kind: str, device: torch.device | str
         raise ValueError(f"{kind!r} is not a bitsandbytes quantization; choose one of {', '.join(BITSANDBYTES_KINDS)}.")
     if has_bias:
         layer.bias = nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
+    layer.register_forward_pre_hook(_compute_in_the_activations_dtype)
+    layer.register_forward_hook(_answer_in_the_activations_dtype)
     return layer.to(device)
+
+
+def _compute_in_the_activations_dtype(layer: nn.Module, args: tuple) -> None:
+    """Linear4bit computes in the dtype it was built with (or the first input's) for ever after: a bf16 model called
+    after an fp32 one, or with bf16 autocast off and on, would run in the other dtype. Each call computes in its own:
+    the input's, or under autocast the autocast dtype (what a plain Linear would compute in)."""
+    if hasattr(layer, "compute_dtype") and args and args[0].is_floating_point():
+        device = args[0].device.type
+        autocast = torch.is_autocast_enabled(device)
+        layer.compute_dtype = torch.get_autocast_dtype(device) if autocast else args[0].dtype
+        layer.compute_type_is_set = True
+
+
+def _answer_in_the_activations_dtype(layer: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+    """The output in the input's dtype, as a plain Linear's is (Linear8bitLt's is its own choice of dtype).
+
+    Linear8bitLt's first call moves the weight's scales (``SCB``) into the layer's state: they go back on the weight,
+    where ``is_quantized`` / ``dequantized`` / ``storage_bytes`` read them (the next call moves them again, a swap).
+    """
+    state = getattr(layer, "state", None)
+    if getattr(state, "SCB", None) is not None and layer.weight.SCB is None:
+        layer.weight.CB, layer.weight.SCB = state.CB, state.SCB
+    if (args and args[0].is_floating_point() and output.dtype != args[0].dtype
+            and not torch.is_autocast_enabled(output.device.type)):
+        return output.to(args[0].dtype)
+    return None
 
 
 def _require(kind: str) -> None:

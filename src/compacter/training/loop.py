@@ -370,7 +370,8 @@ def predict(model, rows: list[dict], data: TaskData, text_to_text: bool, config:
         batch = {k: v.to(processes.device) for k, v in collate(part, pad_id).items() if k != "labels"}
         with autocast:
             answers = batch_answers(model, tokenizer, batch, text_to_text=text_to_text,
-                                    max_new_tokens=config.max_target_length, synced_gpus=sharded)
+                                    max_new_tokens=config.max_target_length, synced_gpus=sharded,
+                                    compile_backend="inductor" if config.compile and not sharded else None)
             outputs = [data.task.decode(output) for output in answers]
         mine += outputs[: len(chosen)]
     if sharded:
