@@ -54,21 +54,25 @@ def training_models(layers: int) -> dict[str, torch.nn.Module]:
         if is_norm(module):
             module.requires_grad_(True)
     models = {"full": full, TRAIN_REFERENCE: plain}
-    for method in METHODS:
+    for method in [m for m in METHODS if m in compacter.METHODS]:  # (an older compacter may lack some)
         models[method] = compacter.apply(shrunk_t5(layers), method)
     return {name: model.train() for name, model in models.items()}
 
 
 def generation_models(layers: int) -> dict[str, torch.nn.Module]:
     models = {GENERATE_REFERENCE: shrunk_t5(layers).to(torch.bfloat16)}
-    for method in [m for m in METHODS if m != "layer-norms"]:
+    for method in [m for m in METHODS if m != "layer-norms" and m in compacter.METHODS]:
         models[method] = compacter.apply(shrunk_t5(layers).to(torch.bfloat16), method)
     return {name: model.eval() for name, model in models.items()}
 
 
 def sites(model: torch.nn.Module) -> int:
     container = getattr(model, "compacter", None)
-    return 0 if container is None else sum(len(slots) for slots in container.task().sites.values())
+    if container is None:
+        return 0
+    task = container.task()
+    sites = getattr(task, "site_modules", None)
+    return len(sites if sites is not None else task.adapters)  # (an older compacter names them adapters)
 
 
 def generate(model: torch.nn.Module, ids: torch.Tensor, tokens: int = 16) -> None:

@@ -253,3 +253,43 @@ def test_layers_beyond_the_model_are_refused():
         compacter.apply(tiny_t5(), "compacter", layers=[0, 99])
     model = compacter.apply(tiny_t5(), "compacter", layers=[1])
     assert all(".block.1." in site for site in adapter_sites(model))
+
+
+def test_a_plug_in_method_with_inconsistent_declarations_is_refused_naming_the_field():
+    from dataclasses import dataclass
+    from typing import ClassVar
+
+    from compacter.methods import METHODS, MethodConfig, register_method
+
+    @dataclass
+    class InPlaceButRoutable(MethodConfig):
+        kind: ClassVar[str] = "in-place-routable"
+        trains_base_in_place: ClassVar[bool] = True
+
+        def attach(self, model, task):
+            model.requires_grad_(True)
+
+    with pytest.raises(ValueError, match=r"InPlaceButRoutable declares routable=True and trains_base_in_place=True"):
+        register_method("in-place-routable", InPlaceButRoutable)
+
+    @dataclass
+    class Silent(MethodConfig):
+        kind: ClassVar[str] = "silent"
+        routable: ClassVar[bool] = False
+
+        def attach(self, model, task):
+            pass
+
+    with pytest.raises(ValueError, match=r"Silent declares routable=False without an unroutable_reason"):
+        register_method("silent", Silent)
+
+    @dataclass
+    class Clash(MethodConfig):
+        kind: ClassVar[str] = "adapter"  # another class's kind
+
+        def attach(self, model, task):
+            pass
+
+    with pytest.raises(ValueError, match=r"The method kind 'adapter' is already AdapterConfig's"):
+        register_method("clash", Clash)
+    assert not {"in-place-routable", "silent", "clash"} & set(METHODS)  # nothing half-registered

@@ -64,6 +64,7 @@ class EvalSettings:
     eval_batch_size: int
     max_target_length: int
     fsdp: bool = False
+    compile: bool = False  # evaluate decodes eagerly: its one pass over a file would not repay compiling
 
 
 def evaluate(model, tokenizer, task: Task, examples: list[dict], *, source_length: int, target_length: int,
