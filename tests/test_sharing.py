@@ -60,7 +60,7 @@ def test_a_peft_folder_is_read_as_one_and_named_as_one(tmp_path):
     with pytest.raises(FileNotFoundError, match="holds no adapter_model.safetensors"):
         compacter.load(tiny_bert(), tmp_path)  # read as PEFT's (interop/peft.py), which says what is missing
     with pytest.raises(ValueError, match="is a PEFT LORA adapter, not a task saved by compacter"):
-        compacter.saving.load(tiny_bert(), tmp_path)  # compacter's own reader names it
+        compacter.saving.load_folder(tiny_bert(), tmp_path)  # compacter's own reader names it
 
 
 def test_transformers_adapter_methods_act_on_the_tasks(tmp_path):

@@ -23,7 +23,7 @@ from .models import load_config, load_pretrained
 
 def apply(model: nn.Module, method: str | MethodConfig | dict = "compacter++", *, name: str = attach.DEFAULT_TASK,
           **overrides: Any) -> nn.Module:
-    attach.apply(model, method, name=name, **overrides)
+    attach.attach_task(model, method, name=name, **overrides)
     _bind_methods(model)
     return model
 
@@ -47,12 +47,12 @@ def load(model: nn.Module, directory: str | os.PathLike, *, name: str | None = N
     elif adapterhub.is_adapterhub_folder(folder):
         adapterhub.load(model, folder, name=name)
     else:
-        saving.load(model, folder, name=name, strict=strict)
+        saving.load_folder(model, folder, name=name, strict=strict)
     _bind_methods(model)
     return model
 
 
-apply.__doc__ = attach.apply.__doc__
+apply.__doc__ = attach.attach_task.__doc__
 
 
 def _bind_methods(model: nn.Module) -> None:

@@ -22,7 +22,7 @@ BOUND_METHODS = ("save_pretrained", "push_to_hub", "set_adapter", "load_adapter"
                  "delete_adapter", "add_adapter", "enable_adapters", "disable_adapters")
 
 
-def apply(model: nn.Module, method: str | MethodConfig | dict = "compacter++", *, name: str = DEFAULT_TASK,
+def attach_task(model: nn.Module, method: str | MethodConfig | dict = "compacter++", *, name: str = DEFAULT_TASK,
           **overrides: Any) -> nn.Module:
     """Attach ``method`` to ``model`` in place as task ``name``, make it the active task; returns the model.
 

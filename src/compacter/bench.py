@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from .architectures import model_family
-from .attach import apply
+from .attach import attach_task
 from .compiling import compile_model
 from .inventory import count_unique
 from .methods import METHODS, AdapterConfig, MethodConfig, get_config
@@ -174,7 +174,7 @@ class MethodRunner:
                 config = fit_hypercomplex_dimension(config, model)
             changed = [f"{key}={value}" for key, value in config.to_dict().items() if value != paper[key]]
             self.method = f"{method} ({', '.join(changed)})" if changed else method
-            apply(model, config)
+            attach_task(model, config)
             self.percent = count_parameters(model).percent
         self.compiled = compile
         if compile:

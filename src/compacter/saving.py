@@ -34,7 +34,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from . import __version__, card
-from .attach import DEFAULT_TASK, apply, delete, rollback
+from .attach import DEFAULT_TASK, attach_task, delete, rollback
 from .container import container_of
 from .integrity import SEAL, base_sample, seal
 from .inventory import trainable_parameters
@@ -148,8 +148,8 @@ def save_pretrained(model: nn.Module, save_directory: str | os.PathLike, *args: 
             save(model, root if task_name == DEFAULT_TASK else root / check_task_name(task_name), name=task_name)
 
 
-def load(model: nn.Module, directory: str | os.PathLike, *, name: str | None = None,
-         strict: bool = False) -> nn.Module:
+def load_folder(model: nn.Module, directory: str | os.PathLike, *, name: str | None = None,
+                strict: bool = False) -> nn.Module:
     """Attach a saved task to ``model`` (its base model, with or without other tasks) as task ``name``.
 
     ``name`` defaults to the name it was saved under. It becomes the active task. On any error the
@@ -161,7 +161,7 @@ def load(model: nn.Module, directory: str | os.PathLike, *, name: str | None = N
     description, tensors = read_adapter(directory)
     check_base(model, description, directory, strict=strict)
     name = name or description.get("name") or DEFAULT_TASK
-    apply(model, description["method"], name=name)
+    attach_task(model, description["method"], name=name)
     try:
         load_tensors(model, tensors, name=name, source=directory)
     except BaseException:
@@ -225,5 +225,5 @@ def _num_labels(model: nn.Module) -> int | None:
 
 
 __all__ = ["CARD_FILE", "CONFIG_FILE", "FORMAT", "LEGACY_CONFIG_FILE", "LEGACY_WEIGHTS_FILE", "WEIGHTS_FILE",
-           "check_base", "file_name", "file_tensors", "load", "load_tensors", "model_card", "read_adapter",
+           "check_base", "file_name", "file_tensors", "load_folder", "load_tensors", "model_card", "read_adapter",
            "read_description", "read_tensors", "save", "save_pretrained", "saved_files"]

@@ -40,7 +40,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from ..attach import apply, delete
+from ..attach import attach_task, delete
 from ..container import container_of
 from ..methods import AdapterConfig
 from ..methods.adapters import BOTTLENECK
@@ -205,7 +205,7 @@ def load(model: nn.Module, directory: str | os.PathLike, *, name: str | None = N
     config = method_config(folder, model.config.num_hidden_layers)
     head = _head_tensors(model, folder)
     name = name or folder.description.get("name") or "default"
-    apply(model, config, name=name)
+    attach_task(model, config, name=name)
     try:
         _fill(model, name, folder, head)
     except BaseException:

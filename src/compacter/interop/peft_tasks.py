@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..architectures import model_family
-from ..attach import apply, delete
+from ..attach import attach_task, delete
 from ..container import container_of
 from ..methods import get_config
 from ..methods.ia3 import IA3_INPUT, IA3_OUTPUT
@@ -53,7 +53,7 @@ def load_peft(model: nn.Module, folder: str | os.PathLike, *, name: str | None =
     else:
         config = get_config("ia3", target_modules=adapter.targets, feedforward_modules=sorted(adapter.feedforward))
     config = get_config(config, train_head=bool(adapter.modules_to_save))
-    apply(model, config, name=name)
+    attach_task(model, config, name=name)
     try:
         _copy_in(model, name, adapter)
     except BaseException:

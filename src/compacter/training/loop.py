@@ -34,7 +34,7 @@ import transformers
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from ..attach import apply
+from ..attach import attach_task
 from ..compiling import compile_model
 from ..data import TaskData
 from ..decoding import batch_answers
@@ -168,7 +168,7 @@ class Trainer:
         if config.quantize is not None:  # before apply: the adapters attach to the quantized modules
             quantize_base(model, config.quantize, device=self.processes.device if config.quantize in BITSANDBYTES_KINDS
                           else None)
-        apply(model, config.method, **config.method_overrides)
+        attach_task(model, config.method, **config.method_overrides)
         if config.gradient_checkpointing:
             enable_activation_checkpointing(model)
         model.to(self.processes.device)
