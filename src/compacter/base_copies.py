@@ -25,6 +25,7 @@ from .routing import per_row
 
 if TYPE_CHECKING:
     from .container import CompacterModules
+    from .methods.base import TaskModules
 
 ROUTABLE_HOLDERS = (nn.Linear, nn.LayerNorm, nn.RMSNorm)
 
@@ -80,22 +81,30 @@ class BaseCopies:
 
     def swap_in(self, module: nn.Module, args: tuple) -> None:
         container, swaps = self.container, {}
-        if container.enabled and container.tasks_in_use():
+        running = container.running
+        if running is not None:
             container.ensure_call()
-            running = container.running
-            for attribute, override in self.held[module]:
-                base = module._parameters[attribute]
-                if running is not None:
-                    value = running.base_value(override.key, base)
-                    if value is not None:
-                        swaps[attribute] = value
-                elif container.routing is not None and not _recomputes_routed(module):  # a norm of the model's own:
-                    values = self._routed_values(override, base)  # it broadcasts its weight
+            # what this module swaps in for the running task, kept with the task's prepared tensors (per call with
+            # gradients, while the copies are unchanged without)
+            swaps = running.prepared.get(("swaps", module), lambda: self._swaps(module, running))
+        elif container.routing is not None and container.enabled:
+            container.ensure_call()
+            if not _recomputes_routed(module):  # a norm of the model's own: it broadcasts a weight per row
+                for attribute, override in self.held[module]:
+                    values = self._routed_values(override, module._parameters[attribute])
                     if values is not None:
                         swaps[attribute] = per_row(values, container.routing.row_index(args[0]), args[0])
         # all computed first: a failure above leaves the module untouched
         module.__dict__.setdefault("_compacter_saved", []).append({a: module._parameters[a] for a in swaps})
         module._parameters.update(swaps)
+
+    def _swaps(self, module: nn.Module, task: TaskModules) -> dict[str, torch.Tensor]:
+        swaps = {}
+        for attribute, override in self.held[module]:
+            value = task.base_value(override.key, module._parameters[attribute])
+            if value is not None:
+                swaps[attribute] = value
+        return swaps
 
     def swap_out(self, module: nn.Module, args: tuple, output: Any) -> Any:
         stack = module.__dict__.get("_compacter_saved")
