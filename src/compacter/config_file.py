@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from .experiments.sweep import _SweepLoader as YamlLoader  # JSON's numbers, no key twice
+from .experiments.sweep import read_yaml_mapping
 from .methods import CONFIG_KINDS
 from .methods.settings import format_text, parse_assignments
 
@@ -46,17 +46,7 @@ def read_config_file(path: str | Path, parser: argparse.ArgumentParser) -> dict[
     if not path.is_file():
         raise FileNotFoundError(f"--config {path}: no such file. Write one with `compacter train ... --print-config "
                                 f"> {path.name}`.")
-    try:
-        spec = yaml.load(path.read_text(encoding="utf-8-sig"), Loader=YamlLoader)
-    except yaml.YAMLError as error:
-        raise ValueError(f"--config {path} is not valid YAML: {error}") from None
-    except UnicodeDecodeError as error:
-        raise ValueError(f"--config {path} is not UTF-8 text ({error.reason} at byte {error.start}).") from None
-    if spec is None:
-        spec = {}
-    if not isinstance(spec, dict) or not all(isinstance(key, str) for key in spec):
-        raise ValueError(f"--config {path} must be a mapping of flags to values (model: t5-base, task: rte, lr: 3e-4, "
-                         "...).")
+    spec = read_yaml_mapping(path, f"--config {path}", "flags to values (model: t5-base, task: rte, lr: 3e-4, ...)")
     actions = settings_actions(parser)
     values: dict[str, Any] = {}
     for written, value in spec.items():

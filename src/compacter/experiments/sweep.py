@@ -72,21 +72,28 @@ class Sweep:
                                  f"{', '.join(sorted(trainable - set(GRID_FIELDS)))}.")
 
 
+def read_yaml_mapping(path: Path, name: str, example: str) -> dict[str, Any]:
+    """A YAML file that holds a mapping of names to values (JSON's numbers, no key twice), or a clear error;
+    ``name`` is how messages call the file, ``example`` shows what it should hold."""
+    try:
+        spec = yaml.load(path.read_text(encoding="utf-8-sig"), Loader=_SweepLoader)
+    except yaml.YAMLError as error:
+        raise ValueError(f"{name} is not valid YAML: {error}") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{name} is not UTF-8 text ({error.reason} at byte {error.start}).") from None
+    if spec is None:
+        spec = {}
+    if not isinstance(spec, dict) or not all(isinstance(key, str) for key in spec):
+        raise ValueError(f"{name} must be a mapping of {example}.")
+    return spec
+
+
 def read_sweep(path: str | Path) -> Sweep:
     """The sweep a YAML file describes, with every one of its runs checked."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; write a sweep file (see `compacter sweep --help`).")
-    try:
-        spec = yaml.load(path.read_text(encoding="utf-8-sig"), Loader=_SweepLoader)
-    except yaml.YAMLError as error:
-        raise ValueError(f"{path} is not valid YAML: {error}") from None
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start}).") from None
-    if spec is None:
-        spec = {}
-    if not isinstance(spec, dict) or not all(isinstance(key, str) for key in spec):
-        raise ValueError(f"{path} must be a mapping of keys to values (models: [...], tasks: [...], ...).")
+    spec = read_yaml_mapping(path, str(path), "keys to values (models: [...], tasks: [...], ...)")
     known = [f.name for f in dataclasses.fields(Sweep)]
     unknown = sorted(set(spec) - set(known))
     if unknown:
