@@ -25,7 +25,7 @@ from compacter.quantization import (
 )
 from compacter.training import TrainConfig, train
 
-torchao = pytest.importorskip("torchao", reason="torchao is not installed (pip install 'compacter[quant]')")
+torchao = pytest.importorskip("torchao", reason="torchao is not installed (pip install 'compacter-adapters[quant]')")
 
 IDS = torch.randint(2, 128, (3, 9), generator=torch.Generator().manual_seed(0))
 
@@ -130,7 +130,7 @@ def test_an_adapter_moves_between_a_quantized_base_and_the_fp32_one(kind, tmp_pa
 
 def test_packed_4bit_weights_describe_their_logical_shape():
     """bitsandbytes' NF4 weights are packed bytes: the fingerprint and the counts read their unpacked shape."""
-    pytest.importorskip("bitsandbytes", reason="bitsandbytes is not installed (pip install 'compacter[quant]')")
+    pytest.importorskip("bitsandbytes", reason="bitsandbytes is not installed (pip install 'compacter-adapters[quant]')")
     model, reference = tiny_bert(), tiny_bert()
     for name in quantizable_linears(model):
         parent, _, child = name.rpartition(".")

@@ -86,7 +86,7 @@ def test_wandb_and_mlflow_log_offline_when_installed(tracker, package, workspace
     (["--report-to", "comet"], "report_to must be a list of items from 'tensorboard', 'wandb', 'mlflow', 'none'"),
     (["--report-to", "none", "tensorboard"], "--report-to none means no tracker; it cannot be given with"),
     (["--report-to", "wandb"], "--report-to wandb: the wandb package is not installed. Install it (pip install wandb, "
-                               "or pip install 'compacter[track]' for all trackers)"),
+                               "or pip install 'compacter-adapters[track]' for all trackers)"),
 ])
 def test_bad_trackers_are_refused_before_anything_is_written(flags, message, workspace, tmp_path, capsys, monkeypatch):
     real = importlib.util.find_spec

@@ -316,7 +316,7 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, dest=field, type=kind, help=help_text)
     parser.add_argument("--report-to", dest="report_to", nargs="+", metavar="TRACKER",
                         help="log loss, learning rate, validation metrics and throughput to tensorboard, wandb and/or "
-                             "mlflow (several allowed; pip install 'compacter[track]'); default none")
+                             "mlflow (several allowed; pip install 'compacter-adapters[track]'); default none")
     parser.add_argument("--short-warmup", action="store_true",
                         help="deprecated: a tenth of the run at most 500 steps, now the default (on a GLUE/SuperGLUE "
                              "task with T5 it replaces the paper's protocol)")

@@ -180,7 +180,8 @@ def _answer_in_the_activations_dtype(layer: nn.Module, args: tuple, output: torc
 def _require(kind: str) -> None:
     package = "torchao" if kind in TORCHAO_KINDS else "bitsandbytes"
     if importlib.util.find_spec(package) is None:
-        raise ImportError(f"--quantize {kind} needs {package}: pip install 'compacter[quant]' (or pip install {package}).")
+        raise ImportError(f"--quantize {kind} needs {package}: pip install 'compacter-adapters[quant]' (or pip install "
+                          f"{package}).")
 
 
 # ---------------------------------------------------------------------- what a quantized weight stands for

@@ -1,5 +1,5 @@
 """`--report-to tensorboard wandb mlflow`: a run's loss, learning rate, validation metrics and throughput, logged
-through each tracker's own API (optional extras: ``pip install 'compacter[track]'``).
+through each tracker's own API (optional extras: ``pip install 'compacter-adapters[track]'``).
 
 * tensorboard: event files in ``<output_dir>/tensorboard`` (``torch.utils.tensorboard.SummaryWriter``);
 * wandb: ``wandb.init(dir=<output_dir>, name=<run folder>, config=<the run's settings>)``; ``WANDB_MODE=offline``
@@ -32,8 +32,8 @@ def check_trackers(names: list[str]) -> None:
             continue
         if importlib.util.find_spec(TRACKERS[name]) is None:
             raise ValueError(f"--report-to {name}: the {TRACKERS[name]} package is not installed. Install it (pip "
-                             f"install {TRACKERS[name]}, or pip install 'compacter[track]' for all trackers), or leave "
-                             f"{name} out of --report-to.")
+                             f"install {TRACKERS[name]}, or pip install 'compacter-adapters[track]' for all trackers), "
+                             f"or leave {name} out of --report-to.")
 
 
 class Trackers:
