@@ -6,7 +6,7 @@ import matplotlib.image
 import pytest
 from conftest import write_tiny_pretrained
 from glue_fixtures import write_benchmarks
-from training_fixtures import corpus, sentiment_rows, write_csv
+from training_fixtures import corpus, sentiment_rows, write_csv, write_splits
 
 from compacter.cli import main
 
@@ -14,10 +14,7 @@ from compacter.cli import main
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("own-data")
-    data = root / "reviews"
-    write_csv(data / "train.csv", sentiment_rows(60))
-    write_csv(data / "validation.csv", sentiment_rows(12, offset=100))
-    write_csv(data / "test.csv", sentiment_rows(23, offset=200))
+    data = write_splits(root / "reviews", train=60, validation=12, test=23)
     return {"root": root, "data": data, "bert": write_tiny_pretrained(root / "bert", "bert", corpus()),
             "t5": write_tiny_pretrained(root / "t5", "t5", corpus())}
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 from conftest import write_tiny_pretrained
-from training_fixtures import corpus, sentiment_rows, write_csv
+from training_fixtures import corpus, write_splits
 
 from compacter.cli import main
 from compacter.training import TrainConfig
@@ -14,10 +14,7 @@ from compacter.training import TrainConfig
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("tracking")
-    data = root / "reviews"
-    write_csv(data / "train.csv", sentiment_rows(40))
-    write_csv(data / "validation.csv", sentiment_rows(10, offset=100))
-    write_csv(data / "test.csv", sentiment_rows(10, offset=200))
+    data = write_splits(root / "reviews", train=40, validation=10, test=10)
     return {"data": data, "bert": write_tiny_pretrained(root / "bert", "bert", corpus())}
 
 

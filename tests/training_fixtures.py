@@ -28,6 +28,13 @@ def write_csv(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def write_splits(folder: Path, train: int, validation: int, test: int) -> Path:
+    """A folder of sentiment reviews in train.csv, validation.csv and test.csv (different reviews in each)."""
+    for name, count, offset in (("train", train, 0), ("validation", validation, 100), ("test", test, 200)):
+        write_csv(folder / f"{name}.csv", sentiment_rows(count, offset=offset))
+    return folder
+
+
 def corpus() -> list[str]:
     texts = [r["review"] for r in sentiment_rows(50)] + [sentence(i) for i in range(3000)]
     labels = "entailment not_entailment positive negative rte review: sentence1: sentence2: sentiment".split()
