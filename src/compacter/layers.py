@@ -208,6 +208,9 @@ class ProjectionBank(nn.Module):
 
 
 def bottleneck(hidden: torch.Tensor, down_weight: torch.Tensor, down_bias: torch.Tensor | None,
-               up_weight: torch.Tensor, up_bias: torch.Tensor | None, activation: str) -> torch.Tensor:
-    """``adapter(h) = h + U(act(D(h)))`` (SPEC §1), with D and U given as built weights and biases."""
-    return hidden + F.linear(ACTIVATIONS[activation](F.linear(hidden, down_weight, down_bias)), up_weight, up_bias)
+               up_weight: torch.Tensor, up_bias: torch.Tensor | None, activation: str,
+               source: torch.Tensor | None = None) -> torch.Tensor:
+    """``adapter(h) = h + U(act(D(h)))`` (SPEC §1), with D and U given as built weights and biases; D reads
+    ``source`` instead of ``h`` when given."""
+    read = hidden if source is None else source
+    return hidden + F.linear(ACTIVATIONS[activation](F.linear(read, down_weight, down_bias)), up_weight, up_bias)

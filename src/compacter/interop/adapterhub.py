@@ -43,7 +43,7 @@ from torch import nn
 from ..attach import attach_task, delete
 from ..container import container_of
 from ..methods import AdapterConfig
-from ..methods.adapters import BOTTLENECK
+from ..methods.adapters import bottleneck_slots
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILES = ("adapter.safetensors", "pytorch_adapter.bin")
@@ -53,7 +53,7 @@ BERT_FAMILY = ("bert", "roberta", "xlm-roberta", "electra")
 # AdapterHub's activation names → ours
 ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_new", "relu": "relu", "swish": "silu", "silu": "silu", "tanh": "tanh"}
 # Options whose value must be the one we reproduce, with that value
-REQUIRED = {"original_ln_before": False, "original_ln_after": True, "residual_before_ln": True,
+REQUIRED = {"original_ln_after": True, "residual_before_ln": True,
             "adapter_residual_before_ln": False, "ln_before": False, "ln_after": False, "is_parallel": False,
             "scaling": 1.0, "use_gating": False, "inv_adapter": None, "cross_adapter": False, "stochastic_depth": 0.0,
             "factorized_phm_rule": False, "shared_W_phm": False, "phm_bias": True}
@@ -148,10 +148,8 @@ def method_config(folder: Folder, num_layers: int) -> AdapterConfig:
             "shared_phm_rule=False.")
     for option, value in REQUIRED.items():
         if option in options and options[option] != value:
-            hint = " (the adapter reads the layer-normed sum of the sublayer and its input; compacter's reads the " \
-                   "sublayer's output: not supported yet)" if option == "original_ln_before" else ""
             raise ValueError(f"{where}: AdapterHub option {option}={options[option]!r} has no counterpart in "
-                             f"compacter (it reproduces {option}={value!r}){hint}; this adapter cannot be loaded.")
+                             f"compacter (it reproduces {option}={value!r}); this adapter cannot be loaded.")
     if options.get("non_linearity", "").lower() not in ACTIVATIONS:
         raise ValueError(f"{where}: AdapterHub option non_linearity={options.get('non_linearity')!r} has no "
                          f"counterpart in compacter (it has {sorted(ACTIVATIONS)}).")
@@ -171,6 +169,7 @@ def method_config(folder: Folder, num_layers: int) -> AdapterConfig:
         "projection": "phm" if phm else "dense", "reduction_factor": float(factor), "bottleneck_size": bottleneck,
         "sublayers": sublayers, "activation": ACTIVATIONS[options["non_linearity"].lower()],
         "train_layer_norms": False, "train_head": folder.head is not None, "name": "adapterhub",
+        "adapter_input": "layer_normed_sum" if options.get("original_ln_before") else "sublayer_output",
     }
     if phm:
         fields.update(n=int(options["phm_dim"]), share_A=bool(shared_rule),
@@ -241,7 +240,7 @@ def _head_tensors(model: nn.Module, folder: Folder) -> dict[str, torch.Tensor]:
 def _fill(model: nn.Module, name: str, folder: Folder, head: dict[str, torch.Tensor]) -> None:
     task = container_of(model).task(name)
     slots = {}
-    for key, slot in task.sites.get(BOTTLENECK, {}).items():
+    for key, slot in bottleneck_slots(task).items():
         site = _ours(key)
         if site is None:
             raise ValueError(f"The adapter site {key} is not a BERT layer's attention or feed-forward output.")

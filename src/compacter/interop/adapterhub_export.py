@@ -18,7 +18,7 @@ from ..card import hub_id
 from ..container import container_of
 from ..io import atomic_write
 from ..methods import AdapterConfig
-from ..methods.adapters import BOTTLENECK
+from ..methods.adapters import bottleneck_slots
 from .adapterhub import ACTIVATIONS, BERT_FAMILY, CONFIG_FILE, REQUIRED, _ours
 
 
@@ -38,7 +38,8 @@ def export(model: nn.Module, directory: str | os.PathLike, *, name: str | None =
     hidden = model.config.hidden_size
     tensors: dict[str, torch.Tensor] = {}
     prefix = "bert" if model_type == "bert" else model_type.replace("-", "_")
-    for key, slot in task.sites.get(BOTTLENECK, {}).items():
+    slots = bottleneck_slots(task)
+    for key, slot in slots.items():
         layer, sublayer = _ours(key)
         location = f"{prefix}.encoder.layer.{layer}.{'attention.output' if sublayer == 'attention' else 'output'}"
         for side, bank in (("adapter_down.0", slot.down), ("adapter_up", slot.up)):
@@ -58,8 +59,8 @@ def export(model: nn.Module, directory: str | os.PathLike, *, name: str | None =
     if shared is not None:
         tensors[f"{prefix}.shared_parameters.{task.name}.phm_rule"] = shared.A.detach().cpu().transpose(-1, -2)
     tensors = {key: value.contiguous().float() for key, value in tensors.items()}
-    first = next(iter(task.sites[BOTTLENECK].values()))
-    options = {**REQUIRED, "mh_adapter": "attention" in config.sublayers,
+    first = next(iter(slots.values()))
+    options = {**REQUIRED, "original_ln_before": config.adapter_input == "layer_normed_sum", "mh_adapter": "attention" in config.sublayers,
                "output_adapter": "feed_forward" in config.sublayers,
                "reduction_factor": hidden / first.down.out_features, "non_linearity": _their_activation(config.activation),
                "init_weights": "bert", "init_weights_seed": None, "inv_adapter_reduction_factor": None,

@@ -1,11 +1,15 @@
 """Bottleneck adapters: Houlsby, Pfeiffer, AdapterDrop, low-rank, PHM-Adapter, Compacter(++).
 
 All of them are one config: what differs is the projection (dense, low-rank, PHM with full or
-factored B), whether A is shared, and which sublayers and blocks get an adapter.
+factored B), whether A is shared, which sublayers and blocks get an adapter, and what the adapter
+reads (``adapter_input``): the sublayer's output ``h`` (the paper's), or, on a BERT-style sublayer
+``LN(dropout(dense(·)) + x)``, the layer-normed sum ``LN(h + x)`` (AdapterHub's ``original_ln_before``,
+its Pfeiffer and Compacter++ default); the adapter's residual is ``h`` either way.
 """
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import re
 from dataclasses import dataclass
@@ -15,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..architectures import SUBLAYERS, Site, find_sites, resolve_spec
+from ..architectures import SUBLAYERS, Site, find_sites, is_norm, resolve_spec
 from ..devices import execution_device
 from ..layers import ACTIVATIONS, ProjectionBank, SharedHypercomplexWeights, bottleneck, check_divisible
 from ..routing import per_row
@@ -23,13 +27,39 @@ from .base import MethodConfig, SiteKind, TaskModules
 from .settings import setting
 
 
+class SublayerSum:
+    """What an adapter that reads ``LN(h + x)`` needs of a BERT-style sublayer output module (``forward(
+    hidden_states, input_tensor)``: dense, dropout, ``LayerNorm(· + input_tensor)``): its layer norm, and its
+    input ``x``, held from the module's call until it returns."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.norm = module.LayerNorm
+        self.input: torch.Tensor | None = None
+
+    def hook(self, module: nn.Module) -> list:
+        return [module.register_forward_pre_hook(self.capture, with_kwargs=True),
+                module.register_forward_hook(self.release, always_call=True)]
+
+    def capture(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        self.input = args[1] if len(args) > 1 else kwargs["input_tensor"]
+
+    def release(self, module: nn.Module, args: tuple, output: Any) -> None:
+        self.input = None
+
+    def normed(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``LN(h + x)``, by the module itself: a task's own layer norm copy (base_copies.py) applies, per row too."""
+        return self.norm(hidden + self.input)
+
+
 class AdapterSlot(NamedTuple):
-    """The adapter at one site: slot ``index`` of a down and an up bank."""
+    """The adapter at one site: slot ``index`` of a down and an up bank (and, for one that reads ``LN(h + x)``,
+    the sublayer it reads)."""
 
     down: ProjectionBank
     up: ProjectionBank
     index: int
     activation: str
+    sublayer: SublayerSum | None = None
 
 
 class BottleneckWeights(NamedTuple):
@@ -73,9 +103,14 @@ class Bottleneck(SiteKind):
                 for key, slot in slots.items()}
 
     def forward(self, value: torch.Tensor, inputs: tuple, weights: Any, rows: torch.Tensor | None = None) -> torch.Tensor:
+        return self.adapt(value, None, weights, rows)
+
+    @staticmethod
+    def adapt(value: torch.Tensor, source: torch.Tensor | None, weights: Any, rows: torch.Tensor | None) -> torch.Tensor:
+        """``value + U(act(D(source)))`` (``source`` None: ``value``), per row of a routed batch with ``rows``."""
         if rows is None:
-            return bottleneck(value, *weights)
-        inner = F.linear(value, weights.down_weight, weights.down_bias)
+            return bottleneck(value, *weights, source=source)
+        inner = F.linear(value if source is None else source, weights.down_weight, weights.down_bias)
         activated = sum(ACTIVATIONS[activation](inner) * per_row(mask, rows, inner) for activation, mask in weights.masks)
         return F.linear(activated, weights.up_weight) + value + per_row(weights.up_bias, rows, value)
 
@@ -100,7 +135,40 @@ class Bottleneck(SiteKind):
             tuple(masks.items()))
 
 
+class ReadsNormedSum(NamedTuple):
+    adapter: BottleneckWeights | StackedBottlenecks
+    sublayer: SublayerSum
+
+
+class NormedSumBottleneck(Bottleneck):
+    """``h + U(act(D(LN(h + x))))`` on a BERT-style sublayer's output ``h`` (whose layer norm then takes it plus
+    ``x``): AdapterHub's ``original_ln_before=True``."""
+
+    name = "bottleneck_normed_sum"
+
+    def prepare(self, task: TaskModules, dtype: torch.dtype, device: torch.device) -> dict[str, ReadsNormedSum]:
+        slots: dict[str, AdapterSlot] = task.sites[self]
+        return {key: ReadsNormedSum(adapter, slots[key].sublayer)
+                for key, adapter in super().prepare(task, dtype, device).items()}
+
+    def forward(self, value: torch.Tensor, inputs: tuple, weights: Any, rows: torch.Tensor | None = None) -> torch.Tensor:
+        return self.adapt(value, weights.sublayer.normed(value), weights.adapter, rows)
+
+    def stack(self, parts: list[ReadsNormedSum | None]) -> ReadsNormedSum | None:
+        adapters = super().stack([None if part is None else part.adapter for part in parts])
+        sublayer = next((part.sublayer for part in parts if part is not None), None)
+        return None if adapters is None else ReadsNormedSum(adapters, sublayer)
+
+
 BOTTLENECK = Bottleneck()
+NORMED_SUM_BOTTLENECK = NormedSumBottleneck()
+# what the adapter's down projection reads → the site kind that runs it
+ADAPTER_INPUTS = {"sublayer_output": BOTTLENECK, "layer_normed_sum": NORMED_SUM_BOTTLENECK}
+
+
+def bottleneck_slots(task: TaskModules) -> dict[str, AdapterSlot]:
+    """A bottleneck task's adapters by site key, whatever they read."""
+    return next((task.sites[kind] for kind in ADAPTER_INPUTS.values() if kind in task.sites), {})
 
 
 def _build(banks: list[ProjectionBank]) -> dict[ProjectionBank, tuple[torch.Tensor, torch.Tensor | None]]:
@@ -130,6 +198,9 @@ class AdapterConfig(MethodConfig):
     skip_first_layers: int = setting(0, at_least=0)  # AdapterDrop: no adapter in the first blocks of each stack
     layers: list[int] | None = setting(None, at_least=0)  # only these block indices (of every stack)
     activation: str = "gelu"
+    # what D reads: the sublayer's output h (the paper's), or the layer-normed sum LN(h + x) of a BERT-style sublayer
+    # (AdapterHub's original_ln_before=True, its Pfeiffer and Compacter++ default); the residual is h either way
+    adapter_input: str = setting("sublayer_output", choices=tuple(ADAPTER_INPUTS))
     attention_output: str | None = None  # regex of module names; only for unknown architectures
     feed_forward_output: str | None = None
 
@@ -202,9 +273,25 @@ class AdapterConfig(MethodConfig):
             suffix = "" if len(groups) == 1 else f"_{number}"
             task.add_module(f"down{suffix}", down)
             task.add_module(f"up{suffix}", up)
+            kind = ADAPTER_INPUTS[self.adapter_input]
             for site, site_slots in zip(group, slots):
+                sublayer = self._sublayer_sum(model, site, task) if kind is NORMED_SUM_BOTTLENECK else None
                 for position, index in enumerate(site_slots):
                     if index is not None:
-                        task.add_site(BOTTLENECK, site.name, AdapterSlot(down, up, index, self.activation), position,
-                                      site.calls)
+                        task.add_site(kind, site.name, AdapterSlot(down, up, index, self.activation, sublayer),
+                                      position, site.calls)
+
+    def _sublayer_sum(self, model: nn.Module, site: Site, task: TaskModules) -> SublayerSum:
+        owner_name, _, child = site.name.rpartition(".")
+        owner = model.get_submodule(owner_name) if owner_name else model
+        parameters = list(inspect.signature(owner.forward).parameters)
+        if site.calls != 1 or not is_norm(getattr(owner, "LayerNorm", None)) or parameters[:2] != ["hidden_states",
+                                                                                                    "input_tensor"]:
+            raise ValueError(f"adapter_input='layer_normed_sum' reads LN(h + x) of a BERT-style sublayer output "
+                             f"(forward(hidden_states, input_tensor): {child}, dropout, LayerNorm(· + input_tensor)); "
+                             f"{owner_name or 'the model'} ({type(owner).__name__}) is not one. Use "
+                             "adapter_input='sublayer_output' on this model.")
+        sublayer = SublayerSum(owner)
+        task.hooks.extend(sublayer.hook(owner))
+        return sublayer
 
