@@ -23,7 +23,13 @@ def outputs(model, kind):
     return output.logits if kind == "logits" else output.last_hidden_state
 
 
-@pytest.mark.parametrize("folder", ["compacter", "compacter_shared_rule", "phm", "houlsby", "houlsby_pooled_head"])
+ADAPTERHUB_FOLDERS = ["compacter", "compacter_shared_rule", "compacterpp", "phm", "houlsby", "pfeiffer",
+                      "pfeiffer_both_sublayers", "houlsby_pooled_head"]
+# AdapterHub's original_ln_before=True: the adapter reads LN(h + x)
+READS_NORMED_SUM = {"compacterpp", "pfeiffer", "pfeiffer_both_sublayers"}
+
+
+@pytest.mark.parametrize("folder", ADAPTERHUB_FOLDERS)
 def test_adapterhub_folders_give_adapterhubs_outputs(folder):
     model = compacter.from_pretrained(FIXTURES / "base", FIXTURES / folder)
     recorded = EXPECTED["outputs"][folder]
@@ -34,6 +40,8 @@ def test_adapterhub_folders_give_adapterhubs_outputs(folder):
     if recorded["kind"] == "last_hidden_state":  # the adapter is in the path: the base alone differs
         assert (outputs(base, "last_hidden_state") - expected).abs().max() > 1e-2
     assert compacter.tasks(model) == [folder]
+    adapter_input = "layer_normed_sum" if folder in READS_NORMED_SUM else "sublayer_output"
+    assert compacter.attached_config(model, folder).adapter_input == adapter_input
 
 
 def test_the_mapping_is_the_one_the_module_docstring_states():
@@ -49,13 +57,19 @@ def test_the_mapping_is_the_one_the_module_docstring_states():
     assert torch.equal(biases[slot.index], bias.float())
 
 
-def test_placement_after_the_residual_is_refused_naming_the_option():
-    for folder in ("compacterpp", "pfeiffer"):
-        base = transformers.AutoModel.from_pretrained(FIXTURES / "base")
-        before = {k: v.clone() for k, v in base.state_dict().items()}
-        with pytest.raises(ValueError, match=r"original_ln_before=True has no counterpart in compacter"):
-            compacter.load(base, FIXTURES / folder)
-        assert not hasattr(base, "compacter") and all(torch.equal(before[k], v) for k, v in base.state_dict().items())
+def test_a_residual_after_the_layer_norm_is_refused_naming_the_option(tmp_path):
+    """original_ln_before=True with residual_before_ln="post_add" (the residual is h + x): no counterpart."""
+    folder = tmp_path / "post_add"
+    shutil.copytree(FIXTURES / "pfeiffer", folder)
+    description = json.loads((folder / "adapter_config.json").read_text())
+    description["config"]["residual_before_ln"] = "post_add"
+    (folder / "adapter_config.json").write_text(json.dumps(description))
+    base = transformers.AutoModel.from_pretrained(FIXTURES / "base")
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    with pytest.raises(ValueError, match=r"option residual_before_ln='post_add' has no counterpart in compacter"):
+        compacter.load(base, folder)
+    assert not hasattr(base, "compacter") and all(torch.equal(before[k], v) for k, v in base.state_dict().items())
+    assert not any(m._forward_pre_hooks or m._forward_hooks for m in base.modules())
 
 
 def test_a_shared_rule_folder_without_its_rule_is_refused(tmp_path):
@@ -90,7 +104,7 @@ def test_an_option_without_counterpart_is_refused(tmp_path):
         compacter.load(transformers.AutoModel.from_pretrained(FIXTURES / "base"), folder)
 
 
-@pytest.mark.parametrize("folder", ["compacter", "compacter_shared_rule", "phm", "houlsby", "houlsby_pooled_head"])
+@pytest.mark.parametrize("folder", ADAPTERHUB_FOLDERS)
 def test_export_loads_back_bit_identically(folder, tmp_path):
     model = compacter.from_pretrained(FIXTURES / "base", FIXTURES / folder)
     kind = EXPECTED["outputs"][folder]["kind"]
@@ -99,6 +113,8 @@ def test_export_loads_back_bit_identically(folder, tmp_path):
             compacter.export(model, tmp_path / "out", format="adapterhub")
         return
     compacter.export(model, tmp_path / "out", format="adapterhub")
+    written = json.loads((tmp_path / "out" / "adapter_config.json").read_text())["config"]
+    assert written["original_ln_before"] is (folder in READS_NORMED_SUM)
     again = compacter.load(transformers.AutoModel.from_pretrained(FIXTURES / "base"), tmp_path / "out")
     assert torch.equal(outputs(again, kind), outputs(model, kind))
 
@@ -111,14 +127,18 @@ def test_export_of_a_task_with_trained_layer_norms_is_refused(tmp_path):
         compacter.export(model, tmp_path / "out")
 
 
-def test_exported_compacter_is_the_one_adapterhub_read(tmp_path):
-    """tests/fixtures/adapterhub/exported: our export of a compacter task (shared A, trained here), its outputs
-    recorded by us; check_export.py (run with adapters installed) loaded it in AdapterHub and wrote the same."""
-    recorded = json.loads((FIXTURES / "exported" / "outputs.json").read_text())
-    model = compacter.load(transformers.AutoModel.from_pretrained(FIXTURES / "base"), FIXTURES / "exported")
+@pytest.mark.parametrize("folder", ["exported", "exported_normed_sum"])
+def test_exported_tasks_are_the_ones_adapterhub_read(folder):
+    """tests/fixtures/adapterhub/exported*: our exports (make_exported.py) of a compacter task (shared A) and of
+    adapters that read LN(h + x) at both sublayers, their outputs recorded by us; check_export.py (run with adapters
+    installed) loaded them in AdapterHub and wrote the same."""
+    recorded = json.loads((FIXTURES / folder / "outputs.json").read_text())
+    model = compacter.load(transformers.AutoModel.from_pretrained(FIXTURES / "base"), FIXTURES / folder)
     ours, theirs = torch.tensor(recorded["compacter"]), torch.tensor(recorded["adapterhub"])
     assert torch.equal(outputs(model, "last_hidden_state"), ours)
     torch.testing.assert_close(theirs, ours, rtol=0, atol=1e-5)
+    base = transformers.AutoModel.from_pretrained(FIXTURES / "base")
+    assert (outputs(base, "last_hidden_state") - theirs).abs().max() > 1e-2  # AdapterHub ran the adapter
 
 
 def adapterhub_projection(tensors, stem):
@@ -131,10 +151,10 @@ def adapterhub_projection(tensors, stem):
 
 
 @pytest.mark.parametrize("folder", ["pfeiffer", "compacterpp"])
-def test_the_placement_we_refuse_is_the_math_the_module_docstring_states(folder):
+def test_the_normed_sum_placement_is_the_math_the_module_docstring_states(folder):
     """original_ln_before=True on a BERT sublayer with output h, input x and layer norm LN: a = LN(h + x),
     o = h + U(f(D(a))), y = LN(o + x). Written here by hand, it gives AdapterHub's recorded outputs: the spec of
-    what the forward path must do to load these folders."""
+    what adapter_input="layer_normed_sum" computes."""
     tensors = torch.load(FIXTURES / folder / "pytorch_adapter.bin", weights_only=True)
     options = json.loads((FIXTURES / folder / "adapter_config.json").read_text())["config"]
     assert options["original_ln_before"] and options["residual_before_ln"] is True and not options["mh_adapter"]
@@ -160,15 +180,16 @@ def test_the_placement_we_refuse_is_the_math_the_module_docstring_states(folder)
 
 
 def test_adapterhub_tasks_share_a_base_and_a_mixed_batch():
+    """Tasks whose adapters read h and tasks whose adapters read LN(h + x), at the same sites, in one batch."""
     model = transformers.AutoModel.from_pretrained(FIXTURES / "base")
-    for folder in ("houlsby", "compacter", "phm"):
+    for folder in ("houlsby", "compacter", "phm", "pfeiffer", "pfeiffer_both_sublayers", "compacterpp"):
         compacter.load(model, FIXTURES / folder)
-    rows = ["phm", "houlsby"]
-    with compacter.route(model, rows):
-        mixed = outputs(model, "last_hidden_state")
-    for i, folder in enumerate(rows):
-        expected = torch.tensor(EXPECTED["outputs"][folder]["values"])[i]
-        torch.testing.assert_close(mixed[i], expected, rtol=0, atol=1e-5)
+    for rows in (["phm", "houlsby"], ["pfeiffer_both_sublayers", "houlsby"], ["compacterpp", "pfeiffer"]):
+        with compacter.route(model, rows):
+            mixed = outputs(model, "last_hidden_state")
+        for i, folder in enumerate(rows):
+            expected = torch.tensor(EXPECTED["outputs"][folder]["values"])[i]
+            torch.testing.assert_close(mixed[i], expected, rtol=0, atol=1e-5)
 
 
 def test_a_folder_that_does_not_fit_leaves_the_model_as_it_was(tmp_path):

@@ -60,8 +60,8 @@ def export(model: nn.Module, directory: str | os.PathLike, *, name: str | None =
         tensors[f"{prefix}.shared_parameters.{task.name}.phm_rule"] = shared.A.detach().cpu().transpose(-1, -2)
     tensors = {key: value.contiguous().float() for key, value in tensors.items()}
     first = next(iter(slots.values()))
-    options = {**REQUIRED, "original_ln_before": config.adapter_input == "layer_normed_sum", "mh_adapter": "attention" in config.sublayers,
-               "output_adapter": "feed_forward" in config.sublayers,
+    options = {**REQUIRED, "original_ln_before": config.adapter_input == "layer_normed_sum",
+               "mh_adapter": "attention" in config.sublayers, "output_adapter": "feed_forward" in config.sublayers,
                "reduction_factor": hidden / first.down.out_features, "non_linearity": _their_activation(config.activation),
                "init_weights": "bert", "init_weights_seed": None, "inv_adapter_reduction_factor": None,
                "leave_out": [i for i in range(model.config.num_hidden_layers) if not config.selects(i)],
