@@ -11,11 +11,12 @@ The weights map exactly. AdapterHub's PHM layer computes ``y = x @ H + b`` with
 ``A_h = rule_hᵀ``, ``s_h = W_right_hᵀ`` and ``t_h = W_left_h`` (a full ``W_h``: ``B_h = W_hᵀ``).
 
 Placement. AdapterHub's ``original_ln_before=False`` / ``residual_before_ln=True`` (Houlsby, Compacter,
-PHM) is ours: for a BERT sublayer with output ``h = dropout(dense(·))``, input ``x`` and layer norm LN,
-``y = LN(h + U(f(D(h))) + x)``. Its ``original_ln_before=True`` (Pfeiffer, Compacter++) computes
-``a = LN(h + x)``, ``o = h + U(f(D(a)))`` (the residual is still ``h``), ``y = LN(o + x)``: the adapter
-reads the normalised sum, not ``h``. Our sites see only ``h``, so such folders are refused until the
-forward path can give an adapter ``LN(h + x)`` as its input.
+PHM) is our default (``adapter_input="sublayer_output"``): for a BERT sublayer with output
+``h = dropout(dense(·))``, input ``x`` and layer norm LN, ``y = LN(h + U(f(D(h))) + x)``. Its
+``original_ln_before=True`` (Pfeiffer ``seq_bn``, Compacter++) computes ``a = LN(h + x)``,
+``o = h + U(f(D(a)))`` (the residual is still ``h``), ``y = LN(o + x)``: the adapter reads the normalised
+sum, which is our ``adapter_input="layer_normed_sum"``. Either way ``residual_before_ln`` must be True
+(its ``"post_add"`` or False put another residual around the adapter and are refused).
 
 Heads. A BERT sequence classifier is ``classifier(dropout(tanh(pooler.dense(h_CLS))))``, which is
 AdapterHub's ``ClassificationHead(layers=1, use_pooler=True)``; its default head (``layers=2``,
