@@ -2,6 +2,7 @@
 load with AdapterHub's own outputs, and our export loads back bit-identically. No `adapters` import here."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -24,7 +25,7 @@ def outputs(model, kind):
 
 
 ADAPTERHUB_FOLDERS = ["compacter", "compacter_shared_rule", "compacterpp", "phm", "houlsby", "pfeiffer",
-                      "pfeiffer_both_sublayers", "houlsby_pooled_head"]
+                      "pfeiffer_both_sublayers", "houlsby_pooled_head", "houlsby_head"]
 # AdapterHub's original_ln_before=True: the adapter reads LN(h + x)
 READS_NORMED_SUM = {"compacterpp", "pfeiffer", "pfeiffer_both_sublayers"}
 
@@ -81,9 +82,40 @@ def test_a_shared_rule_folder_without_its_rule_is_refused(tmp_path):
         compacter.load(transformers.AutoModel.from_pretrained(FIXTURES / "base"), folder)
 
 
-def test_the_default_two_layer_head_is_refused_naming_it():
-    with pytest.raises(ValueError, match=r"layers=2, use_pooler=False has no counterpart"):
-        compacter.from_pretrained(FIXTURES / "base", FIXTURES / "houlsby_head")
+def test_the_default_two_layer_head_runs_as_a_pooler_of_the_tasks_own():
+    """AdapterHub's layers=2, use_pooler=False head: its first linear is the task's copy of pooler.dense (the base's
+    stays as it was), its last the classifier; next to a layers=1 head on the base's pooler in one routed batch."""
+    model = compacter.from_pretrained(FIXTURES / "base", FIXTURES / "houlsby_head")
+    compacter.load(model, FIXTURES / "houlsby_pooled_head")
+    head = torch.load(FIXTURES / "houlsby_head" / "pytorch_model_head.bin", weights_only=True)
+    copies = model.compacter.tasks["houlsby_head"].base_copies
+    assert torch.equal(copies["bert.pooler.dense.weight"], head["heads.houlsby_head.1.weight"])
+    assert torch.equal(copies["classifier.weight"], head["heads.houlsby_head.4.weight"])
+    assert "bert.pooler.dense.weight" not in model.compacter.tasks["houlsby_pooled_head"].base_copies
+    base = transformers.AutoModel.from_pretrained(FIXTURES / "base")
+    assert torch.equal(model.bert.pooler.dense.weight, base.pooler.dense.weight)
+    rows = ["houlsby_head", "houlsby_pooled_head"]
+    with compacter.route(model, rows):
+        mixed = outputs(model, "logits")
+    for i, folder in enumerate(rows):
+        expected = torch.tensor(EXPECTED["outputs"][folder]["values"])[i]
+        torch.testing.assert_close(mixed[i], expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("option,value,named", [("layers", 3, "layers=3, use_pooler=False"),
+                                                ("activation_function", "relu", "activation_function='relu'"),
+                                                ("use_pooler", True, "layers=2, use_pooler=True"),
+                                                ("head_type", "tagging", "head_type='tagging'")])
+def test_a_head_option_without_counterpart_is_refused_naming_it(tmp_path, option, value, named):
+    folder = tmp_path / "head"
+    shutil.copytree(FIXTURES / "houlsby_head", folder)
+    description = json.loads((folder / "head_config.json").read_text())
+    description["config"][option] = value
+    (folder / "head_config.json").write_text(json.dumps(description))
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(FIXTURES / "base", num_labels=3)
+    with pytest.raises(ValueError, match=rf"head option {re.escape(named)} has no counterpart .* without head_config"):
+        compacter.load(model, folder)
+    assert not hasattr(model, "compacter") and not any(m._forward_pre_hooks or m._forward_hooks for m in model.modules())
 
 
 def test_a_pickle_that_is_more_than_tensors_is_refused(tmp_path):
@@ -109,7 +141,7 @@ def test_export_loads_back_bit_identically(folder, tmp_path):
     model = compacter.from_pretrained(FIXTURES / "base", FIXTURES / folder)
     kind = EXPECTED["outputs"][folder]["kind"]
     if kind == "logits":
-        with pytest.raises(ValueError, match="trained its own classifier.weight"):
+        with pytest.raises(ValueError, match=r"trained its own (classifier|bert\.pooler\.dense)\.weight"):
             compacter.export(model, tmp_path / "out", format="adapterhub")
         return
     compacter.export(model, tmp_path / "out", format="adapterhub")

@@ -293,3 +293,29 @@ def test_a_plug_in_method_with_inconsistent_declarations_is_refused_naming_the_f
     with pytest.raises(ValueError, match=r"The method kind 'adapter' is already AdapterConfig's"):
         register_method("clash", Clash)
     assert not {"in-place-routable", "silent", "clash"} & set(METHODS)  # nothing half-registered
+
+
+def test_train_pooler_gives_the_task_a_pooler_of_its_own(tmp_path):
+    model = compacter.apply(tiny_bert(), "compacter++", train_pooler=True)
+    base_pooler = model.bert.pooler.dense.weight.clone()
+    copies = model.compacter.task().base_copies
+    assert {"bert.pooler.dense.weight", "bert.pooler.dense.bias", "classifier.weight"} <= set(copies)
+    assert all(copies[key].requires_grad for key in ("bert.pooler.dense.weight", "bert.pooler.dense.bias"))
+    inputs = {"input_ids": torch.tensor([[2, 17, 45, 9, 60, 3]])}
+    with torch.no_grad():
+        before = model(**inputs).logits
+        copies["bert.pooler.dense.weight"].add_(torch.randn(copies["bert.pooler.dense.weight"].shape))
+        after = model(**inputs).logits
+    assert (after - before).abs().max() > 1e-3 and torch.equal(model.bert.pooler.dense.weight, base_pooler)
+    compacter.save(model, tmp_path / "task")
+    with torch.no_grad():
+        assert torch.equal(compacter.load(tiny_bert(), tmp_path / "task")(**inputs).logits, after)
+
+
+@pytest.mark.parametrize("factory,method,reason", [(tiny_gpt2, "adapter", "this GPT2LMHeadModel has no pooler"),
+                                                   (tiny_bert, "full", "the method 'full' trains the base in place")])
+def test_train_pooler_without_a_pooler_of_its_own_is_refused(factory, method, reason):
+    model = factory()
+    with pytest.raises(ValueError, match=rf"train_pooler=True .* but {reason}\. Set train_pooler=False"):
+        compacter.apply(model, method, train_pooler=True)
+    assert not hasattr(model, "compacter") and not any(p.requires_grad is False for p in model.parameters())

@@ -125,6 +125,8 @@ def _train_base_parameters(model: nn.Module, task: TaskModules) -> list[Override
                     if param is not None:
                         targets.setdefault(f"{module_name}.{attribute}".lstrip("."), "layer_norms")
     heads = head_parameter_names(model) if config.train_head else set()
+    if config.train_pooler:
+        heads |= _pooler_parameter_names(model, config)
     outputs = output_layer_parameter_names(model) if config.train_output_layer else set()
     for param_name in named:  # in the model's order (the optimizer's order must not depend on set hashing)
         if param_name in heads:
@@ -154,6 +156,17 @@ def _train_base_parameters(model: nn.Module, task: TaskModules) -> list[Override
         task.add_base_copy(key, stored_value(model, key), execution_device(model, key.rpartition(".")[0]))
         overrides.append(Override(key, group, tuple(h for h in holders[id(param)] if not _is_ours(model, h[0]))))
     return overrides
+
+
+def _pooler_parameter_names(model: nn.Module, config: MethodConfig) -> set[str]:
+    pooler = getattr(getattr(model, "base_model", model), "pooler", None)
+    if config.trains_base_in_place or not isinstance(pooler, nn.Module):
+        reason = (f"the method {config.name!r} trains the base in place" if config.trains_base_in_place
+                  else f"this {type(model).__name__} has no pooler")
+        raise ValueError(f"train_pooler=True gives a task its own copy of the base model's [CLS] pooler, but {reason}. "
+                         "Set train_pooler=False.")
+    prefix = next(name for name, module in model.named_modules() if module is pooler)
+    return {f"{prefix}.{name}" for name, _ in pooler.named_parameters()}
 
 
 def _restore_requires_grad(model: nn.Module, container: CompacterModules) -> None:

@@ -19,9 +19,10 @@ sum, which is our ``adapter_input="layer_normed_sum"``. Either way ``residual_be
 (its ``"post_add"`` or False put another residual around the adapter and are refused).
 
 Heads. A BERT sequence classifier is ``classifier(dropout(tanh(pooler.dense(h_CLS))))``, which is
-AdapterHub's ``ClassificationHead(layers=1, use_pooler=True)``; its default head (``layers=2``,
-``use_pooler=False``) applies its own dense + tanh to ``h_CLS``, which would need a per-task copy of
-the pooler, and is refused.
+AdapterHub's ``ClassificationHead(layers=1, use_pooler=True)`` (its ``1`` is our ``classifier``). Its
+default head (``layers=2``, ``use_pooler=False``, tanh) applies its own dense + tanh to ``h_CLS``, then the
+output layer: that is the same classifier over a pooler of the task's own (``train_pooler=True``: its
+``1`` is the task's copy of ``pooler.dense``, its ``4`` the ``classifier``). Other heads are refused.
 
 Export (``compacter.export(model, folder, format="adapterhub")``) is adapterhub_export.py.
 """
@@ -154,6 +155,7 @@ def method_config(folder: Folder, num_layers: int) -> AdapterConfig:
     if options.get("non_linearity", "").lower() not in ACTIVATIONS:
         raise ValueError(f"{where}: AdapterHub option non_linearity={options.get('non_linearity')!r} has no "
                          f"counterpart in compacter (it has {sorted(ACTIVATIONS)}).")
+    head_layers = _head_layers(folder)
     factor = options["reduction_factor"]
     if isinstance(factor, dict):
         if len(set(factor.values())) != 1:
@@ -169,7 +171,8 @@ def method_config(folder: Folder, num_layers: int) -> AdapterConfig:
     fields: dict[str, Any] = {
         "projection": "phm" if phm else "dense", "reduction_factor": float(factor), "bottleneck_size": bottleneck,
         "sublayers": sublayers, "activation": ACTIVATIONS[options["non_linearity"].lower()],
-        "train_layer_norms": False, "train_head": folder.head is not None, "name": "adapterhub",
+        "train_layer_norms": False, "train_head": folder.head is not None, "train_pooler": head_layers == 2,
+        "name": "adapterhub",
         "adapter_input": "layer_normed_sum" if options.get("original_ln_before") else "sublayer_output",
     }
     if phm:
@@ -202,8 +205,8 @@ def load(model: nn.Module, directory: str | os.PathLike, *, name: str | None = N
         raise ValueError(f"compacter reads AdapterHub adapters of BERT-family encoders ({', '.join(BERT_FAMILY)}); "
                          f"this model is {model_type!r} and the adapter was saved for "
                          f"{folder.description.get('model_type')!r}.")
-    config = method_config(folder, model.config.num_hidden_layers)
     head = _head_tensors(model, folder)
+    config = method_config(folder, model.config.num_hidden_layers)
     name = name or folder.description.get("name") or "default"
     attach_task(model, config, name=name)
     try:
@@ -214,28 +217,57 @@ def load(model: nn.Module, directory: str | os.PathLike, *, name: str | None = N
     return model
 
 
-def _head_tensors(model: nn.Module, folder: Folder) -> dict[str, torch.Tensor]:
+def _head_layers(folder: Folder) -> int | None:
+    """The head's layer count (1: on the base's pooler; 2: on a pooler of the task's own), or a ValueError naming
+    the head option without a counterpart."""
     if folder.head is None:
+        return None
+    head, where = folder.head["config"], folder.path / HEAD_CONFIG_FILE
+    shape = (head.get("layers"), bool(head.get("use_pooler")))
+    problem = None
+    if head.get("head_type") != "classification":
+        problem = f"head_type={head.get('head_type')!r}"
+    elif shape not in ((1, True), (2, False)):
+        problem = f"layers={shape[0]}, use_pooler={shape[1]}"
+    elif shape == (2, False) and head.get("activation_function") != "tanh":
+        problem = f"activation_function={head.get('activation_function')!r}"
+    elif head.get("bias", True) is not True:
+        problem = f"bias={head.get('bias')!r}"
+    if problem:
+        raise ValueError(
+            f"{where}: AdapterHub head option {problem} has no counterpart in a transformers sequence classifier, "
+            "which is AdapterHub's classification head with layers=1, use_pooler=True, or (with a pooler of the "
+            "task's own) layers=2, use_pooler=False, activation_function='tanh'. Load the adapter alone from a "
+            f"folder without {HEAD_CONFIG_FILE}.")
+    return shape[0]
+
+
+def _head_tensors(model: nn.Module, folder: Folder) -> dict[str, torch.Tensor]:
+    layers = _head_layers(folder)
+    if layers is None:
         return {}
     head, where = folder.head["config"], folder.path / HEAD_CONFIG_FILE
-    if head.get("head_type") != "classification" or head.get("layers") != 1 or not head.get("use_pooler"):
-        raise ValueError(
-            f"{where}: a {head.get('head_type')!r} head with layers={head.get('layers')}, use_pooler="
-            f"{head.get('use_pooler')} has no counterpart in a transformers model: a sequence classifier is "
-            "AdapterHub's classification head with layers=1, use_pooler=True (its default head, layers=2 on the "
-            "[CLS] token, needs a per-task pooler, not supported yet). Load the adapter alone from a folder "
-            f"without {HEAD_CONFIG_FILE}.")
     classifier = getattr(model, "classifier", None)
     labels = int(head["num_labels"])
     if not isinstance(classifier, nn.Linear) or classifier.out_features != labels:
         raise ValueError(f"{where}: the head classifies into {labels} labels; load it onto a sequence classification "
                          f"model with num_labels={labels} (compacter.from_pretrained(folder) builds one).")
-    weights = {".".join(key.split(".")[-2:]): t for key, t in folder.head_tensors.items()}  # heads.<name>.1.weight
-    if set(weights) != {"1.weight", "1.bias"}:
-        raise ValueError(f"{folder.path}: the head's weights {sorted(folder.head_tensors)} are not a one-layer "
-                         "classifier's.")
-    prefix = next(n for n, m in model.named_modules() if m is classifier)
-    return {f"{prefix}.weight": weights["1.weight"], f"{prefix}.bias": weights["1.bias"]}
+    pooler = getattr(getattr(model, "base_model", model), "pooler", None)
+    if layers == 2 and not (isinstance(getattr(pooler, "dense", None), nn.Linear)
+                            and isinstance(getattr(pooler, "activation", None), nn.Tanh)):
+        raise ValueError(f"{where}: the head (layers=2 on the [CLS] token) runs as a pooler (dense + tanh) of the "
+                         f"task's own, and this {type(model).__name__} has no such pooler; load the adapter alone "
+                         f"from a folder without {HEAD_CONFIG_FILE}.")
+    # heads.<name>.<index>.weight; AdapterHub's Sequential: layers=1: dropout, linear; layers=2: dropout, linear,
+    # activation, dropout, linear
+    weights = {".".join(key.split(".")[-2:]): t for key, t in folder.head_tensors.items()}
+    modules = {"1": classifier} if layers == 1 else {"1": pooler.dense, "4": classifier}
+    if set(weights) != {f"{index}.{part}" for index in modules for part in ("weight", "bias")}:
+        raise ValueError(f"{folder.path}: the head's weights {sorted(folder.head_tensors)} are not those of a "
+                         f"{layers}-layer classification head.")
+    names = {module: name for name, module in model.named_modules()}
+    return {f"{names[module]}.{part}": weights[f"{index}.{part}"]
+            for index, module in modules.items() for part in ("weight", "bias")}
 
 
 def _fill(model: nn.Module, name: str, folder: Folder, head: dict[str, torch.Tensor]) -> None:

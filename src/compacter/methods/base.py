@@ -94,6 +94,8 @@ class MethodConfig(abc.ABC):
     train_layer_norms: bool = True  # the paper trains the model's layer norms for every method
     train_output_layer: bool = False  # the pretrained output layer (lm_head) stays frozen
     train_head: bool = True  # a new task head (e.g. BERT's classifier) always has to train
+    # the base's [CLS] pooler (BERT's dense + tanh) trains too, as part of the task's head (AdapterHub's default head)
+    train_pooler: bool = False
 
     def __post_init__(self) -> None:
         check_fields(self, owner=f"method {self.name or self.kind!r}")  # types and bounds of every field (settings.py)
