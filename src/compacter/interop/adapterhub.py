@@ -18,11 +18,10 @@ PHM) is our default (``adapter_input="sublayer_output"``): for a BERT sublayer w
 sum, which is our ``adapter_input="layer_normed_sum"``. Either way ``residual_before_ln`` must be True
 (its ``"post_add"`` or False put another residual around the adapter and are refused).
 
-Heads. A BERT sequence classifier is ``classifier(dropout(tanh(pooler.dense(h_CLS))))``, which is
-AdapterHub's ``ClassificationHead(layers=1, use_pooler=True)`` (its ``1`` is our ``classifier``). Its
-default head (``layers=2``, ``use_pooler=False``, tanh) applies its own dense + tanh to ``h_CLS``, then the
-output layer: that is the same classifier over a pooler of the task's own (``train_pooler=True``: its
-``1`` is the task's copy of ``pooler.dense``, its ``4`` the ``classifier``). Other heads are refused.
+Heads (adapterhub_heads.py). A BERT sequence classifier is ``classifier(dropout(tanh(pooler.dense(h_CLS))))``:
+AdapterHub's ``ClassificationHead(layers=1, use_pooler=True)``; its default head (``layers=2``,
+``use_pooler=False``, tanh: its own dense + tanh on ``h_CLS``, then the output layer) is the same
+classifier over a pooler of the task's own (``train_pooler=True``). Other heads are refused.
 
 Export (``compacter.export(model, folder, format="adapterhub")``) is adapterhub_export.py.
 """
@@ -46,10 +45,10 @@ from ..attach import attach_task, delete
 from ..container import container_of
 from ..methods import AdapterConfig
 from ..methods.adapters import bottleneck_slots
+from .adapterhub_heads import HEAD_CONFIG_FILE, head_layers, head_tensors
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILES = ("adapter.safetensors", "pytorch_adapter.bin")
-HEAD_CONFIG_FILE = "head_config.json"
 HEAD_WEIGHTS_FILES = ("model_head.safetensors", "pytorch_model_head.bin")
 BERT_FAMILY = ("bert", "roberta", "xlm-roberta", "electra")
 # AdapterHub's activation names → ours
@@ -127,11 +126,11 @@ def read(directory: str | os.PathLike) -> Folder:
     for key, tensor in tensors.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise ValueError(f"{directory}: tensor {key!r} holds NaN or infinite values.")
-    head, head_tensors = None, {}
+    head, head_weights = None, {}
     if (directory / HEAD_CONFIG_FILE).is_file():
         head = _read_json(directory / HEAD_CONFIG_FILE)
-        head_tensors = _read_weights(directory, HEAD_WEIGHTS_FILES)
-    return Folder(directory, description, tensors, head, head_tensors)
+        head_weights = _read_weights(directory, HEAD_WEIGHTS_FILES)
+    return Folder(directory, description, tensors, head, head_weights)
 
 
 def method_config(folder: Folder, num_layers: int) -> AdapterConfig:
@@ -155,7 +154,7 @@ def method_config(folder: Folder, num_layers: int) -> AdapterConfig:
     if options.get("non_linearity", "").lower() not in ACTIVATIONS:
         raise ValueError(f"{where}: AdapterHub option non_linearity={options.get('non_linearity')!r} has no "
                          f"counterpart in compacter (it has {sorted(ACTIVATIONS)}).")
-    head_layers = _head_layers(folder)
+    layers = head_layers(folder.head, folder.path)
     factor = options["reduction_factor"]
     if isinstance(factor, dict):
         if len(set(factor.values())) != 1:
@@ -171,7 +170,7 @@ def method_config(folder: Folder, num_layers: int) -> AdapterConfig:
     fields: dict[str, Any] = {
         "projection": "phm" if phm else "dense", "reduction_factor": float(factor), "bottleneck_size": bottleneck,
         "sublayers": sublayers, "activation": ACTIVATIONS[options["non_linearity"].lower()],
-        "train_layer_norms": False, "train_head": folder.head is not None, "train_pooler": head_layers == 2,
+        "train_layer_norms": False, "train_head": folder.head is not None, "train_pooler": layers == 2,
         "name": "adapterhub",
         "adapter_input": "layer_normed_sum" if options.get("original_ln_before") else "sublayer_output",
     }
@@ -205,7 +204,7 @@ def load(model: nn.Module, directory: str | os.PathLike, *, name: str | None = N
         raise ValueError(f"compacter reads AdapterHub adapters of BERT-family encoders ({', '.join(BERT_FAMILY)}); "
                          f"this model is {model_type!r} and the adapter was saved for "
                          f"{folder.description.get('model_type')!r}.")
-    head = _head_tensors(model, folder)
+    head = head_tensors(model, folder.head, folder.head_tensors, folder.path)
     config = method_config(folder, model.config.num_hidden_layers)
     name = name or folder.description.get("name") or "default"
     attach_task(model, config, name=name)
@@ -215,59 +214,6 @@ def load(model: nn.Module, directory: str | os.PathLike, *, name: str | None = N
         delete(model, name)
         raise
     return model
-
-
-def _head_layers(folder: Folder) -> int | None:
-    """The head's layer count (1: on the base's pooler; 2: on a pooler of the task's own), or a ValueError naming
-    the head option without a counterpart."""
-    if folder.head is None:
-        return None
-    head, where = folder.head["config"], folder.path / HEAD_CONFIG_FILE
-    shape = (head.get("layers"), bool(head.get("use_pooler")))
-    problem = None
-    if head.get("head_type") != "classification":
-        problem = f"head_type={head.get('head_type')!r}"
-    elif shape not in ((1, True), (2, False)):
-        problem = f"layers={shape[0]}, use_pooler={shape[1]}"
-    elif shape == (2, False) and head.get("activation_function") != "tanh":
-        problem = f"activation_function={head.get('activation_function')!r}"
-    elif head.get("bias", True) is not True:
-        problem = f"bias={head.get('bias')!r}"
-    if problem:
-        raise ValueError(
-            f"{where}: AdapterHub head option {problem} has no counterpart in a transformers sequence classifier, "
-            "which is AdapterHub's classification head with layers=1, use_pooler=True, or (with a pooler of the "
-            "task's own) layers=2, use_pooler=False, activation_function='tanh'. Load the adapter alone from a "
-            f"folder without {HEAD_CONFIG_FILE}.")
-    return shape[0]
-
-
-def _head_tensors(model: nn.Module, folder: Folder) -> dict[str, torch.Tensor]:
-    layers = _head_layers(folder)
-    if layers is None:
-        return {}
-    head, where = folder.head["config"], folder.path / HEAD_CONFIG_FILE
-    classifier = getattr(model, "classifier", None)
-    labels = int(head["num_labels"])
-    if not isinstance(classifier, nn.Linear) or classifier.out_features != labels:
-        raise ValueError(f"{where}: the head classifies into {labels} labels; load it onto a sequence classification "
-                         f"model with num_labels={labels} (compacter.from_pretrained(folder) builds one).")
-    pooler = getattr(getattr(model, "base_model", model), "pooler", None)
-    if layers == 2 and not (isinstance(getattr(pooler, "dense", None), nn.Linear)
-                            and isinstance(getattr(pooler, "activation", None), nn.Tanh)):
-        raise ValueError(f"{where}: the head (layers=2 on the [CLS] token) runs as a pooler (dense + tanh) of the "
-                         f"task's own, and this {type(model).__name__} has no such pooler; load the adapter alone "
-                         f"from a folder without {HEAD_CONFIG_FILE}.")
-    # heads.<name>.<index>.weight; AdapterHub's Sequential: layers=1: dropout, linear; layers=2: dropout, linear,
-    # activation, dropout, linear
-    weights = {".".join(key.split(".")[-2:]): t for key, t in folder.head_tensors.items()}
-    modules = {"1": classifier} if layers == 1 else {"1": pooler.dense, "4": classifier}
-    if set(weights) != {f"{index}.{part}" for index in modules for part in ("weight", "bias")}:
-        raise ValueError(f"{folder.path}: the head's weights {sorted(folder.head_tensors)} are not those of a "
-                         f"{layers}-layer classification head.")
-    names = {module: name for name, module in model.named_modules()}
-    return {f"{names[module]}.{part}": weights[f"{index}.{part}"]
-            for index, module in modules.items() for part in ("weight", "bias")}
 
 
 def _fill(model: nn.Module, name: str, folder: Folder, head: dict[str, torch.Tensor]) -> None:
