@@ -12,6 +12,7 @@ from conftest import tiny_bert, tiny_gpt2, tiny_t5
 import compacter
 from compacter.methods.adapters import NORMED_SUM_BOTTLENECK
 from compacter.models import enable_activation_checkpointing
+from compacter.opcount import count
 
 INPUTS = {"input_ids": torch.tensor([[2, 17, 45, 9, 60, 3], [2, 81, 5, 33, 3, 0], [2, 7, 7, 90, 4, 3]]),
           "attention_mask": torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1]])}
@@ -114,3 +115,24 @@ def test_a_model_without_bert_style_sublayers_is_refused_naming_the_setting(fact
 def test_an_unknown_adapter_input_is_refused_naming_the_choices():
     with pytest.raises(ValueError, match=r"adapter_input.*sublayer_output.*layer_normed_sum"):
         compacter.apply(tiny_bert(), "adapter", adapter_input="after_the_residual")
+
+
+def test_reading_the_normed_sum_costs_its_sum_and_layer_norm_per_site_and_no_sync():
+    """Per site and call: the adapter's 4 ops (down addmm, activation, up addmm, residual add), and h + x and LN."""
+    def forward(model):
+        with torch.no_grad():
+            model(**INPUTS)
+
+    counts = {}
+    for adapter_input in ("sublayer_output", "layer_normed_sum"):
+        model = compacter.apply(tiny_bert(), "adapter", adapter_input=adapter_input, train_layer_norms=False,
+                                train_head=False)
+        forward(model)  # prepared once
+        counts[adapter_input] = count(forward, model)
+    with compacter.disabled(model):
+        forward(model)
+        base = count(forward, model)
+    sites = 4
+    assert counts["sublayer_output"].compute - base.compute == 4 * sites
+    assert counts["layer_normed_sum"].compute - base.compute == 6 * sites
+    assert counts["layer_normed_sum"].syncs == base.syncs
