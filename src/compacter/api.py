@@ -8,6 +8,7 @@ not the whole base model, as PEFT does; and compacter's versions of transformers
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import transformers
 from torch import nn
 
-from . import attach, bindings, hub, saving
+from . import attach, bindings, hub, quiet, saving
 from .interop import adapterhub, adapterhub_export, peft_tasks
 from .methods import MethodConfig
 from .models import load_config, load_pretrained
@@ -122,7 +123,10 @@ def base_model_for(adapter_dir: str | os.PathLike, base_name_or_path: str | os.P
                          "edited or damaged; save the adapter again.")
     if num_labels is not None:
         from_pretrained_kwargs.setdefault("num_labels", num_labels)
-    return load_pretrained(model_class, str(base_name_or_path), **from_pretrained_kwargs)
+    supplies_head = any(key.startswith(tuple(f"base.{prefix}" for prefix in quiet.HEAD_PREFIXES))
+                        for key in description.get("tensors", {}))
+    with quiet.head_reports_hidden() if supplies_head else contextlib.nullcontext():
+        return load_pretrained(model_class, str(base_name_or_path), **from_pretrained_kwargs)
 
 
 def _model_class(class_name: str | None) -> type:
