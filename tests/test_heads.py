@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save_file
 import compacter
 from compacter.cli import main
 from compacter.integrity import seal
+from compacter.opcount import count as count_ops
 from compacter.reading import CONFIG_SEAL, FORMAT, _sha256
 from compacter.saving import CONFIG_FILE, WEIGHTS_FILE
 
@@ -214,3 +215,35 @@ def test_predict_serves_tasks_of_other_label_counts_mixed(saved, tokenizer, tmp_
         labels = TASKS[request["task"]]
         expected = f"{logits[0].item():.4f}" if labels is None else labels[logits.argmax().item()]
         assert answer == {"id": request["id"], "task": request["task"], "prediction": expected}
+
+
+def test_a_routed_batch_of_other_label_counts_waits_for_the_device_no_more_than_one_of_equal_heads(tmp_path):
+    """The padding is built on the device once per routing: no op that makes the host wait (syncs), and a call
+    dispatches a few ops more than a routed batch whose heads are of one size: a pad of each smaller head's weight and
+    bias, the -inf padding's add and its row selection."""
+    base = tiny_bert(num_labels=2)
+    for name, count in {"two": 2, "five": 5, "score": 1, "also-two": 2}.items():
+        compacter.save(compacter.apply(tiny_bert(num_labels=count), "compacter++", name=name), tmp_path / name)
+        compacter.load(base, tmp_path / name)
+    ids = torch.randint(2, 128, (4, 8), generator=torch.Generator().manual_seed(0))
+
+    def routed(rows):
+        with torch.no_grad(), compacter.route(base, rows):
+            base(input_ids=ids)
+            return count_ops(base, input_ids=ids)
+
+    mixed, equal = routed(["two", "five", "score", "two"]), routed(["two", "also-two", "also-two", "two"])
+    assert mixed.syncs == equal.syncs == 0
+    assert mixed.compute - equal.compute == 2 * 2 + 2, (mixed.by_op - equal.by_op)
+
+
+def test_a_task_of_another_label_count_trains_on_the_shared_base_with_its_own_loss(saved, tokenizer):
+    base = shared_base(saved)
+    batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    targets = {"topic": torch.tensor([0, 1, 0, 1, 0, 1]), "stars": torch.tensor([4, 0, 3, 1, 2, 0]),
+               "score": torch.linspace(0, 1, 6)}
+    for name in TASKS:
+        own = compacter.from_pretrained(saved / name).eval()
+        compacter.set_active(base, name)
+        with torch.no_grad():
+            assert torch.equal(base(**batch, labels=targets[name]).loss, own(**batch, labels=targets[name]).loss)

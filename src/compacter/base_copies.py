@@ -124,7 +124,8 @@ class BaseCopies:
         values = [base if v is None else v for v in values]
         if any(v.shape != base.shape for v in values):  # heads of other label counts (heads.py): zero rows to the largest
             largest = max(v.shape[0] for v in values)
-            values = [F.pad(v, (0, 0) * (v.dim() - 1) + (0, largest - v.shape[0])) for v in values]
+            values = [v if v.shape[0] == largest else F.pad(v, (0, 0) * (v.dim() - 1) + (0, largest - v.shape[0]))
+                      for v in values]
         return torch.stack(values)
 
     def _recompute_routed(self, module: nn.Module, hidden: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
