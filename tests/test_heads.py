@@ -247,3 +247,35 @@ def test_a_task_of_another_label_count_trains_on_the_shared_base_with_its_own_lo
         compacter.set_active(base, name)
         with torch.no_grad():
             assert torch.equal(base(**batch, labels=targets[name]).loss, own(**batch, labels=targets[name]).loss)
+
+
+def test_each_tasks_loss_from_split_logits_trains_only_its_own_head(tmp_path):
+    """A routed batch of other label counts trains: each task's loss on its rows at its own size (split_logits) gives
+    each task the gradients of its rows alone; the -inf padding passes none anywhere."""
+    base = tiny_bert(num_labels=2)
+    for name, count in {"two": 2, "five": 5, "score": 1}.items():
+        compacter.save(compacter.apply(tiny_bert(num_labels=count), "compacter++", name=name), tmp_path / name)
+        compacter.load(base, tmp_path / name)
+    rows = ["five", "two", "score", "five", "two"]
+    ids = torch.randint(2, 128, (len(rows), 8), generator=torch.Generator().manual_seed(0))
+    targets = {"two": torch.tensor([1, 0]), "five": torch.tensor([4, 2]), "score": torch.tensor([0.5])}
+
+    def loss(name, logits):
+        if name == "score":
+            return torch.nn.functional.mse_loss(logits.squeeze(-1), targets[name], reduction="sum")
+        return torch.nn.functional.cross_entropy(logits, targets[name], reduction="sum")
+
+    with compacter.route(base, rows):
+        split = compacter.split_logits(base, base(input_ids=ids).logits, rows)
+        sum(loss(name, logits) for name, logits in split.items()).backward()
+    mixed = {name: {n: p.grad.clone() for n, p in compacter.trainable_parameters(base, name).items()} for name in split}
+    base.zero_grad(set_to_none=True)
+    for name in split:
+        compacter.set_active(base, name)
+        own = [i for i, row in enumerate(rows) if row == name]
+        loss(name, base(input_ids=ids[own]).logits).backward()
+        for param_name, param in compacter.trainable_parameters(base, name).items():
+            assert torch.isfinite(mixed[name][param_name]).all()
+            torch.testing.assert_close(mixed[name][param_name], param.grad, rtol=1e-4, atol=1e-6)
+        assert mixed[name][f"compacter.tasks.{name}.base.classifier.weight"].abs().sum() > 0
+        base.zero_grad(set_to_none=True)
