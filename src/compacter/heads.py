@@ -27,7 +27,7 @@ from .architectures import head_parameter_names
 
 if TYPE_CHECKING:
     from .container import CompacterModules
-    from .methods.base import TaskModules
+    from .methods.base import MethodConfig, TaskModules
 
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 
@@ -135,3 +135,41 @@ def fit_head_copies(task: TaskModules, shapes: dict[str, tuple[int, ...]]) -> No
             raise ValueError(f"The saved task has a head parameter {key} of shape {shape} that its method does not "
                              "train on this model; the file was not written for this method configuration.")
         task.add_base_copy(key, torch.zeros(shape, dtype=copy.dtype, device=copy.device))
+
+
+def check_new_head(model: nn.Module, num_labels: Any, config: MethodConfig) -> None:
+    """``compacter.apply(..., num_labels=)`` asks for a head of its own size: a whole number ≥ 1, on a classifier,
+    for a method that trains its own copy of the head."""
+    if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1:
+        raise ValueError(f"num_labels must be a whole number ≥ 1 (1: a regression), got {num_labels!r}.")
+    if not is_classifier(model):
+        raise ValueError(f"num_labels= gives a task a classification head of its own size, and this "
+                         f"{type(model).__name__} has no such head. Load the base as a sequence classifier "
+                         "(AutoModelForSequenceClassification).")
+    if config.trains_base_in_place:
+        raise ValueError(f"The method {config.name!r} trains the base model's own head in place, so its task cannot "
+                         "have a head of another size; build the base with num_labels= instead.")
+    if not config.train_head:
+        raise ValueError(f"The method {config.name!r} is set not to train the task head (train_head=False), so the "
+                         "task cannot have a head of its own size; leave num_labels out, or set train_head=True.")
+
+
+def new_head(model: nn.Module, task: TaskModules, base_labels: dict[str, Any], num_labels: int) -> None:
+    """Give ``task`` a new head of ``num_labels`` outputs, initialized as transformers initializes a new head (normal
+    weights of the config's ``initializer_range``, zero biases), and transformers' default labels."""
+    base_count = len(base_labels["id2label"])
+    if num_labels == base_count:  # a copy of the base's head, as any new task has
+        return
+    heads = head_parameter_names(model)
+    shapes = {key: (num_labels, *copy.shape[1:]) for key, copy in task.base_copies.items()
+              if key in heads and copy.shape[0] == base_count}  # the outputs of the head's last layer
+    fit_head_copies(task, shapes)
+    std = getattr(model.config, "initializer_range", 0.02)
+    with torch.no_grad():
+        for key in shapes:
+            copy = task.base_copy(key)
+            copy.normal_(0.0, std) if copy.dim() > 1 else copy.zero_()
+    names = [f"LABEL_{i}" for i in range(num_labels)]
+    task.labels = {"id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)},
+                   "problem_type": None}
+    show_labels(model, task.labels)
