@@ -12,6 +12,7 @@ from safetensors.torch import load_file, save_file
 
 import compacter
 from compacter.cli import main
+from compacter.integrations import load_checkpoint
 from compacter.integrity import seal
 from compacter.opcount import count as count_ops
 from compacter.reading import CONFIG_SEAL, FORMAT, _sha256
@@ -317,3 +318,20 @@ def test_apply_gives_a_new_task_a_head_of_its_own_size_on_a_shared_base(tmp_path
         assert compacter.tasks(base) == ["two", "five", "score"]
     with pytest.raises(ValueError, match="has no such head"):
         compacter.apply(tiny_t5(), "compacter++", num_labels=3)
+
+
+def test_a_trainer_checkpoint_of_tasks_with_their_own_head_sizes_loads_back(tmp_path):
+    base = tiny_bert(num_labels=2)
+    compacter.apply(base, "compacter++", name="five", num_labels=5)
+    compacter.apply(base, "compacter++", name="score", num_labels=1)
+    before = {n: p.detach().clone() for name in ("five", "score")
+              for n, p in compacter.trainable_parameters(base, name).items()}
+    base.save_pretrained(tmp_path / "checkpoint-1")
+    with torch.no_grad():
+        for name in ("five", "score"):
+            for param in compacter.trainable_parameters(base, name).values():
+                param.add_(1.0)
+    load_checkpoint(base, tmp_path / "checkpoint-1")  # what Trainer's resume_from_checkpoint calls
+    for name in ("five", "score"):
+        for param_name, param in compacter.trainable_parameters(base, name).items():
+            assert torch.equal(param, before[param_name])
