@@ -123,6 +123,10 @@ def test_each_task_shows_its_own_labels_and_pipeline_prints_their_names(saved, t
         with torch.no_grad():
             expected = base(**tokenizer(TEXTS, padding=True, return_tensors="pt")).logits.argmax(-1)
         assert [a["label"] for a in answers] == [TASKS[name][i] for i in expected]
+    with compacter.disabled(base):  # the base's own head runs, and its labels show
+        assert base.config.id2label == {0: "LABEL_0", 1: "LABEL_1"} and base.num_labels == 2
+        assert {a["label"] for a in pipe(TEXTS)} <= {"LABEL_0", "LABEL_1"}
+    assert base.config.id2label == dict(enumerate(TASKS["stars"])) and base.num_labels == 5
     compacter.set_active(base, None)  # the base's own labels again
     assert base.config.id2label == {0: "LABEL_0", 1: "LABEL_1"} and base.num_labels == 2
     compacter.unload(compacter.set_active(base, "stars") or base)

@@ -18,6 +18,8 @@ This module imports nothing else of compacter but architectures.py.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -70,6 +72,21 @@ def switch_labels(container: CompacterModules, previous: str | None, name: str |
     if name is not None and container.tasks[name].labels is None:  # a new task copies the base's head
         container.tasks[name].labels = container.base_labels
     show_labels(model, container.base_labels if name is None else container.tasks[name].labels)
+
+
+@contextlib.contextmanager
+def base_labels_shown(container: CompacterModules) -> Iterator[None]:
+    """While the base model runs in place of the active task (``compacter.disabled``), the config shows its labels."""
+    if container.base_labels is None or container.active is None:
+        yield
+        return
+    task, model = container.tasks[container.active], container._model
+    task.labels = current_labels(model)
+    show_labels(model, container.base_labels)
+    try:
+        yield
+    finally:
+        show_labels(model, task.labels)
 
 
 def task_labels(container: CompacterModules, task: TaskModules) -> dict[str, Any] | None:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .container import CompacterModules, container_of, refuse_in_place
-from .heads import label_count, task_labels
+from .heads import base_labels_shown, label_count, task_labels
 from .methods import MethodConfig
 from .names import check_task_name
 from .routing import Routing
@@ -46,7 +46,7 @@ def disabled(model: nn.Module) -> Iterator[nn.Module]:
     """``with compacter.disabled(model):`` the base model's own outputs, no task applied."""
     container = container_of(model)
     refuse_in_place(container, "be disabled")
-    with container.switched(enabled=False):
+    with container.switched(enabled=False), base_labels_shown(container):
         yield model
 
 
