@@ -20,7 +20,7 @@ import compacter
 
 def trained(name, labels, seed):
     model = compacter.apply(classifier(len(labels) if labels else 1, labels), "compacter++", name=name)
-    generator = torch.Generator().manual_seed(seed * 100 + len(name))
+    generator = torch.Generator().manual_seed(seed * 1000 + sum(map(ord, name)))
     with torch.no_grad():
         for param in compacter.trainable_parameters(model, name).values():
             param.add_(0.05 * torch.randn(param.shape, generator=generator))

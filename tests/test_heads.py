@@ -37,7 +37,7 @@ def classifier(num_labels, labels=None):
 def trained(name, labels):
     """Task ``name`` on its own MiniLM with its own head size, every parameter moved as if trained."""
     model = compacter.apply(classifier(len(labels) if labels else 1, labels), "compacter++", name=name)
-    generator = torch.Generator().manual_seed(len(name))
+    generator = torch.Generator().manual_seed(sum(map(ord, name)))  # each task its own values
     with torch.no_grad():
         for param in compacter.trainable_parameters(model, name).values():
             param.add_(0.05 * torch.randn(param.shape, generator=generator))
@@ -107,8 +107,10 @@ def test_a_mixed_batch_of_other_label_counts_equals_each_tasks_own_model(saved, 
         compacter.set_active(base, name)
         with torch.no_grad():
             assert torch.equal(base(**batch).logits, alone[name])
-    # the tasks really differ: a routing mistake could not pass the checks above
+    # the tasks really differ, their adapters too: a routing mistake could not pass the checks above
     assert not torch.allclose(alone["topic"], alone["stars"][:, :2], atol=1e-3)
+    topic, stars = (compacter.trainable_parameters(base, name) for name in ("topic", "stars"))
+    assert not torch.allclose(topic["compacter.tasks.topic.shared.A"], stars["compacter.tasks.stars.shared.A"])
 
 
 def test_each_task_shows_its_own_labels_and_pipeline_prints_their_names(saved, tokenizer):
