@@ -2,8 +2,9 @@
 
 A task copies the base's head (BERT's ``classifier``) as it copies any base parameter it trains
 (base_copies.py). A task saved with another label count (5 labels; 1 for a regression) gets copies of
-its saved shape (``fit_head_copies``): only the output features of a head's layers may differ from
-the base's, its input is the base's hidden size. Alone, a task's head runs as the base's would: its
+its saved shape (``fit_head_copies``), and ``compacter.apply(..., num_labels=)`` gives a new task a
+new head of its own size (``new_head``): only the output features of a head's layers may differ
+from the base's, its input is the base's hidden size. Alone, a task's head runs as the base's would: its
 linear layer computes with the task's weight, whatever its shape. In a routed batch the head's
 weights are padded to the routed tasks' largest head and each row's logits beyond its own task's
 label count are -inf (base_copies.py), so that argmax and softmax per row are the task's own;
@@ -11,7 +12,8 @@ label count are -inf (base_copies.py), so that argmax and softmax per row are th
 
 The model's ``config.id2label`` / ``label2id`` / ``problem_type`` and ``num_labels`` are the active
 task's: each task keeps its own (saved with it, restored when it is loaded or made active, edits made
-while it is active stay its own), and the base's come back with no task active.
+while it is active stay its own), and the base's show with no task active or inside
+``compacter.disabled``.
 
 This module imports nothing else of compacter but architectures.py.
 """

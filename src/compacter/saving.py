@@ -7,8 +7,9 @@ A saved task is a folder with
   parameter, ``model.<name>`` for a base parameter trained in place by full / bitfit); its header
   names the seal of the description it was written with;
 * ``compacter_config.json``: the task's name, the method config, the base model's fingerprint, name or
-  path and a sample of its weights, each tensor's shape, dtype and sha256, the metadata (a run's
-  labels, scores and identity), and a seal over all of it (integrity.py);
+  path and a sample of its weights, each tensor's shape, dtype and sha256, a classifier's label
+  count, names and problem type (heads.py), the metadata (a run's labels, scores and identity), and a
+  seal over all of it (integrity.py);
 * ``README.md``: a model card (YAML front matter for the Hugging Face hub).
 
 A folder that holds only these files is written whole beside itself and swapped in with one
