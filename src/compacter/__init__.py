@@ -22,9 +22,18 @@ from .methods import METHODS, MethodConfig, get_config, register_method  # noqa:
 from .params import ParameterReport, count_parameters  # noqa: E402
 from .quantization import quantize_base  # noqa: E402
 from .saving import save  # noqa: E402
-from .switching import active_task, attached_config, disabled, refresh, route, set_active, tasks  # noqa: E402
+from .switching import (  # noqa: E402
+    active_task,
+    attached_config,
+    disabled,
+    refresh,
+    route,
+    set_active,
+    split_logits,
+    tasks,
+)
 
 __all__ = ["METHODS", "MethodConfig", "ParameterReport", "__version__", "active_task", "apply", "attached_config",
            "compiled_generate", "count_parameters", "delete", "disabled", "export", "from_pretrained", "get_config",
            "load", "parameter_groups", "push_to_hub", "quantize_base", "refresh", "register_method", "route", "save",
-           "set_active", "tasks", "trainable_parameters", "unload"]
+           "set_active", "split_logits", "tasks", "trainable_parameters", "unload"]

@@ -8,6 +8,7 @@ not the whole base model, as PEFT does; and compacter's versions of transformers
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -15,15 +16,25 @@ from typing import Any
 import transformers
 from torch import nn
 
-from . import attach, bindings, hub, saving
+from . import attach, bindings, heads, hub, quiet, saving
+from .container import container_of
 from .interop import adapterhub, adapterhub_export, peft_tasks
-from .methods import MethodConfig
+from .methods import MethodConfig, get_config
 from .models import load_config, load_pretrained
 
 
 def apply(model: nn.Module, method: str | MethodConfig | dict = "compacter++", *, name: str = attach.DEFAULT_TASK,
-          **overrides: Any) -> nn.Module:
+          num_labels: int | None = None, **overrides: Any) -> nn.Module:
+    if num_labels is not None:  # a classification head of the task's own size (heads.py)
+        heads.check_new_head(model, num_labels, get_config(method, **overrides))
     attach.attach_task(model, method, name=name, **overrides)
+    if num_labels is not None:
+        container = container_of(model)
+        try:
+            heads.new_head(model, container.task(name), container.base_labels, num_labels)
+        except BaseException:
+            attach.delete(model, name)  # all or nothing
+            raise
     _bind_methods(model)
     return model
 
@@ -52,7 +63,10 @@ def load(model: nn.Module, directory: str | os.PathLike, *, name: str | None = N
     return model
 
 
-apply.__doc__ = attach.attach_task.__doc__
+apply.__doc__ = attach.attach_task.__doc__ + """
+    ``num_labels``: on a sequence classifier, the task gets a new head of its own size (1: a regression),
+    whatever the base's; ``config.id2label`` then shows transformers' default names for it, to set as usual.
+    """
 
 
 def _bind_methods(model: nn.Module) -> None:
@@ -122,7 +136,10 @@ def base_model_for(adapter_dir: str | os.PathLike, base_name_or_path: str | os.P
                          "edited or damaged; save the adapter again.")
     if num_labels is not None:
         from_pretrained_kwargs.setdefault("num_labels", num_labels)
-    return load_pretrained(model_class, str(base_name_or_path), **from_pretrained_kwargs)
+    supplies_head = any(key.startswith(tuple(f"base.{prefix}" for prefix in quiet.HEAD_PREFIXES))
+                        for key in description.get("tensors", {}))
+    with quiet.head_reports_hidden() if supplies_head else contextlib.nullcontext():
+        return load_pretrained(model_class, str(base_name_or_path), **from_pretrained_kwargs)
 
 
 def _model_class(class_name: str | None) -> type:

@@ -221,6 +221,7 @@ def unload(model: nn.Module) -> nn.Module:
     """Take every task off and return the base model, exactly as it was (its ``state_dict`` bit-identical)."""
     container = container_of(model)
     refuse_in_place(container, "be unloaded")
+    container.set_active(None)  # the base's own labels shown again (heads.py)
     container.remove_all_hooks()
     del model._modules["compacter"]
     _restore_requires_grad(model, container)

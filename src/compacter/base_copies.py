@@ -121,7 +121,12 @@ class BaseCopies:
         values = [tasks[name].base_value(override.key, base) for name in self.container.routing.tasks]
         if all(v is None for v in values):
             return None
-        return torch.stack([base if v is None else v for v in values])
+        values = [base if v is None else v for v in values]
+        if any(v.shape != base.shape for v in values):  # heads of other label counts (heads.py): zero rows to the largest
+            largest = max(v.shape[0] for v in values)
+            values = [v if v.shape[0] == largest else F.pad(v, (0, 0) * (v.dim() - 1) + (0, largest - v.shape[0]))
+                      for v in values]
+        return torch.stack(values)
 
     def _recompute_routed(self, module: nn.Module, hidden: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
         """A linear layer or torch norm whose parameters differ per row: its output computed row by row."""
@@ -138,13 +143,34 @@ class BaseCopies:
         bias = values.get("bias", _broadcast(module, "bias", len(routing.tasks)))
         if isinstance(module, nn.Linear):
             result = torch.einsum("b...i,boi->b...o", hidden, weight.index_select(0, rows).to(hidden.dtype))
-            return result if bias is None else result + per_row(bias, rows, result).to(result.dtype)
+            result = result if bias is None else result + per_row(bias, rows, result).to(result.dtype)
+            padding = self._padding(module, result)
+            return result if padding is None else result + per_row(padding, rows, result)
         if isinstance(module, nn.LayerNorm):
             normed = F.layer_norm(hidden, module.normalized_shape, None, None, module.eps)
         else:
             normed = F.rms_norm(hidden, module.normalized_shape, None, module.eps)
         result = normed * per_row(weight.flatten(1), rows, normed).to(normed.dtype) if weight is not None else normed
         return result if bias is None else result + per_row(bias.flatten(1), rows, result).to(result.dtype)
+
+    def _padding(self, module: nn.Linear, result: torch.Tensor) -> torch.Tensor | None:
+        """(routed tasks, outputs): 0 for each routed task's own outputs, -inf beyond them, where the tasks' heads
+        have other sizes (heads.py); None where they all have one. Built once per routing, on the device (no sync)."""
+        routing = self.container.routing
+        key = ("padding", module, result.dtype, result.device)
+        if key in routing.cache:
+            return routing.cache[key]
+        weight = next((override.key for attribute, override in self.held[module] if attribute == "weight"), None)
+        copies = [None if weight is None else self.container.tasks[name].base_copy(weight) for name in routing.tasks]
+        sizes = [module.weight.shape[0] if copy is None else copy.shape[0] for copy in copies]
+        padding = None
+        if len(set(sizes)) > 1:
+            padding = torch.zeros(len(sizes), max(sizes), dtype=result.dtype, device=result.device)
+            for index, size in enumerate(sizes):
+                padding[index, size:] = float("-inf")
+        if not torch.compiler.is_compiling():
+            routing.cache[key] = padding
+        return padding
 
 
 def _recomputes_routed(module: nn.Module) -> bool:

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .base_copies import BaseCopies, Override
+from .heads import current_labels, is_classifier, switch_labels
 from .methods.base import TaskModules
 from .routing import Routing
 from .sites import SiteHooks
@@ -40,6 +41,7 @@ class CompacterModules(nn.Module):
         self.enabled = True
         self.routing: Routing | None = None
         self.restore_point = None  # set for a task that trains the base in place (attach.RestorePoint)
+        self.base_labels = current_labels(model) if is_classifier(model) else None  # a classifier's own (heads.py)
         object.__setattr__(self, "_model", model)  # not a submodule: the model holds us
         self._depth = 0
         self._boundary_handles: list = []
@@ -162,6 +164,7 @@ class CompacterModules(nn.Module):
     def set_active(self, name: str | None) -> None:
         if name is not None:
             self.task(name).prepared.invalidate()
+        switch_labels(self, self.active, name)
         self.active = name
         self._tell_tasks()
 

@@ -21,6 +21,8 @@ import logging
 import torch
 from torch import nn
 
+from .switching import row_label_counts
+
 log = logging.getLogger("compacter")
 _said: set[str] = set()
 
@@ -83,6 +85,10 @@ def batch_answers(model: nn.Module, tokenizer, batch: dict[str, torch.Tensor], *
             generated = compiled_generate(model, backend=compile_backend, **batch, **options)
         return tokenizer.batch_decode(generated, skip_special_tokens=True)
     logits = model(**batch).logits.float()
-    if logits.shape[-1] == 1:  # a regression head (STS-B)
-        return logits.squeeze(-1).tolist()
-    return logits.argmax(-1).tolist()
+    # each row's task's label count: a routed batch may mix heads of other sizes (padded with -inf, heads.py)
+    counts = row_label_counts(model, logits.shape[0]) or [logits.shape[-1]] * logits.shape[0]
+    scores = logits[:, 0].tolist() if 1 in counts else None  # a regression head (STS-B)
+    if all(count == 1 for count in counts):
+        return scores
+    picks = logits.argmax(-1).tolist()
+    return [scores[i] if count == 1 else picks[i] for i, count in enumerate(counts)]

@@ -28,6 +28,7 @@ from torch import nn
 
 from .attach import DEFAULT_TASK
 from .container import container_of
+from .heads import saved_head_shapes
 from .locking import folder_lock
 from .saving import check_base, load_tensors, read_adapter, saved_files
 from .switching import tasks
@@ -58,7 +59,8 @@ def load_checkpoint(model: nn.Module, checkpoint: str | os.PathLike) -> None:
             raise ValueError(f"{checkpoint} holds no files for task {name!r} (expected {saved_files(folder)[0]}); "
                              "it was not written for this model's tasks.")
         description, tensors = read_adapter(folder)
-        check_base(model, description, folder)  # a checkpoint of a run on another base model is refused
+        # a checkpoint of a run on another base model is refused (a task's own head size is no other base: heads.py)
+        check_base(model, description, folder, heads=saved_head_shapes(model, tensors))
         load_tensors(model, tensors, name=name, source=folder)
 
 

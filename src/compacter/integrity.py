@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .architectures import head_parameter_names
 from .inventory import distinct_weights
 from .quantization import is_quantized
 
@@ -51,9 +52,10 @@ def is_sealed(document: dict[str, Any], path, advice: str) -> bool:
 
 
 def _sampled(model: nn.Module, frozen_only: bool) -> list[tuple[str, torch.Tensor]]:
+    heads = head_parameter_names(model)  # a task's own (new, and sized by its label count): not the base's weights
     return [(name, p) for name, p in distinct_weights(model)
             if not (frozen_only and p.requires_grad) and p.device.type != "meta" and not is_quantized(p)
-            and p.is_floating_point() and p.numel() > 0]
+            and p.is_floating_point() and p.numel() > 0 and name not in heads]
 
 
 def _values(tensor: torch.Tensor) -> list[float]:

@@ -4,6 +4,7 @@ base model's architecture fingerprint that a saved task must match."""
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -93,20 +94,24 @@ def trainable_parameters(model: nn.Module, name: str | None = None) -> dict[str,
     return {param_name: named[param_name] for param_name in parameter_groups(model, name)}
 
 
-def architecture_fingerprint(model: nn.Module) -> dict[str, Any]:
+def architecture_fingerprint(model: nn.Module, heads: dict[str, tuple[int, ...]] | None = None) -> dict[str, Any]:
     """What a saved adapter must match: the model type, its main sizes and every parameter's logical shape.
 
     It describes the architecture, not how the weights are stored: a base quantized to 8 or 4 bits
     (whose packed weights have other storage shapes) has the fingerprint of the unquantized base.
+    ``heads``: shapes of a task's own head (another label count, heads.py) in place of the model's.
     """
     config = getattr(model, "config", None)
-    shapes = "\n".join(f"{name}:{logical_shape(p)}" for name, p in distinct_weights(model))
+    heads = heads or {}
+    weights = distinct_weights(model)
+    shapes = "\n".join(f"{name}:{tuple(heads[name]) if name in heads else logical_shape(p)}" for name, p in weights)
     summary = {"model_type": model_type(model), "class": type(model).__name__}
     for key in ("d_model", "hidden_size", "num_layers", "num_decoder_layers", "num_hidden_layers",
                 "vocab_size", "d_ff", "intermediate_size", "num_heads", "num_attention_heads"):
         value = getattr(config, key, None)
         if isinstance(value, int):
             summary[key] = value
-    summary["parameters"] = count_unique(p for _, p in distinct_weights(model))
+    summary["parameters"] = count_unique(p for _, p in weights) + sum(
+        math.prod(shape) - logical_numel(p) for name, p in weights if (shape := heads.get(name)) is not None)
     summary["shapes_sha256"] = hashlib.sha256(shapes.encode()).hexdigest()
     return summary

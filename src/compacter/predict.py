@@ -30,6 +30,7 @@ from .architectures import model_family
 from .data.loading import json_lines
 from .data.tasks import TASKS, Task
 from .decoding import batch_answers, uncompilable_reason
+from .heads import labels_from
 from .quantization import BITSANDBYTES_KINDS, check_quantization, quantize_base
 from .saving import read_description
 from .switching import route, set_active, tasks, unroutable_reason
@@ -44,7 +45,8 @@ class Served:
     """A loaded task: how its requests are formatted and its answers read."""
 
     name: str
-    task: Task | None  # None: free text in, free text (or a class index) out
+    task: Task | None  # None: free text in, free text (or a class index or its saved label name) out
+    labels: list[str] | None = None  # a classifier's saved label names
 
 
 class RequestError(ValueError):
@@ -77,10 +79,9 @@ def load_model(base: str, adapters: dict[str, str | os.PathLike], *, device: str
     adapters = {name: hub.resolve(directory) for name, directory in adapters.items()}  # a Hub id: its cached download
     descriptions = {name: read_description(directory) for name, directory in adapters.items()}
     classes = {d["base_model"].get("class") for d in descriptions.values()}
-    labels = {d.get("num_labels") for d in descriptions.values()}
-    if len(classes) > 1 or len(labels) > 1:
-        raise ValueError(f"The adapters were trained on different kinds of model ({sorted(map(str, classes))}, label "
-                         f"counts {sorted(map(str, labels))}); one base model serves only adapters of one kind.")
+    if len(classes) > 1:  # classifiers of other label counts share one base: each task has its own head (heads.py)
+        raise ValueError(f"The adapters were trained on different kinds of model ({sorted(map(str, classes))}); one "
+                         "base model serves only adapters of one kind.")
     model = api.base_model_for(next(iter(adapters.values())), base)
     if quantize is not None:  # before the adapters attach to the base's modules
         quantize_base(model, quantize, device=device if quantize in BITSANDBYTES_KINDS else None)
@@ -90,7 +91,16 @@ def load_model(base: str, adapters: dict[str, str | os.PathLike], *, device: str
     tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer or base)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer, {name: Served(name, task_of(d, name)) for name, d in descriptions.items()}
+    return model, tokenizer, {name: Served(name, task_of(d, name), _label_names(d)) for name, d in descriptions.items()}
+
+
+def _label_names(description: dict[str, Any]) -> list[str] | None:
+    """A classifier's saved label names (None where it has none but transformers' LABEL_0 ...)."""
+    count = description.get("num_labels")
+    if not count:
+        return None
+    names = list(labels_from(description, count)["id2label"].values())
+    return None if names == [f"LABEL_{i}" for i in range(count)] else names
 
 
 def read_requests(path: str | os.PathLike, served: dict[str, Served], default_task: str | None = None) -> list[dict]:
@@ -195,11 +205,13 @@ def predict(model: nn.Module, tokenizer, requests: list[dict], served: dict[str,
             outputs = batch_answers(model, tokenizer, encoded, text_to_text=text_to_text, max_new_tokens=target_length,
                                     compile_backend=compile_backend if compile else None)
         for index, request, output in zip(indices, part, outputs):
-            task = served[request["task"]].task
+            task, labels = served[request["task"]].task, served[request["task"]].labels
             if task is not None:
                 output = task.decode(output)
             elif isinstance(output, float):
                 output = f"{output:.4f}"
+            elif isinstance(output, int) and labels:
+                output = labels[output]
             answer = {"task": request["task"], "prediction": output}
             if "id" in request:
                 answer = {"id": request["id"], **answer}

@@ -59,6 +59,18 @@ def quiet() -> Iterator[None]:
             transformers.utils.logging.enable_progress_bar()
 
 
+@contextlib.contextmanager
+def head_reports_hidden() -> Iterator[None]:
+    """Hide transformers' report of a new task head left MISSING while the block loads a base model whose head
+    the adapter supplies (``compacter.from_pretrained``): it asks to train what was trained."""
+    logger, drop = logging.getLogger(LOAD_REPORTS), _Drop(only_missing_heads)
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
+
+
 def only_missing_heads(message: str) -> bool:
     """Whether ``message`` is a transformers load report whose every entry is a task head's weight left MISSING."""
     if "LOAD REPORT" not in message:

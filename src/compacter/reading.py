@@ -23,6 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_bytes
 from torch import nn
 
+from .heads import PROBLEM_TYPES
 from .integrity import SEAL, base_differences, is_sealed
 from .inventory import architecture_fingerprint
 from .io import read_files
@@ -103,6 +104,7 @@ def _description(directory: Path, content: bytes | None, config: str) -> dict[st
     if not isinstance(description.get("base_weights", {}), dict):
         raise ValueError(f"{path}: 'base_weights' must be a JSON object. The file was edited or damaged; save the "
                          "adapter again.")
+    _check_labels(description, path)
     try:
         get_config(description["method"])
     except (TypeError, ValueError) as error:
@@ -113,6 +115,18 @@ def _description(directory: Path, content: bytes | None, config: str) -> dict[st
                 and isinstance(entry.get("dtype"), str)):
             raise ValueError(f"{path}: the entry of tensor {key!r} must give its 'shape', 'dtype' and 'sha256'.")
     return description
+
+
+def _check_labels(description: dict[str, Any], path: Path) -> None:
+    """A classifier's saved labels (heads.py): names, one per label, and transformers' problem type."""
+    names, count = description.get("id2label"), description.get("num_labels")
+    if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)
+                                  and len(set(names)) == len(names) and len(names) == count):
+        raise ValueError(f"{path}: 'id2label' must list {count} distinct label names (one per label, 'num_labels'), "
+                         f"got {names!r}. The file was edited or damaged; save the adapter again.")
+    if description.get("problem_type") not in (None, *PROBLEM_TYPES):
+        raise ValueError(f"{path}: 'problem_type' must be one of {', '.join(PROBLEM_TYPES)} or null, got "
+                         f"{description['problem_type']!r}. The file was edited or damaged; save the adapter again.")
 
 
 def read_adapter(directory: str | os.PathLike, *, own: bool = False) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -198,19 +212,25 @@ def _header(content: bytes) -> dict[str, str]:
 
 
 def check_base(model: nn.Module, description: dict[str, Any], directory: str | os.PathLike, *,
-               strict: bool = False) -> None:
+               strict: bool = False, heads: dict[str, tuple[int, ...]] | None = None) -> None:
     """The base model is the one the adapter was trained on: its architecture (an error), and a sample of its weights
-    (a warning; an error with ``strict``). Where weights are quantized or offloaded they are not compared."""
+    (a warning; an error with ``strict``). Where weights are quantized or offloaded they are not compared.
+    ``heads``: the saved task's own head shapes (another label count than this model's head, heads.py)."""
     container = getattr(model, "compacter", None)
-    actual = container.fingerprint if container is not None else architecture_fingerprint(model)
+    if heads:
+        actual = architecture_fingerprint(model, heads)
+    else:
+        actual = container.fingerprint if container is not None else architecture_fingerprint(model)
     expected = description["base_model"]
     if expected != actual:
         differences = [f"{key}: saved for {expected.get(key)!r}, this model has {actual.get(key)!r}"
                        for key in sorted(set(expected) | set(actual)) if expected.get(key) != actual.get(key)]
+        recorded = description.get("base_model_name_or_path")
         raise ValueError(
             f"The adapter in {directory} was trained on a different base model and does not fit this one:\n  "
             + "\n  ".join(differences)
-            + "\nLoad it onto the base model it was trained on."
+            + f"\nLoad it onto the base model it was trained on{f' ({recorded})' if recorded else ''}: "
+            "compacter.from_pretrained(adapter_dir) builds that base with the task on it."
         )
     changed = base_differences(model, description.get("base_weights") or {})
     if changed:

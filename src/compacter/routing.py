@@ -24,6 +24,8 @@ class Routing:
     rows: torch.Tensor  # row → index into ``tasks``
     generating: bool = False  # inside generate(), whose beams / returned sequences repeat each row
     cache: dict = field(default_factory=dict)  # what is derived from the routing alone, kept while it lasts
+    names: tuple[str, ...] = ()  # each row's task, on the host
+    label_counts: tuple[int, ...] = ()  # each routed task's label count, where the tasks' heads differ in size
 
     def check_batch(self, args: tuple, kwargs: dict) -> None:
         """A call from outside must bring exactly one row per routed task name in every batched input (generate()
@@ -34,6 +36,11 @@ class Routing:
         if size is not None and size != self.rows.shape[0]:
             raise ValueError(f"compacter.route() names the tasks of {self.rows.shape[0]} rows, but the model was called "
                              f"with {size} rows. Give one task per row of the batch.")
+        if self.label_counts and kwargs.get("labels") is not None:
+            raise ValueError(f"compacter.route() runs tasks whose heads have other label counts "
+                             f"({dict(zip(self.tasks, self.label_counts))}): the model has no one loss for their rows. "
+                             "Call it without labels= and compute each task's loss from "
+                             "compacter.split_logits(model, logits, tasks).")
         for name in BATCHED_INPUTS:
             value = kwargs.get(name)
             if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] != self.rows.shape[0]:

@@ -7,8 +7,9 @@ A saved task is a folder with
   parameter, ``model.<name>`` for a base parameter trained in place by full / bitfit); its header
   names the seal of the description it was written with;
 * ``compacter_config.json``: the task's name, the method config, the base model's fingerprint, name or
-  path and a sample of its weights, each tensor's shape, dtype and sha256, the metadata (a run's
-  labels, scores and identity), and a seal over all of it (integrity.py);
+  path and a sample of its weights, each tensor's shape, dtype and sha256, a classifier's label
+  count, names and problem type (heads.py), the metadata (a run's labels, scores and identity), and a
+  seal over all of it (integrity.py);
 * ``README.md``: a model card (YAML front matter for the Hugging Face hub).
 
 A folder that holds only these files is written whole beside itself and swapped in with one
@@ -36,8 +37,17 @@ from torch import nn
 from . import __version__, card
 from .attach import DEFAULT_TASK, attach_task, delete, rollback
 from .container import container_of
+from .heads import (
+    described_labels,
+    fit_head_copies,
+    labels_from,
+    saved_head_shapes,
+    show_labels,
+    task_head_shapes,
+    task_labels,
+)
 from .integrity import SEAL, base_sample, seal
-from .inventory import trainable_parameters
+from .inventory import architecture_fingerprint, trainable_parameters
 from .io import atomic_write, replace_folder
 from .names import check_task_name
 from .params import count_parameters
@@ -87,16 +97,18 @@ def save(model: nn.Module, directory: str | os.PathLike, metadata: dict[str, Any
     if directory.exists() and not directory.is_dir():
         raise ValueError(f"{directory} is a file; compacter.save writes a folder there. Give a folder's path.")
     named = file_tensors(model, task.name, tensors)
+    labels, head_shapes = task_labels(container, task), task_head_shapes(model, task)
     description = seal({
         "format": FORMAT,
         "compacter_version": __version__,
         "compacter_commit": code_version()["commit"],  # None outside a git checkout (provenance.py)
         "name": task.name,
         "method": task.config.to_dict(),
-        "base_model": container.fingerprint,
+        "base_model": architecture_fingerprint(model, head_shapes) if head_shapes else container.fingerprint,
         "base_model_name_or_path": getattr(model, "name_or_path", None) or None,
         "base_weights": base_sample(model),
-        "num_labels": _num_labels(model),
+        "num_labels": None if labels is None else len(labels["id2label"]),
+        **described_labels(labels),
         "tensors": {key: {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."), "sha256": _sha256(t)}
                     for key, t in named.items()},
         "metadata": metadata or {},
@@ -159,17 +171,26 @@ def load_folder(model: nn.Module, directory: str | os.PathLike, *, name: str | N
     if name is not None:
         check_task_name(name, "load(): name")
     description, tensors = read_adapter(directory)
-    check_base(model, description, directory, strict=strict)
+    heads = saved_head_shapes(model, tensors)  # a head of another label count than the base's (heads.py)
+    check_base(model, description, directory, strict=strict, heads=heads)
     name = name or description.get("name") or DEFAULT_TASK
+    previous = getattr(getattr(model, "compacter", None), "active", None)
     attach_task(model, description["method"], name=name)
+    task = container_of(model).task(name)
     try:
+        fit_head_copies(task, heads)
         load_tensors(model, tensors, name=name, source=directory)
     except BaseException:
-        if container_of(model).task(name).config.trains_base_in_place:
+        if task.config.trains_base_in_place:
             rollback(model)
         else:
             delete(model, name)
+            if previous in tasks(model):
+                container_of(model).set_active(previous)
         raise
+    if task.labels is not None:  # a classifier: its label names, count and problem type, as saved
+        task.labels = labels_from(description, description.get("num_labels") or len(task.labels["id2label"]))
+        show_labels(model, task.labels)
     return model
 
 
@@ -200,9 +221,8 @@ def load_tensors(model: nn.Module, tensors: dict[str, torch.Tensor], *, name: st
 def model_card(model: nn.Module, name: str, description: dict[str, Any]) -> str:
     """README.md for the hub (card.py): front matter the Hub indexes, a summary, a usage snippet, the metrics."""
     report = count_parameters(model, name)
-    id2label = getattr(getattr(model, "config", None), "id2label", None) or {}
-    labels = [id2label[i] for i in sorted(id2label)] if _num_labels(model) and any(
-        str(label) != f"LABEL_{i}" for i, label in id2label.items()) else None
+    names = description.get("id2label") or []
+    labels = names if any(label != f"LABEL_{i}" for i, label in enumerate(names)) else None
     return card.model_card(name, description, report.trainable, report.total, labels)
 
 
@@ -213,15 +233,6 @@ def record_test_metrics(model: nn.Module, directory: str | os.PathLike, test: di
     description = {**description, "metadata": {**description.get("metadata", {}), "test": test}}
     text = model_card(model, description["name"], description)
     atomic_write(Path(directory) / CARD_FILE, lambda tmp: Path(tmp).write_text(text))
-
-
-def _num_labels(model: nn.Module) -> int | None:
-    config = getattr(model, "config", None)
-    architectures = getattr(config, "architectures", None) or [type(model).__name__]
-    if any(a.endswith("ForSequenceClassification") for a in architectures) or type(model).__name__.endswith(
-            "ForSequenceClassification"):
-        return getattr(config, "num_labels", None)
-    return None
 
 
 __all__ = ["CARD_FILE", "CONFIG_FILE", "FORMAT", "LEGACY_CONFIG_FILE", "LEGACY_WEIGHTS_FILE", "WEIGHTS_FILE",

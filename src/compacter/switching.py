@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .container import CompacterModules, container_of, refuse_in_place
+from .heads import base_labels_shown, label_count, task_labels
 from .methods import MethodConfig
 from .names import check_task_name
 from .routing import Routing
@@ -45,7 +46,7 @@ def disabled(model: nn.Module) -> Iterator[nn.Module]:
     """``with compacter.disabled(model):`` the base model's own outputs, no task applied."""
     container = container_of(model)
     refuse_in_place(container, "be disabled")
-    with container.switched(enabled=False):
+    with container.switched(enabled=False), base_labels_shown(container):
         yield model
 
 
@@ -69,7 +70,9 @@ def route(model: nn.Module, row_tasks: Sequence[str]) -> Iterator[nn.Module]:
             raise ValueError(f"{reason} Run its rows in a batch of their own.")
     index = {name: i for i, name in enumerate(distinct)}
     device = next(container.parameters(), torch.empty(0)).device
-    routing = Routing(distinct, torch.tensor([index[name] for name in row_tasks], device=device))
+    counts = tuple(label_count(container, name) for name in distinct)
+    routing = Routing(distinct, torch.tensor([index[name] for name in row_tasks], device=device), names=tuple(row_tasks),
+                      label_counts=counts if len(set(counts)) > 1 else ())
     generate = model.__dict__.get("generate")
     if hasattr(model, "generate"):
         model.generate = _routed_generate(model, routing)
@@ -112,6 +115,40 @@ def _routed_generate(model: nn.Module, routing: Routing):
     return routed
 
 
+def split_logits(model: nn.Module, logits: torch.Tensor, row_tasks: Sequence[str]) -> dict[str, torch.Tensor]:
+    """A routed batch's logits by task: ``{task: its rows' logits, in batch order, at its own label count}``.
+
+    A routed batch of classifiers whose heads have other label counts gives logits of the largest
+    count, each row's beyond its own task's count -inf (so argmax and softmax per row are right as
+    they are); this drops that padding.
+    """
+    container = container_of(model)
+    if isinstance(row_tasks, str) or len(row_tasks) != logits.shape[0]:
+        raise ValueError(f"split_logits() takes the routed tasks of the {logits.shape[0]} rows of the logits, one name "
+                         f"per row (as given to compacter.route), got {row_tasks!r}.")
+    split = {}
+    for name in dict.fromkeys(row_tasks):
+        count = label_count(container, container.task(name).name)
+        if count is None:
+            raise ValueError(f"split_logits() splits a classifier's logits; this {type(model).__name__} has no "
+                             "classification head.")
+        rows = torch.tensor([i for i, row in enumerate(row_tasks) if row == name], device=logits.device)
+        split[name] = logits.index_select(0, rows)[..., :count]
+    return split
+
+
+def row_label_counts(model: nn.Module, rows: int) -> list[int] | None:
+    """The label count of each of ``rows`` rows' task in the call now (routed or not); None: no classifier."""
+    container = getattr(model, "compacter", None)
+    if not isinstance(container, CompacterModules) or container.base_labels is None:
+        return None
+    routing = container.routing
+    if routing is not None and routing.names:
+        counts = {name: label_count(container, name) for name in routing.tasks}
+        return [counts[name] for name in routing.names]
+    running = container.running
+    labels = container.base_labels if running is None else task_labels(container, running)
+    return [len(labels["id2label"])] * rows
 
 
 def refresh(model: nn.Module) -> None:

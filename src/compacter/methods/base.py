@@ -150,6 +150,7 @@ class TaskModules(nn.Module):
         self.site_modules: dict[str, tuple[str, int]] = {}  # site key → (module name, calls per forward)
         self.hooks: list[RemovableHandle] = []  # what the method registered on the base model
         self.on_switch: list[Callable[[bool], None]] = []  # told whether the task now runs alone (prompts)
+        self.labels: dict[str, Any] | None = None  # a classifier's id2label, label2id, problem_type (heads.py)
         self._copy_slots: dict[str, tuple[nn.Module, str]] = {}  # base parameter name → where its copy is registered
         self._parameter_slots: list[tuple[nn.Module, str]] | None = None
         self.prepared = PreparedTensors(self.trained_tensors)
