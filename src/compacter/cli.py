@@ -376,6 +376,7 @@ def train_arguments(args: argparse.Namespace) -> argparse.Namespace:
 @command("train")
 def run_train(args: argparse.Namespace) -> int:
     from .training import train
+    from .training.expectations import expectation_for_run
     from .training.search import train_with_lr_search
 
     args = train_arguments(args)
@@ -389,7 +390,11 @@ def run_train(args: argparse.Namespace) -> int:
         print(config_text(args, parser), end="")
         return 0
     config = train_config(args)
-    if args.learning_rate is not None and learning_rate_option(args.learning_rate) == "auto":
+    auto = args.learning_rate is not None and learning_rate_option(args.learning_rate) == "auto"
+    expected = expectation_for_run(config, auto)
+    if expected:
+        print(expected, file=sys.stderr)
+    if auto:
         results = train_with_lr_search(config)
         output_dir = results["config"]["output_dir"]
     else:

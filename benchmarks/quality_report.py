@@ -1,0 +1,186 @@
+"""benchmarks/quality.py's tables, plot and summary: means and spreads over seeds, gaps to full fine-tuning.
+
+A cell is one (training-set size, method, learning-rate setting, corpus): the mean and the standard
+deviation (n − 1) of its test accuracy over seeds. The gap to full fine-tuning pairs each seed's run with
+full fine-tuning's run of the same corpus, size, setting and seed (the same split, the same examples),
+and its 95% interval is Student's t over those paired differences. Averaged over corpora, the gap is the
+mean of the corpora's mean gaps, with the interval from their pooled variances (a corpus needs two
+paired seeds to count towards an interval).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from scipy import stats
+
+from compacter.io import atomic_write
+
+SIZE_TITLES = {"whole": "whole training set, 3 epochs", "100": "100 training examples, 30 epochs"}
+README_BEGIN, README_END = "<!-- benchmarks/quality.py: begin -->", "<!-- benchmarks/quality.py: end -->"
+CONFIDENCE = 0.95
+
+
+def _spread(values: list[float]) -> dict:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None,
+            "n": len(values)}
+
+
+def _interval(differences_by_corpus: list[list[float]]) -> tuple[float, float] | None:
+    """The 95% t-interval of the mean over corpora of each corpus's mean paired difference."""
+    usable = [d for d in differences_by_corpus if len(d) > 1]
+    if len(usable) != len(differences_by_corpus) or not usable:
+        return None
+    count = len(usable)
+    center = statistics.fmean(statistics.fmean(d) for d in usable)
+    error = math.sqrt(sum(statistics.variance(d) / len(d) for d in usable)) / count
+    freedom = sum(len(d) - 1 for d in usable)
+    half = stats.t.ppf(0.5 + CONFIDENCE / 2, freedom) * error
+    return center - half, center + half
+
+
+def build(records: list[dict], *, runs_finished: int, runs_planned: int, corpora: list[str], methods: list[str],
+          sizes: list[str], cards: dict) -> dict:
+    """Every cell's mean and spread, and each method's gap to full fine-tuning per corpus and averaged."""
+    by_cell: dict[tuple, dict[int, dict]] = defaultdict(dict)
+    for run in records:
+        by_cell[(run["size"], run["method"], run["auto"], run["corpus"])][run["seed"]] = run
+    rows = []
+    order = {method: index for index, method in enumerate(methods)}
+    for size, method, auto in sorted({key[:3] for key in by_cell}, key=lambda k: (k[2], sizes.index(k[0]), order[k[1]])):
+        row = {"size": size, "method": method, "auto": auto, "corpora": {}}
+        gaps = []
+        for corpus in corpora:
+            runs = by_cell.get((size, method, auto, corpus), {})
+            if not runs:
+                continue
+            full = by_cell.get((size, "full", auto, corpus), {})
+            paired = [runs[seed]["test_accuracy"] - full[seed]["test_accuracy"] for seed in sorted(runs) if seed in full]
+            row["corpora"][corpus] = {
+                "accuracy": _spread([run["test_accuracy"] for run in runs.values()]),
+                "gap": _spread(paired) if paired and method != "full" else None,
+                "train_time_s": statistics.fmean(run["train_time_s"] for run in runs.values()),
+                "learning_rates": sorted({run["learning_rate"] for run in runs.values()}),
+                "trained_percent": next(iter(runs.values()))["trained_percent"]}
+            gaps.append(paired)
+        complete = len(row["corpora"]) == len(corpora)
+        row["mean_accuracy"] = (statistics.fmean(c["accuracy"]["mean"] for c in row["corpora"].values())
+                                if complete else None)
+        if complete and method != "full" and all(gaps):
+            row["gap"] = {"mean": statistics.fmean(statistics.fmean(g) for g in gaps), "interval": _interval(gaps),
+                          "seeds": min(len(g) for g in gaps)}
+        else:
+            row["gap"] = None
+        rows.append(row)
+    return {"model": "all-MiniLM-L6-v2", "family": "encoder", "corpora": corpora, "cards": cards, "sizes": sizes,
+            "runs_finished": runs_finished, "runs_planned": runs_planned, "rows": rows, "runs": records}
+
+
+def _cell(cell: dict | None) -> str:
+    if cell is None:
+        return "—"
+    accuracy = cell["accuracy"]
+    spread = f" ± {accuracy['std']:.1f}" if accuracy["std"] is not None else ""
+    return f"{accuracy['mean']:.1f}{spread}" + (f" ({accuracy['n']})" if accuracy["n"] < 3 else "")
+
+
+def _gap(gap: dict | None) -> str:
+    if gap is None:
+        return "—"
+    interval = gap["interval"]
+    return f"{gap['mean']:+.1f}" + (f" [{interval[0]:+.1f}, {interval[1]:+.1f}]" if interval else "")
+
+
+def markdown(report: dict) -> str:
+    corpora = report["corpora"]
+    lines = [f"Test accuracy, mean ± standard deviation over seeds (a count in brackets: fewer than 3 seeds so far); "
+             f"{report['runs_finished']} of {report['runs_planned']} runs finished. Gap: points against full "
+             f"fine-tuning, paired by seed, averaged over the corpora, with its {CONFIDENCE:.0%} interval."]
+    for auto in (False, True):
+        for size in report["sizes"]:
+            rows = [row for row in report["rows"] if row["size"] == size and row["auto"] == auto]
+            if not rows:
+                continue
+            lines += ["", f"**{SIZE_TITLES[size]}, {'`--lr auto`' if auto else 'default learning rates'}**", "",
+                      "| method | % trained | " + " | ".join(corpora) + " | mean | gap to full | s / run |",
+                      "|---|---:|" + "---:|" * (len(corpora) + 3)]
+            for row in rows:
+                cells = [row["corpora"].get(corpus) for corpus in corpora]
+                present = [c for c in cells if c]
+                percent = present[0]["trained_percent"]
+                mean = "—" if row["mean_accuracy"] is None else f"{row['mean_accuracy']:.1f}"
+                seconds = statistics.fmean(c["train_time_s"] for c in present)
+                lines.append(f"| {row['method']} | {percent:.3g} | " + " | ".join(_cell(c) for c in cells)
+                             + f" | {mean} | {_gap(row['gap'])} | {seconds:.0f} |")
+    return "\n".join(lines)
+
+
+def plot(report: dict, path: Path) -> None:
+    """Accuracy against % trained parameters (log scale), averaged over corpora: the paper's Figure 1, per size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = report["sizes"]
+    figure, axes = plt.subplots(1, len(sizes), figsize=(6 * len(sizes), 4.5), squeeze=False)
+    for axis, size in zip(axes[0], sizes):
+        for row in report["rows"]:
+            if row["size"] != size or row["auto"] or row["mean_accuracy"] is None:
+                continue
+            cells = list(row["corpora"].values())
+            spread = statistics.fmean(c["accuracy"]["std"] or 0.0 for c in cells)
+            axis.errorbar(cells[0]["trained_percent"], row["mean_accuracy"], yerr=spread, fmt="o", capsize=3)
+            axis.annotate(row["method"], (cells[0]["trained_percent"], row["mean_accuracy"]),
+                          textcoords="offset points", xytext=(5, 4), fontsize=8)
+        axis.set_xscale("log")
+        axis.set_xlabel("% of the model's parameters trained")
+        axis.set_ylabel(f"test accuracy, mean over {len(report['corpora'])} corpora")
+        axis.set_title(SIZE_TITLES[size])
+        axis.grid(alpha=0.3)
+    figure.suptitle("all-MiniLM-L6-v2, default learning rates (bars: mean standard deviation over seeds)")
+    figure.tight_layout()
+    atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=110, format="png"))
+    plt.close(figure)
+
+
+def write(report: dict, folder: Path, readme: str | None = None) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    table = markdown(report)
+    atomic_write(folder / "quality.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2) + "\n"))
+    atomic_write(folder / "quality.md", lambda tmp: Path(tmp).write_text(table + "\n"))
+    plot(report, folder / "quality.png")
+    if readme:
+        text = Path(readme).read_text()
+        if README_BEGIN not in text or README_END not in text:
+            raise ValueError(f"{readme} has no {README_BEGIN} ... {README_END} markers to put the table between.")
+        head, rest = text.split(README_BEGIN, 1)
+        updated = head + README_BEGIN + "\n" + table + "\n" + README_END + rest.split(README_END, 1)[1]
+        atomic_write(Path(readme), lambda tmp: Path(tmp).write_text(updated))
+
+
+def summary(report: dict) -> dict:
+    """What `compacter train` says of a method before it trains: the measured gap to full fine-tuning."""
+    entries: dict = {}
+    for row in report["rows"]:
+        if row["gap"] is None and row["method"] != "full":
+            continue
+        setting = "auto" if row["auto"] else "default"
+        full = next((r for r in report["rows"] if r["size"] == row["size"] and r["auto"] == row["auto"]
+                     and r["method"] == "full"), None)
+        entries.setdefault(setting, {}).setdefault(row["size"], {})[row["method"]] = {
+            "accuracy": row["mean_accuracy"], "full_accuracy": full["mean_accuracy"] if full else None,
+            "gap": row["gap"]["mean"] if row["gap"] else 0.0,
+            "interval": list(row["gap"]["interval"]) if row["gap"] and row["gap"]["interval"] else None,
+            "seeds": row["gap"]["seeds"] if row["gap"] else None}
+    return {"model": report["model"], "family": report["family"], "corpora": report["corpora"],
+            "source": "benchmarks/quality.py (README, 'Quality over datasets and seeds')", "entries": entries}
+
+
+def write_summary(report: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(summary(report), indent=2) + "\n"))

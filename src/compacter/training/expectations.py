@@ -1,0 +1,59 @@
+"""What the quality benchmark measured for a method, said by `compacter train` before it trains.
+
+benchmarks/quality.py (README, "Quality over datasets and seeds") trains every method on real-text
+corpora over several seeds and writes, with ``--summary``, each method's mean gap to full fine-tuning
+and its 95% interval into ``measured/quality.json`` in this package. A run of a method and model family
+it measured gets that line first, so a user knows what the default buys before spending the time.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
+
+SUMMARY = Path(__file__).resolve().parent.parent / "measured" / "quality.json"
+FEW_EXAMPLES = 1000  # a run on at most this many training examples is compared with the 100-example runs
+SIZE_WORDS = {"whole": "on the whole training set", "100": "with 100 training examples"}
+
+
+def expectation(method: str, family: str, train_size: int | None, auto: bool,
+                summary: Path | None = None) -> str | None:
+    """One line on what ``method`` gave against full fine-tuning on models of ``family``; None when not measured.
+    ``summary``: the benchmark's summary file (default: the package's)."""
+    summary = SUMMARY if summary is None else summary
+    if not summary.is_file():
+        return None
+    measured = json.loads(summary.read_text(encoding="utf-8"))
+    where = (f"on {measured['model']} over {len(measured['corpora'])} real-text corpora ({', '.join(measured['corpora'])}),"
+             f" {measured['source']}")
+    if family != measured["family"]:
+        return (f"What to expect: not measured for {family} models; the benchmark measured {measured['family']} models "
+                f"{where}.")
+    size = "100" if train_size is not None and train_size <= FEW_EXAMPLES else "whole"
+    setting = "auto" if auto else "default"
+    entry = measured["entries"].get(setting, {}).get(size, {}).get(method)
+    if entry is None:
+        return None
+    rate = "with --lr auto" if auto else "at its default learning rate"
+    if method == "full":
+        return f"What to expect: full fine-tuning {rate} scored {entry['accuracy']:.1f} {SIZE_WORDS[size]}, {where}."
+    interval = entry.get("interval")
+    spread = f" (95% interval {interval[0]:+.1f} to {interval[1]:+.1f})" if interval else ""
+    accuracy = ("" if entry["accuracy"] is None or entry["full_accuracy"] is None
+                else f"; test accuracy {entry['accuracy']:.1f} against {entry['full_accuracy']:.1f}")
+    return (f"What to expect: {method} {rate} scored {abs(entry['gap']):.1f} points "
+            f"{'below' if entry['gap'] < 0 else 'above'} full fine-tuning{spread} {SIZE_WORDS[size]}{accuracy}, "
+            f"{where}.")
+
+
+def expectation_for_run(config: TrainConfig, auto: bool) -> str | None:
+    """:func:`expectation` for a run about to start; None too when the model's family cannot be read yet."""
+    try:
+        family = config.model_family()
+    except ValueError:
+        return None
+    return expectation(config.method, family, config.train_size, auto)

