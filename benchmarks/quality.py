@@ -47,6 +47,7 @@ from compacter.demo import _require
 from compacter.io import atomic_write
 from compacter.methods import METHODS as REGISTERED
 from compacter.methods.learning_rates import lr_grid
+from compacter.quiet import quiet
 from compacter.training import TrainConfig, train
 from compacter.training.selection import choose_learning_rate
 
@@ -218,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     for number, run in enumerate([] if args.report_only else todo, 1):
         print(f"[{number}/{len(todo)} to go, {(time.monotonic() - started) / 60:.0f} min] {run.key}", file=sys.stderr,
               flush=True)
-        records.add(train_run(run, model, folders[run.corpus], sizes, output, args.keep_runs))
+        with quiet():  # as `compacter train` runs: no report of the new head each run trains anyway
+            records.add(train_run(run, model, folders[run.corpus], sizes, output, args.keep_runs))
     finished = [records.runs[run.key] for run in runs if run.key in records.runs]
     table = [{**record, "auto": False} for record in finished if record["learning_rate"] == defaults[record["method"]]]
     table += searches(finished, grids)
