@@ -226,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     table += searches(finished, grids)
     report = quality_report.build(table, runs_finished=len(finished), runs_planned=len(runs), corpora=list(folders),
                                   methods=args.methods, sizes=args.sizes,
-                                  cards={name: _card(folder) for name, folder in folders.items()})
+                                  cards={name: _card(folder) for name, folder in folders.items()},
+                                  rate_evidence=quality_report.learning_rates(finished, defaults, list(folders),
+                                                                              args.seeds))
     quality_report.write(report, results_dir, readme=args.readme)
     if args.summary:
         quality_report.write_summary(report, Path(args.summary))

@@ -19,6 +19,7 @@ from pathlib import Path
 from scipy import stats
 
 from compacter.io import atomic_write
+from compacter.training.selection import choose_learning_rate
 
 SIZE_TITLES = {"whole": "whole training set, 3 epochs", "100": "100 training examples, 30 epochs"}
 README_BEGIN, README_END = "<!-- benchmarks/quality.py: begin -->", "<!-- benchmarks/quality.py: end -->"
@@ -44,7 +45,7 @@ def _interval(differences_by_corpus: list[list[float]]) -> tuple[float, float] |
 
 
 def build(records: list[dict], *, runs_finished: int, runs_planned: int, corpora: list[str], methods: list[str],
-          sizes: list[str], cards: dict) -> dict:
+          sizes: list[str], cards: dict, rate_evidence: list[dict] | None = None) -> dict:
     """Every cell's mean and spread, and each method's gap to full fine-tuning per corpus and averaged."""
     by_cell: dict[tuple, dict[int, dict]] = defaultdict(dict)
     for run in records:
@@ -77,7 +78,29 @@ def build(records: list[dict], *, runs_finished: int, runs_planned: int, corpora
             row["gap"] = None
         rows.append(row)
     return {"model": "all-MiniLM-L6-v2", "family": "encoder", "corpora": corpora, "cards": cards, "sizes": sizes,
-            "runs_finished": runs_finished, "runs_planned": runs_planned, "rows": rows, "runs": records}
+            "runs_finished": runs_finished, "runs_planned": runs_planned, "rows": rows, "runs": records,
+            "learning_rates": rate_evidence or []}
+
+
+def learning_rates(runs: list[dict], defaults: dict[str, float], corpora: list[str], seeds: int) -> list[dict]:
+    """Per (size, method): each rate's mean validation score over every corpus and seed (a rate counts once all
+    of them have run), and the rate the library's selection rule picks on it: the evidence a default stands on.
+    Test scores are shown beside it, never used to choose."""
+    by_rate: dict[tuple, list[dict]] = defaultdict(list)
+    for run in runs:
+        by_rate[(run["size"], run["method"], run["learning_rate"])].append(run)
+    rows = []
+    for size, method in sorted({key[:2] for key in by_rate}):
+        rates = {}
+        for (s, m, rate), found in sorted(by_rate.items()):
+            if (s, m) == (size, method) and len(found) == len(corpora) * seeds:
+                rates[rate] = {"validation": statistics.fmean(r["validation"] for r in found),
+                               "test_accuracy": statistics.fmean(r["test_accuracy"] for r in found)}
+        if len(rates) > 1:
+            best = choose_learning_rate((rate, score["validation"]) for rate, score in rates.items())
+            rows.append({"size": size, "method": method, "default": defaults.get(method), "best_on_validation": best,
+                         "rates": rates})
+    return rows
 
 
 def _cell(cell: dict | None) -> str:
@@ -116,6 +139,17 @@ def markdown(report: dict) -> str:
                 seconds = statistics.fmean(c["train_time_s"] for c in present)
                 lines.append(f"| {row['method']} | {percent:.3g} | " + " | ".join(_cell(c) for c in cells)
                              + f" | {mean} | {_gap(row['gap'])} | {seconds:.0f} |")
+    if report["learning_rates"]:
+        lines += ["", "**Learning rates on validation** (mean over every corpus and seed; the pick is the selection "
+                  "rule's, on validation; test accuracy beside it, not used to choose)", "",
+                  "| data | method | default | validation (test) at each rate | best on validation |",
+                  "|---|---|---:|---|---:|"]
+        for row in report["learning_rates"]:
+            scores = ", ".join(f"{rate:g}: {score['validation']:.1f} ({score['test_accuracy']:.1f})"
+                               for rate, score in row["rates"].items())
+            mark = "" if row["best_on_validation"] == row["default"] else " ←"
+            lines.append(f"| {row['size']} | {row['method']} | {row['default']:g} | {scores} | "
+                         f"{row['best_on_validation']:g}{mark} |")
     return "\n".join(lines)
 
 

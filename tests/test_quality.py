@@ -216,3 +216,14 @@ def test_compacter_train_says_what_the_benchmark_measured(tiny_bert, tmp_path, m
     assert cli.main(["train", "--model", str(tiny_bert), "--task", str(data), "--text-column", "review",
                      "--label-column", "sentiment", "--output-dir", str(tmp_path / "run")]) == 0
     assert line in capsys.readouterr().err
+
+
+def test_the_evidence_for_a_default_is_the_mean_validation_score_over_corpora_and_seeds():
+    scores = {1e-3: [60.0, 62.0, 58.0, 61.0], 3e-3: [63.0, 59.0, 64.0, 62.0], 1e-2: [70.0, 70.0, 70.0]}  # 1e-2 unfinished
+    runs = [record(corpus, "lora", seed, 99.0 - rate * 100, rate=rate, validation=value)
+            for rate, values in scores.items()
+            for (corpus, seed), value in zip([("a", 0), ("a", 1), ("b", 0), ("b", 1)], values)]
+    [row] = quality_report.learning_rates(runs, {"lora": 1e-3}, ["a", "b"], seeds=2)
+    assert row["rates"].keys() == {1e-3, 3e-3}  # a rate counts once every corpus and seed has run
+    assert row["rates"][3e-3]["validation"] == pytest.approx(np.mean(scores[3e-3]))
+    assert row["best_on_validation"] == 3e-3 and row["default"] == 1e-3
