@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     table = [{**record, "auto": False} for record in finished if record["learning_rate"] == defaults[record["method"]]]
     table += searches(finished, grids)
     report = quality_report.build(table, runs_finished=len(finished), runs_planned=len(runs), corpora=list(folders),
-                                  methods=args.methods, sizes=args.sizes,
+                                  methods=args.methods, sizes={size: size_title(sizes[size]) for size in args.sizes},
                                   cards={name: _card(folder) for name, folder in folders.items()},
                                   rate_evidence=quality_report.learning_rates(finished, defaults, list(folders),
                                                                               args.seeds))
@@ -234,6 +234,11 @@ def main(argv: list[str] | None = None) -> int:
         quality_report.write_summary(report, Path(args.summary))
     print(quality_report.markdown(report))
     return 0
+
+
+def size_title(size: dict) -> str:
+    data = "whole training set" if size["train_size"] is None else f"{size['train_size']} training examples"
+    return f"{data}, {size['epochs']} epochs"
 
 
 def searches(records: list[dict], grids: dict[str, list[float]]) -> list[dict]:

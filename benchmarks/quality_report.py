@@ -21,7 +21,6 @@ from scipy import stats
 from compacter.io import atomic_write
 from compacter.training.selection import choose_learning_rate
 
-SIZE_TITLES = {"whole": "whole training set, 3 epochs", "100": "100 training examples, 30 epochs"}
 README_BEGIN, README_END = "<!-- benchmarks/quality.py: begin -->", "<!-- benchmarks/quality.py: end -->"
 CONFIDENCE = 0.95
 
@@ -45,14 +44,17 @@ def _interval(differences_by_corpus: list[list[float]]) -> tuple[float, float] |
 
 
 def build(records: list[dict], *, runs_finished: int, runs_planned: int, corpora: list[str], methods: list[str],
-          sizes: list[str], cards: dict, rate_evidence: list[dict] | None = None) -> dict:
-    """Every cell's mean and spread, and each method's gap to full fine-tuning per corpus and averaged."""
+          sizes: dict[str, str], cards: dict, rate_evidence: list[dict] | None = None) -> dict:
+    """``sizes``: each training-set size's name → its title (``whole`` → "whole training set, 3 epochs")."""
+    # Every cell's mean and spread, and each method's gap to full fine-tuning per corpus and averaged.
     by_cell: dict[tuple, dict[int, dict]] = defaultdict(dict)
     for run in records:
         by_cell[(run["size"], run["method"], run["auto"], run["corpus"])][run["seed"]] = run
     rows = []
     order = {method: index for index, method in enumerate(methods)}
-    for size, method, auto in sorted({key[:3] for key in by_cell}, key=lambda k: (k[2], sizes.index(k[0]), order[k[1]])):
+    size_order = list(sizes)
+    cells = sorted({key[:3] for key in by_cell}, key=lambda k: (k[2], size_order.index(k[0]), order[k[1]]))
+    for size, method, auto in cells:
         row = {"size": size, "method": method, "auto": auto, "corpora": {}}
         gaps = []
         for corpus in corpora:
@@ -77,7 +79,8 @@ def build(records: list[dict], *, runs_finished: int, runs_planned: int, corpora
         else:
             row["gap"] = None
         rows.append(row)
-    return {"model": "all-MiniLM-L6-v2", "family": "encoder", "corpora": corpora, "cards": cards, "sizes": sizes,
+    return {"model": "all-MiniLM-L6-v2", "family": "encoder", "corpora": corpora, "cards": cards, "sizes": size_order,
+            "size_titles": sizes,
             "runs_finished": runs_finished, "runs_planned": runs_planned, "rows": rows, "runs": records,
             "learning_rates": rate_evidence or []}
 
@@ -128,7 +131,7 @@ def markdown(report: dict) -> str:
             rows = [row for row in report["rows"] if row["size"] == size and row["auto"] == auto]
             if not rows:
                 continue
-            lines += ["", f"**{SIZE_TITLES[size]}, {'`--lr auto`' if auto else 'default learning rates'}**", "",
+            lines += ["", f"**{report['size_titles'][size]}, {'`--lr auto`' if auto else 'default learning rates'}**", "",
                       "| method | % trained | " + " | ".join(corpora) + " | mean | gap to full | s / run |",
                       "|---|---:|" + "---:|" * (len(corpora) + 3)]
             for row in rows:
@@ -174,9 +177,10 @@ def plot(report: dict, path: Path) -> None:
         axis.set_xscale("log")
         axis.set_xlabel("% of the model's parameters trained")
         axis.set_ylabel(f"test accuracy, mean over {len(report['corpora'])} corpora")
-        axis.set_title(SIZE_TITLES[size])
+        axis.set_title(report["size_titles"][size])
         axis.grid(alpha=0.3)
-    figure.suptitle("all-MiniLM-L6-v2, default learning rates (bars: mean standard deviation over seeds)")
+    figure.suptitle("all-MiniLM-L6-v2, default learning rates\n(bars: the corpora's mean standard deviation over seeds)",
+                    fontsize=10)
     figure.tight_layout()
     atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=110, format="png"))
     plt.close(figure)

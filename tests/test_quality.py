@@ -120,6 +120,9 @@ def test_bad_options_are_refused_before_any_run(arguments, message, never_trains
     assert stop.value.code == 2 and message in capsys.readouterr().err
 
 
+WHOLE = {"whole": "whole training set"}
+
+
 def record(corpus, method, seed, accuracy, *, size="whole", rate=1e-3, validation=50.0, auto=False):
     return {"corpus": corpus, "size": size, "method": method, "seed": seed, "learning_rate": rate,
             "validation": validation, "test_accuracy": accuracy, "test_macro_f1": accuracy, "trained_percent":
@@ -132,7 +135,7 @@ def test_means_spreads_and_gaps_are_the_textbook_statistics():
     records = [record(c, "full", s, v) for c, values in full.items() for s, v in enumerate(values)]
     records += [record(c, "compacter++", s, v) for c, values in peft.items() for s, v in enumerate(values)]
     one = quality_report.build([r for r in records if r["corpus"] == "a"], runs_finished=6, runs_planned=6,
-                               corpora=["a"], methods=["full", "compacter++"], sizes=["whole"], cards={})
+                               corpora=["a"], methods=["full", "compacter++"], sizes=WHOLE, cards={})
     row = next(r for r in one["rows"] if r["method"] == "compacter++")
     assert row["corpora"]["a"]["accuracy"]["std"] == pytest.approx(np.std(peft["a"], ddof=1))
     paired = stats.ttest_rel(peft["a"], full["a"]).confidence_interval(0.95)
@@ -140,7 +143,7 @@ def test_means_spreads_and_gaps_are_the_textbook_statistics():
     assert row["gap"]["interval"] == pytest.approx((paired.low, paired.high))
 
     both = quality_report.build(records, runs_finished=12, runs_planned=12, corpora=["a", "b"],
-                                methods=["full", "compacter++"], sizes=["whole"], cards={})
+                                methods=["full", "compacter++"], sizes=WHOLE, cards={})
     row = next(r for r in both["rows"] if r["method"] == "compacter++")
     gaps = {c: np.subtract(peft[c], full[c]) for c in full}
     assert row["gap"]["mean"] == pytest.approx(np.mean([gaps["a"].mean(), gaps["b"].mean()]))
@@ -198,7 +201,7 @@ def test_compacter_train_says_what_the_benchmark_measured(tiny_bert, tmp_path, m
     records = [record(c, m, s, v) for c in ("a", "b") for s in (0, 1, 2)
                for m, v in (("full", 90.0 + s), ("compacter++", 89.0 + s * 1.5))]
     report = quality_report.build(records, runs_finished=12, runs_planned=12, corpora=["a", "b"],
-                                  methods=["full", "compacter++"], sizes=["whole"], cards={})
+                                  methods=["full", "compacter++"], sizes=WHOLE, cards={})
     summary = tmp_path / "quality.json"
     quality_report.write_summary(report, summary)
     row = next(r for r in report["rows"] if r["method"] == "compacter++")
