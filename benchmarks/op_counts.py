@@ -30,8 +30,8 @@ import torch
 import transformers
 
 import compacter
-from compacter.architectures import is_norm
 from compacter.io import atomic_write
+from compacter.model_anatomy import is_norm
 from compacter.opcount import count, training_step
 
 HERE = Path(__file__).parent

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .architectures import is_norm
 from .devices import hook_around_forward
+from .model_anatomy import is_norm
 from .routing import per_row
 
 if TYPE_CHECKING:

@@ -15,9 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..architectures import SUBLAYERS, Site, find_sites, resolve_spec
+from ..architectures import SUBLAYERS
 from ..devices import execution_device
 from ..layers import ACTIVATIONS, ProjectionBank, SharedHypercomplexWeights, bottleneck, check_divisible
+from ..placement import Site, find_sites, resolve_spec
 from ..routing import per_row
 from .base import MethodConfig, SiteKind, TaskModules
 from .settings import setting
