@@ -101,10 +101,15 @@ class _InsideHook:
             self.module._old_forward = self.inner
 
 
+def loads_own_parameters(module: nn.Module) -> bool:
+    """Whether an accelerate hook wraps the module's forward (it may load the module's parameters only then)."""
+    return bool(_align_hooks(module)) and "_old_forward" in module.__dict__
+
+
 def hook_around_forward(module: nn.Module, before: Callable[[nn.Module, tuple], None],
                         after: Callable[[nn.Module, tuple, Any], Any]) -> list[Any]:
     """Run ``before(module, args)`` and ``after(module, args, output)`` (which returns the output) around each call of
     ``module``: inside its accelerate hook when it has one, else as torch hooks. Returns handles with ``remove()``."""
-    if _align_hooks(module) and "_old_forward" in module.__dict__:
+    if loads_own_parameters(module):
         return [_InsideHook(module, before, after)]
     return [module.register_forward_pre_hook(before), module.register_forward_hook(after, always_call=True)]
