@@ -439,6 +439,7 @@ def test_a_site_that_returns_a_tuple_adapts_its_first_element_and_keeps_the_rest
     hidden, router = model(x)
     attended = model.blocks[0].attn_out(x)  # with its adapter
     weights = model.compacter.task().site_weights(BOTTLENECK, "blocks.0.moe", x)
-    torch.testing.assert_close(hidden, bottleneck(2 * attended, *weights))
+    torch.testing.assert_close(hidden, bottleneck(2 * attended, weights.down_transposed.t(), weights.down_bias,
+                                                  weights.up_transposed.t(), weights.up_bias, weights.activation))
     assert not torch.allclose(hidden, 2 * attended)
     torch.testing.assert_close(router, attended.sum(-1))
