@@ -9,6 +9,9 @@
   each method; per adapter site, the ops above the plain model;
 * ``generate`` of 16 new tokens (greedy, batch 1) on a bf16 base: compute ops and device syncs of the
   base model and of each method (after one warm-up call, so what is counted is a steady-state call);
+* in both, *the bottleneck math alone*: the reference model with compacter++'s bottleneck written into
+  the forward of each of its sites' modules (no compacter code: no hooks, no caches, no built
+  weights), the floor of what an adapter at those sites costs per call;
 * overhead time on this shrunk config, where the compute is small and the host's work dominates:
   steps taken round-robin over the models in one process, the median over rounds of each one's time
   over the reference's in the same round, with the interquartile range of those ratios.
@@ -31,12 +34,14 @@ import transformers
 
 import compacter
 from compacter.io import atomic_write
+from compacter.layers import bottleneck_transposed
 from compacter.model_anatomy import is_norm
 from compacter.opcount import count, training_step
 
 HERE = Path(__file__).parent
 METHODS = ["layer-norms", "compacter++", "compacter", "adapter", "lora", "ia3"]
 TRAIN_REFERENCE, GENERATE_REFERENCE = "plain LN-only", "base"
+MATH_ONLY = "bottleneck math alone"
 
 
 def shrunk_t5(layers: int) -> transformers.T5ForConditionalGeneration:
@@ -47,20 +52,49 @@ def shrunk_t5(layers: int) -> transformers.T5ForConditionalGeneration:
     return transformers.T5ForConditionalGeneration(config)
 
 
-def training_models(layers: int) -> dict[str, torch.nn.Module]:
-    full = shrunk_t5(layers)
+def plain_layer_norm_model(layers: int) -> transformers.T5ForConditionalGeneration:
     plain = shrunk_t5(layers).requires_grad_(False)
     for module in plain.modules():
         if is_norm(module):
             module.requires_grad_(True)
-    models = {"full": full, TRAIN_REFERENCE: plain}
+    return plain
+
+
+def with_bottleneck_math(model: torch.nn.Module, dtype: torch.dtype, trainable: bool) -> torch.nn.Module:
+    """``model`` with compacter++'s bottleneck (its sites, its sizes, weights in ``dtype``) written into each site
+    module's forward: the adapters' math with nothing of compacter around it."""
+    like = compacter.apply(shrunk_t5(model.config.num_layers), "compacter++")
+    generator = torch.Generator().manual_seed(0)
+    for name, _ in like.compacter.task().site_modules.values():
+        module = model.get_submodule(name)
+        width, size = module.out_features, like.compacter.config.bottleneck(module.out_features)
+        shapes = {"down_transposed": (width, size), "down_bias": (size,), "up_transposed": (size, width),
+                  "up_bias": (width,)}
+        for key, shape in shapes.items():
+            value = (torch.randn(*shape, generator=generator) * 0.02).to(dtype)
+            module.register_parameter(f"adapter_{key}", torch.nn.Parameter(value, requires_grad=trainable))
+        weights = [module.get_parameter(f"adapter_{key}") for key in shapes]
+
+        def forward(hidden, inner=module.forward, weights=weights):
+            return bottleneck_transposed(inner(hidden), *weights, "gelu")
+
+        module.forward = forward
+    return model
+
+
+def training_models(layers: int) -> dict[str, torch.nn.Module]:
+    full = shrunk_t5(layers)
+    models = {"full": full, TRAIN_REFERENCE: plain_layer_norm_model(layers),
+              # bf16 weights: autocast casts none of them (compacter casts each bank once per step)
+              MATH_ONLY: with_bottleneck_math(plain_layer_norm_model(layers), torch.bfloat16, trainable=True)}
     for method in [m for m in METHODS if m in compacter.METHODS]:  # (an older compacter may lack some)
         models[method] = compacter.apply(shrunk_t5(layers), method)
     return {name: model.train() for name, model in models.items()}
 
 
 def generation_models(layers: int) -> dict[str, torch.nn.Module]:
-    models = {GENERATE_REFERENCE: shrunk_t5(layers).to(torch.bfloat16)}
+    models = {GENERATE_REFERENCE: shrunk_t5(layers).to(torch.bfloat16),
+              MATH_ONLY: with_bottleneck_math(shrunk_t5(layers).to(torch.bfloat16), torch.bfloat16, trainable=False)}
     for method in [m for m in METHODS if m != "layer-norms" and m in compacter.METHODS]:
         models[method] = compacter.apply(shrunk_t5(layers).to(torch.bfloat16), method)
     return {name: model.eval() for name, model in models.items()}
