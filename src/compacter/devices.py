@@ -78,27 +78,32 @@ def is_offloaded(model: nn.Module) -> bool:
         hook.offload for module in model.modules() for hook in _align_hooks(module))
 
 
-class _InsideHook:
-    """``before`` and ``after`` around a module's own forward, inside the accelerate hook that wraps it."""
+class _AroundForward:
+    """``before`` and ``after`` around a module's own forward: a wrapper in the module's ``forward`` (or, inside the
+    accelerate hook that wraps it, in its ``_old_forward``). Not torch hooks: a module with hooks takes torch's slow
+    call path at every call, which for the dozens of norms of a model was most of a decoding step's overhead."""
 
-    def __init__(self, module: nn.Module, before: Callable, after: Callable) -> None:
-        self.module, self.inner = module, module._old_forward
+    def __init__(self, module: nn.Module, before: Callable, after: Callable, attribute: str) -> None:
+        self.module, self.before, self.after, self.attribute = module, before, after, attribute
+        self.own = module.__dict__.get(attribute)  # a forward of the instance's own (another wrapper), if any
+        self.inner = getattr(module, attribute)
+        object.__setattr__(module, attribute, self)
 
-        def forward(*args: Any, **kwargs: Any) -> Any:
-            before(module, args)
-            try:
-                output = self.inner(*args, **kwargs)
-            except BaseException:
-                after(module, args, None)
-                raise
-            return after(module, args, output)
-
-        self.forward = forward
-        module._old_forward = forward
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.before(self.module, args)
+        try:
+            output = self.inner(*args, **kwargs)
+        except BaseException:
+            self.after(self.module, args, None)
+            raise
+        return self.after(self.module, args, output)
 
     def remove(self) -> None:
-        if self.module.__dict__.get("_old_forward") is self.forward:
-            self.module._old_forward = self.inner
+        if self.module.__dict__.get(self.attribute) is self:
+            if self.own is None:
+                del self.module.__dict__[self.attribute]  # the class's forward again
+            else:
+                object.__setattr__(self.module, self.attribute, self.own)
 
 
 def loads_own_parameters(module: nn.Module) -> bool:
@@ -109,7 +114,5 @@ def loads_own_parameters(module: nn.Module) -> bool:
 def hook_around_forward(module: nn.Module, before: Callable[[nn.Module, tuple], None],
                         after: Callable[[nn.Module, tuple, Any], Any]) -> list[Any]:
     """Run ``before(module, args)`` and ``after(module, args, output)`` (which returns the output) around each call of
-    ``module``: inside its accelerate hook when it has one, else as torch hooks. Returns handles with ``remove()``."""
-    if loads_own_parameters(module):
-        return [_InsideHook(module, before, after)]
-    return [module.register_forward_pre_hook(before), module.register_forward_hook(after, always_call=True)]
+    ``module``: inside its accelerate hook when it has one, else around its forward. Returns handles with ``remove()``."""
+    return [_AroundForward(module, before, after, "_old_forward" if loads_own_parameters(module) else "forward")]
