@@ -14,7 +14,9 @@
   weights), the floor of what an adapter at those sites costs per call;
 * overhead time on this shrunk config, where the compute is small and the host's work dominates:
   steps taken round-robin over the models in one process, the median over rounds of each one's time
-  over the reference's in the same round, with the interquartile range of those ratios.
+  over the reference's in the same round, with the interquartile range of those ratios. Wall-clock
+  time, or with ``--cpu-time`` the calling thread's CPU time (one thread does all the work here), which
+  other processes' load on a shared machine does not enter.
 
 Writes benchmarks/results/op_counts.json and .md (or --output DIR).
 """
@@ -124,13 +126,13 @@ def paired(times: dict[str, list[float]], reference: str) -> dict[str, dict]:
     return rows
 
 
-def timed(function, *args) -> float:
-    start = time.perf_counter()
+def timed(function, *args, clock=time.perf_counter) -> float:
+    start = clock()
     function(*args)
-    return time.perf_counter() - start
+    return clock() - start
 
 
-def measure(layers: int, rounds: int) -> dict:
+def measure(layers: int, rounds: int, clock=time.perf_counter) -> dict:
     generator = torch.Generator().manual_seed(0)
     batch = {"input_ids": torch.randint(2, 512, (1, 32), generator=generator),
              "labels": torch.randint(2, 512, (1, 8), generator=generator)}
@@ -141,7 +143,7 @@ def measure(layers: int, rounds: int) -> dict:
     train_times: dict[str, list[float]] = {name: [] for name in trainers}
     for _ in range(rounds):  # round-robin: the machine's noise hits every model alike
         for name, model in trainers.items():
-            train_times[name].append(timed(training_step, model, batch))
+            train_times[name].append(timed(training_step, model, batch, clock=clock))
     generators = generation_models(layers)
     ids = batch["input_ids"]
     for model in generators.values():
@@ -150,7 +152,7 @@ def measure(layers: int, rounds: int) -> dict:
     generate_times: dict[str, list[float]] = {name: [] for name in generators}
     for _ in range(rounds):
         for name, model in generators.items():
-            generate_times[name].append(timed(generate, model, ids))
+            generate_times[name].append(timed(generate, model, ids, clock=clock))
     train_time, generate_time = paired(train_times, TRAIN_REFERENCE), paired(generate_times, GENERATE_REFERENCE)
     reference, base = train_counts[TRAIN_REFERENCE], generate_counts[GENERATE_REFERENCE]
     training = {}
@@ -164,6 +166,7 @@ def measure(layers: int, rounds: int) -> dict:
                   for name, counter in generate_counts.items()}
     return {"config": {"model": f"T5 shrunk: {layers}+{layers} layers, d_model 128, vocab 512", "batch": 1,
                        "source_tokens": 32, "target_tokens": 8, "generated_tokens": 16, "rounds": rounds,
+                       "clock": "thread CPU time" if clock is time.thread_time else "wall-clock time",
                        "training_precision": "bf16 autocast", "generation_base": "bf16"},
             "machine": {"platform": platform.platform(), "torch": torch.__version__,
                         "transformers": transformers.__version__, "threads": torch.get_num_threads()},
@@ -173,7 +176,8 @@ def measure(layers: int, rounds: int) -> dict:
 def markdown(results: dict) -> str:
     config = results["config"]
     lines = [f"Training step ({config['model']}, {config['training_precision']}, batch 1), ops of forward + backward; "
-             f"time: median ratio to the {TRAIN_REFERENCE} model over {config['rounds']} round-robin rounds (IQR):", "",
+             f"time ({config.get('clock', 'wall-clock time')}): median ratio to the {TRAIN_REFERENCE} model over "
+             f"{config['rounds']} round-robin rounds (IQR):", "",
              "| model | compute ops | dispatched | compute vs plain | per site above plain | time vs plain (IQR) |",
              "|---|---:|---:|---:|---:|---|"]
     for name, row in results["training"].items():
@@ -197,12 +201,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="2+2 layers, 3 rounds")
     parser.add_argument("--rounds", type=int, default=None, help="timing rounds (default 7, quick 3)")
     parser.add_argument("--output", default=str(HERE / "results"), help="where op_counts.json and .md go")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time the thread's CPU time, not the wall clock (a shared machine's load stays out)")
     args = parser.parse_args(argv)
     rounds = args.rounds or (3 if args.quick else 7)
     if rounds < 1:
         parser.error("--rounds must be at least 1")
     torch.set_num_threads(1)  # one thread: the host's per-op work, not the machine's parallelism, is measured
-    results = measure(2 if args.quick else 12, rounds)
+    results = measure(2 if args.quick else 12, rounds, clock=time.thread_time if args.cpu_time else time.perf_counter)
     name = "op_counts_quick" if args.quick else "op_counts"
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)

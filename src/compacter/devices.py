@@ -78,16 +78,39 @@ def is_offloaded(model: nn.Module) -> bool:
         hook.offload for module in model.modules() for hook in _align_hooks(module))
 
 
-class _AroundForward:
-    """``before`` and ``after`` around a module's own forward: a wrapper in the module's ``forward`` (or, inside the
-    accelerate hook that wraps it, in its ``_old_forward``). Not torch hooks: a module with hooks takes torch's slow
-    call path at every call, which for the dozens of norms of a model was most of a decoding step's overhead."""
+class ForwardWrapper:
+    """A callable in place of a module's ``forward`` (or ``_old_forward``, inside the accelerate hook that wraps it)
+    that calls ``inner``, the forward it replaced. Not torch hooks: a module with hooks takes torch's slow call path
+    at every call, which for the dozens of norms and adapter sites of a model was most of a decoding step's overhead.
+    Wrappers may stack; :meth:`remove` takes one out of anywhere in the stack."""
 
-    def __init__(self, module: nn.Module, before: Callable, after: Callable, attribute: str) -> None:
-        self.module, self.before, self.after, self.attribute = module, before, after, attribute
-        self.own = module.__dict__.get(attribute)  # a forward of the instance's own (another wrapper), if any
+    def __init__(self, module: nn.Module, attribute: str = "forward") -> None:
+        self.module, self.attribute = module, attribute
+        self.own = module.__dict__.get(attribute)  # what the instance itself held there (another wrapper), if anything
         self.inner = getattr(module, attribute)
         object.__setattr__(module, attribute, self)
+
+    def remove(self) -> None:
+        outer = self.module.__dict__.get(self.attribute)
+        if outer is self:
+            if self.own is None:
+                del self.module.__dict__[self.attribute]  # the class's forward again
+            else:
+                object.__setattr__(self.module, self.attribute, self.own)
+            return
+        while isinstance(outer, ForwardWrapper):
+            if outer.inner is self:
+                outer.inner, outer.own = self.inner, self.own
+                return
+            outer = outer.inner
+
+
+class _AroundForward(ForwardWrapper):
+    """``before(module, args)`` and ``after(module, args, output)`` around the module's forward."""
+
+    def __init__(self, module: nn.Module, before: Callable, after: Callable, attribute: str) -> None:
+        super().__init__(module, attribute)
+        self.before, self.after = before, after
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         self.before(self.module, args)
@@ -97,13 +120,6 @@ class _AroundForward:
             self.after(self.module, args, None)
             raise
         return self.after(self.module, args, output)
-
-    def remove(self) -> None:
-        if self.module.__dict__.get(self.attribute) is self:
-            if self.own is None:
-                del self.module.__dict__[self.attribute]  # the class's forward again
-            else:
-                object.__setattr__(self.module, self.attribute, self.own)
 
 
 def loads_own_parameters(module: nn.Module) -> bool:
