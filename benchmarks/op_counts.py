@@ -70,12 +70,13 @@ def with_bottleneck_math(model: torch.nn.Module, dtype: torch.dtype, trainable: 
     for name, _ in like.compacter.task().site_modules.values():
         module = model.get_submodule(name)
         width, size = module.out_features, like.compacter.config.bottleneck(module.out_features)
-        shapes = {"down_transposed": (width, size), "down_bias": (size,), "up_transposed": (size, width),
-                  "up_bias": (width,)}
+        # weights stored (out, in) as built, used transposed: the layout (and so the kernels) of compacter's sites
+        shapes = {"down_weight": (size, width), "down_bias": (size,), "up_weight": (width, size), "up_bias": (width,)}
         for key, shape in shapes.items():
             value = (torch.randn(*shape, generator=generator) * 0.02).to(dtype)
             module.register_parameter(f"adapter_{key}", torch.nn.Parameter(value, requires_grad=trainable))
         weights = [module.get_parameter(f"adapter_{key}") for key in shapes]
+        weights = [weight.t() if weight.dim() == 2 else weight for weight in weights]
 
         def forward(hidden, inner=module.forward, weights=weights):
             return bottleneck_transposed(inner(hidden), *weights, "gelu")
