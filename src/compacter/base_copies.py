@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.distributed.fsdp import FSDPModule
+from torch.distributed.tensor import DTensor
 
 from .devices import hook_around_forward, loads_own_parameters
 from .model_anatomy import is_norm
@@ -89,9 +91,10 @@ class BaseCopies:
 
     def swap_in_all(self) -> None:
         """A call into the model starts: swap the running task's copies into every holder that can take them now
-        (not one that accelerate loads in its own hook), once, instead of at each holder's every forward."""
+        (not one that accelerate loads in its own hook, nor any of a model that FSDP shards: each unit sets its
+        gathered parameters on its modules as it runs), once, instead of at each holder's every forward."""
         running = self.container.running
-        if running is None or torch.compiler.is_compiling():
+        if running is None or torch.compiler.is_compiling() or isinstance(self.container._model, FSDPModule):
             return
         plan = running.prepared.get("swaps at the boundary", lambda: self._boundary_plan(running))
         saved = self.swapped_at_boundary
@@ -103,7 +106,8 @@ class BaseCopies:
     def _boundary_plan(self, task: TaskModules) -> list[tuple[nn.Module, dict[str, torch.Tensor]]]:
         plan = []
         for module in self.held:
-            if module not in self.loaded_by_accelerate:
+            if module not in self.loaded_by_accelerate and not any(
+                    isinstance(module._parameters[attribute], DTensor) for attribute, _ in self.held[module]):
                 # the per-module hooks' own swaps: a block that gradient checkpointing recomputes after the call
                 # returned swaps in the very tensors its forward used
                 swaps = task.prepared.get(("swaps", module), lambda module=module: self._swaps(module, task))
