@@ -14,7 +14,7 @@ import transformers
 from conftest import tiny_bert, tiny_gpt2, tiny_llama, tiny_t5
 
 import compacter
-from compacter import architectures
+from compacter import architectures, placement, site_inference
 from compacter.layers import ProjectionBank, bottleneck
 from compacter.methods.adapters import BOTTLENECK
 
@@ -351,7 +351,7 @@ def test_the_inferred_patterns_can_be_passed_back_and_overridden(monkeypatch):
     family = FAMILIES["bart"]
     monkeypatch.delitem(architectures.ARCHITECTURES, "bart")
     with pytest.warns(UserWarning, match="inferred") as caught:
-        spec = architectures.resolve_spec(build(family), None, None)
+        spec = placement.resolve_spec(build(family), None, None)
     assert spec.attention_output == r"^(?:model\.encoder\.layers|model\.decoder\.layers)\.\d+\.self_attn\.out_proj$"
     assert spec.feed_forward_output == r"^(?:model\.encoder\.layers|model\.decoder\.layers)\.\d+\.fc2$"
     assert f"attention_output=r'{spec.attention_output}'" in str(caught[0].message)
@@ -383,7 +383,7 @@ def test_an_inferred_model_saves_and_loads(monkeypatch, tmp_path):
 
 def test_inference_enumerates_blocks_that_differ():
     found = {("model.layers", "mlp.down_proj"): [0], ("model.layers", "mlp"): [1, 2]}
-    assert architectures._names_pattern(found, {"model.layers": 3}) == (
+    assert site_inference._names_pattern(found, {"model.layers": 3}) == (
         r"^(?:model\.layers\.(?:0)\.mlp\.down_proj|model\.layers\.(?:1|2)\.mlp)$")
 
 
@@ -439,6 +439,7 @@ def test_a_site_that_returns_a_tuple_adapts_its_first_element_and_keeps_the_rest
     hidden, router = model(x)
     attended = model.blocks[0].attn_out(x)  # with its adapter
     weights = model.compacter.task().site_weights(BOTTLENECK, "blocks.0.moe", x)
-    torch.testing.assert_close(hidden, bottleneck(2 * attended, *weights))
+    torch.testing.assert_close(hidden, bottleneck(2 * attended, weights.down_transposed.t(), weights.down_bias,
+                                                  weights.up_transposed.t(), weights.up_bias, weights.activation))
     assert not torch.allclose(hidden, 2 * attended)
     torch.testing.assert_close(router, attended.sum(-1))

@@ -4,7 +4,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from compacter.layers import ProjectionBank, SharedHypercomplexWeights, bottleneck, lphm_weight, phm_weight
+from compacter.layers import (
+    ProjectionBank,
+    SharedHypercomplexWeights,
+    bottleneck,
+    bottleneck_transposed,
+    lphm_weight,
+    phm_weight,
+)
 
 
 def kron_sum(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
@@ -100,3 +107,30 @@ def test_n_that_does_not_divide_is_refused_with_advice():
         ProjectionBank(1, 768, 24, "phm", n=5)
     with pytest.raises(ValueError, match=r"n=16 does not divide the projection's output size 24"):
         ProjectionBank(1, 768, 24, "phm", n=16)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape, contiguous, biases", [((2, 5, 16), True, True), ((7, 16), True, True),
+                                                       ((2, 5, 16), False, True), ((2, 5, 16), True, False)])
+def test_the_transposed_bottleneck_is_the_bottleneck_bit_for_bit_with_its_gradients(dtype, shape, contiguous, biases):
+    """The forward path's bottleneck (weights transposed once per bank, rows flattened once) runs aten linear's own
+    kernels: outputs and gradients equal the plain definition's exactly, not just closely."""
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(*shape, generator=generator).to(dtype)
+    if not contiguous:
+        hidden = hidden.transpose(0, 1).contiguous().transpose(0, 1)
+    assert hidden.is_contiguous() == contiguous
+    weights = [torch.randn(4, 16, generator=generator), torch.randn(4, generator=generator),
+               torch.randn(16, 4, generator=generator), torch.randn(16, generator=generator)]
+    if not biases:
+        weights[1] = weights[3] = None
+    results = []
+    for function, transpose in ((bottleneck, False), (bottleneck_transposed, True)):
+        leaves = [None if w is None else w.to(dtype).requires_grad_() for w in weights]
+        x = hidden.clone().requires_grad_()
+        given = [None if w is None else (w.t() if transpose and w.dim() == 2 else w) for w in leaves]
+        output = function(x, given[0], given[1], given[2], given[3], "gelu")
+        output.backward(torch.ones_like(output))
+        results.append([output, x.grad, *(w.grad for w in leaves if w is not None)])
+    for plain, transposed in zip(*results):
+        assert torch.equal(plain, transposed)

@@ -208,7 +208,7 @@ def test_print_config_then_config_is_the_same_run(bert, reviews, tmp_path, capsy
 
 
 def arguments(*argv):
-    from compacter.cli import train_arguments, train_config
+    from compacter.cli_train import train_arguments, train_config
 
     return train_config(train_arguments(build_parser().parse_args(["train", *argv])))
 

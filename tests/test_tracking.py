@@ -96,7 +96,8 @@ def test_bad_trackers_are_refused_before_anything_is_written(flags, message, wor
 
 def test_report_to_takes_commas_and_the_config_file(workspace, tmp_path, capsys):
     pytest.importorskip("tensorboard")
-    from compacter.cli import build_parser, train_arguments, train_config
+    from compacter.cli import build_parser
+    from compacter.cli_train import train_arguments, train_config
 
     args = build_parser().parse_args(["train", "--model", "m", "--task", "rte", "--report-to", "tensorboard,none"])
     with pytest.raises(ValueError, match="--report-to none means no tracker"):

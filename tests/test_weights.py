@@ -219,3 +219,40 @@ def test_what_invalidates_prepared_weights_without_comparing_values(tmp_path):
         as_double = model(**inputs).logits
     assert as_double.dtype == torch.float64
     torch.testing.assert_close(as_double.float(), stepped, rtol=1e-4, atol=1e-5)
+
+
+def test_layer_norm_copies_are_in_for_the_whole_call_and_the_base_s_own_after_it_even_after_an_error():
+    """The running task's layer-norm copies are swapped in once per call (not at each norm's forward): every norm
+    holds its copy from the call's first module to its last, and the base model's own parameters are back after the
+    call, also when it raised. A norm called on its own, outside any call of the model, still runs the task's copy."""
+    model = compacter.apply(tiny_t5(seed=6), "compacter++")
+    task = model.compacter.task()
+    norms = {key: model.get_submodule(key.rsplit(".", 1)[0]) for key in task.base_copies}
+    own = {key: norm.weight for key, norm in norms.items()}
+    with torch.no_grad():
+        for number, copy in enumerate(task.base_copies.values()):
+            copy.fill_(1.0 + number / 10)  # each copy differs from the base's ones and from the others
+    seen = []
+    model.encoder.block[0].register_forward_pre_hook(  # the first module the call runs after the boundary
+        lambda module, args: seen.append({key: norm.weight for key, norm in norms.items()}))
+    inputs = batch()
+    with torch.no_grad():
+        expected = model(**inputs).logits
+    assert len(seen) == 1 and all(seen[0][key] is task.base_copy(key) for key in norms)  # all of them, up front
+    assert all(norm.weight is own[key] for key, norm in norms.items())  # and the base's own after the call
+
+    failing = model.decoder.block[1].register_forward_hook(lambda module, args, output: 1 / 0)
+    with torch.no_grad(), pytest.raises(ZeroDivisionError):
+        model(**inputs)
+    assert all(norm.weight is own[key] for key, norm in norms.items())
+    failing.remove()
+    with torch.no_grad():
+        assert torch.equal(model(**inputs).logits, expected)
+
+    norm = model.encoder.final_layer_norm
+    hidden = torch.randn(1, 3, 128)
+    with torch.no_grad():
+        alone = norm(hidden)
+        with compacter.disabled(model):
+            base = norm(hidden)
+    assert torch.allclose(alone, base * task.base_copy("encoder.final_layer_norm.weight"))  # the base's weight is 1

@@ -6,13 +6,13 @@ from typing import Any
 
 from torch import nn
 
-from .architectures import head_parameter_names, is_norm, output_layer_parameter_names
 from .base_copies import Override, parameter_holders
 from .container import CompacterModules, container_of, refuse_in_place
 from .devices import execution_device, is_offloaded, stored_value
 from .inventory import architecture_fingerprint, base_modules, base_parameters, count_unique, distinct_weights
 from .methods import MethodConfig, get_config
 from .methods.base import TaskModules
+from .model_anatomy import head_parameter_names, is_norm, output_layer_parameter_names
 from .names import check_task_name
 from .quantization import is_quantized
 

@@ -1,11 +1,13 @@
 """Base parameters that tasks train as copies of their own (layer norms, a task head, the output layer).
 
-The modules that hold such a parameter are hooked (once, however many tasks copy it): for the
-duration of the module's forward its parameter is swapped for the running task's copy (cast to the
-base's dtype once per change of the copy: the copies are fp32 master weights), and swapped back
-afterwards, so that outside a forward the base model is exactly as it was loaded. A module's own hook,
-not one swap per call of the model: gradient checkpointing recomputes blocks after the call returned,
-and accelerate loads an offloaded module's parameters inside its own hook (devices.hook_around_forward).
+For the duration of a call into the model the parameter is swapped for the running task's copy
+(cast to the base's dtype once per change of the copy: the copies are fp32 master weights), and
+swapped back afterwards, so that outside a call the base model is exactly as it was loaded. One task
+runs the whole call: every holder is swapped once, at the call boundary (:meth:`BaseCopies.swap_in_all`).
+The modules that hold such a parameter are also hooked (once, however many tasks copy it), and swap
+for the duration of their own forward when the boundary did not: gradient checkpointing recomputes
+blocks after the call returned, accelerate loads an offloaded module's parameters inside its own hook
+(devices.hook_around_forward), and a routed batch needs each row's value.
 
 Under routing, a linear layer or norm whose parameter differs per row is recomputed row by row.
 """
@@ -18,9 +20,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.distributed.fsdp import FSDPModule
+from torch.distributed.tensor import DTensor
 
-from .architectures import is_norm
-from .devices import hook_around_forward
+from .devices import hook_around_forward, loads_own_parameters
+from .model_anatomy import is_norm
 from .routing import per_row
 
 if TYPE_CHECKING:
@@ -47,6 +51,9 @@ class BaseCopies:
         self.overrides: dict[str, Override] = {}  # by key: the base parameter's name
         self.held: dict[nn.Module, list[tuple[str, Override]]] = {}  # holder module → (attribute, override)
         self.handles: dict[nn.Module, list] = {}
+        # what the boundary swapped for the call in progress: holder → its own parameters, put back at the end
+        self.swapped_at_boundary: dict[nn.Module, dict[str, torch.Tensor]] = {}
+        self.loaded_by_accelerate: set[nn.Module] = set()  # holders whose parameters exist only inside their forward
 
     def add(self, overrides: list[Override]) -> None:
         for override in overrides:
@@ -57,6 +64,8 @@ class BaseCopies:
                 self.held.setdefault(module, []).append((attribute, override))
                 if module not in self.handles:  # inside accelerate's hook, if it loads the module's own
                     self.handles[module] = hook_around_forward(module, self.swap_in, self.swap_out)
+                    if loads_own_parameters(module):
+                        self.loaded_by_accelerate.add(module)
 
     def keep_only(self, used: set[str]) -> None:
         """Unhook the overrides that no task copies any more."""
@@ -67,19 +76,54 @@ class BaseCopies:
                     del self.held[module]
                     for handle in self.handles.pop(module):
                         handle.remove()
+                    self.loaded_by_accelerate.discard(module)
 
     def remove_all(self) -> None:
         for handles in self.handles.values():
             for handle in handles:
                 handle.remove()
-        self.handles = {}
+        self.handles, self.loaded_by_accelerate = {}, set()
 
     def unroutable_holder(self, key: str) -> str | None:
         """The type of a module holding ``key`` that cannot take a different value per row, if there is one."""
         return next((type(m).__name__ for m, _ in self.overrides[key].holders
                      if not isinstance(m, ROUTABLE_HOLDERS) and not is_norm(m)), None)
 
+    def swap_in_all(self) -> None:
+        """A call into the model starts: swap the running task's copies into every holder that can take them now
+        (not one that accelerate loads in its own hook, nor any of a model that FSDP shards: each unit sets its
+        gathered parameters on its modules as it runs), once, instead of at each holder's every forward."""
+        running = self.container.running
+        if running is None or torch.compiler.is_compiling() or isinstance(self.container._model, FSDPModule):
+            return
+        plan = running.prepared.get("swaps at the boundary", lambda: self._boundary_plan(running))
+        saved = self.swapped_at_boundary
+        for module, swaps in plan:  # (the plan is computed first: a failure in it leaves the model untouched)
+            parameters = module._parameters
+            saved[module] = {attribute: parameters[attribute] for attribute in swaps}
+            parameters.update(swaps)
+
+    def _boundary_plan(self, task: TaskModules) -> list[tuple[nn.Module, dict[str, torch.Tensor]]]:
+        plan = []
+        for module in self.held:
+            if module not in self.loaded_by_accelerate and not any(
+                    isinstance(module._parameters[attribute], DTensor) for attribute, _ in self.held[module]):
+                # the per-module hooks' own swaps: a block that gradient checkpointing recomputes after the call
+                # returned swaps in the very tensors its forward used
+                swaps = task.prepared.get(("swaps", module), lambda module=module: self._swaps(module, task))
+                if swaps:
+                    plan.append((module, swaps))
+        return plan
+
+    def swap_out_all(self) -> None:
+        """The call returned (or raised): every holder gets its own parameters back."""
+        for module, own in self.swapped_at_boundary.items():
+            module._parameters.update(own)
+        self.swapped_at_boundary = {}
+
     def swap_in(self, module: nn.Module, args: tuple) -> None:
+        if module in self.swapped_at_boundary:
+            return
         container, swaps = self.container, {}
         running = container.running
         if running is not None:
@@ -107,6 +151,8 @@ class BaseCopies:
         return swaps
 
     def swap_out(self, module: nn.Module, args: tuple, output: Any) -> Any:
+        if module in self.swapped_at_boundary:
+            return output
         stack = module.__dict__.get("_compacter_saved")
         if stack:
             module._parameters.update(stack.pop())

@@ -30,11 +30,11 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .architectures import model_family
 from .attach import attach_task
 from .compiling import compile_model
 from .inventory import count_unique
 from .methods import METHODS, AdapterConfig, MethodConfig, get_config
+from .model_anatomy import model_family
 from .models import build_model
 from .params import count_parameters
 

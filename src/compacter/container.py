@@ -40,6 +40,9 @@ class CompacterModules(nn.Module):
         self.active: str | None = None
         self.enabled = True
         self.routing: Routing | None = None
+        # the task every row runs (None: the base model, or a routed batch), kept by _tell_tasks at every switch: the
+        # hooks read it at every module call
+        object.__setattr__(self, "running", None)  # not a submodule: a task is registered once, under tasks
         self.restore_point = None  # set for a task that trains the base in place (attach.RestorePoint)
         self.base_labels = current_labels(model) if is_classifier(model) else None  # a classifier's own (heads.py)
         object.__setattr__(self, "_model", model)  # not a submodule: the model holds us
@@ -50,19 +53,14 @@ class CompacterModules(nn.Module):
 
     def __getstate__(self) -> dict:
         state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
-        return {**state, "_depth": 0, "routing": None}  # copy.deepcopy(model) copies no call in progress
+        # copy.deepcopy(model) copies no call in progress
+        running = state["_modules"]["tasks"][self.active] if self.active is not None and self.enabled else None
+        return {**state, "_depth": 0, "routing": None, "running": running}
 
     @property
     def config(self):
         """The active task's method config."""
         return self.task().config
-
-    @property
-    def running(self) -> TaskModules | None:
-        """The task every row runs (None: the base model, or a routed batch)."""
-        if self.active is None or self.routing is not None or not self.enabled:
-            return None
-        return self.tasks[self.active]
 
     def task(self, name: str | None = None) -> TaskModules:
         name = name or self.active
@@ -119,12 +117,15 @@ class CompacterModules(nn.Module):
         self._depth += 1
         if self._depth == 1:
             self.begin_call()
+            self.base_copies.swap_in_all()
 
     def _exit(self, module: nn.Module, args: tuple, output: Any) -> None:
         if torch.compiler.is_compiling():
             self.begin_call()
         else:
             self._depth = max(0, self._depth - 1)
+            if self._depth == 0:
+                self.base_copies.swap_out_all()
 
     def begin_call(self) -> None:
         """A call into the model starts: the tasks in use check what they prepared (cache.py's rules)."""
@@ -170,6 +171,8 @@ class CompacterModules(nn.Module):
 
     def _tell_tasks(self) -> None:
         """Each task learns whether it runs alone now (a prompt's hooks run only then)."""
+        alone = self.tasks[self.active] if self.active is not None and self.routing is None and self.enabled else None
+        object.__setattr__(self, "running", alone)
         for name, task in self.tasks.items():
             task.switched(self.enabled and self.routing is None and name == self.active)
 

@@ -78,33 +78,57 @@ def is_offloaded(model: nn.Module) -> bool:
         hook.offload for module in model.modules() for hook in _align_hooks(module))
 
 
-class _InsideHook:
-    """``before`` and ``after`` around a module's own forward, inside the accelerate hook that wraps it."""
+class ForwardWrapper:
+    """A callable in place of a module's ``forward`` (or ``_old_forward``, inside the accelerate hook that wraps it)
+    that calls ``inner``, the forward it replaced. Not torch hooks: a module with hooks takes torch's slow call path
+    at every call, which for the dozens of norms and adapter sites of a model was most of a decoding step's overhead.
+    Wrappers may stack; :meth:`remove` takes one out of anywhere in the stack."""
 
-    def __init__(self, module: nn.Module, before: Callable, after: Callable) -> None:
-        self.module, self.inner = module, module._old_forward
-
-        def forward(*args: Any, **kwargs: Any) -> Any:
-            before(module, args)
-            try:
-                output = self.inner(*args, **kwargs)
-            except BaseException:
-                after(module, args, None)
-                raise
-            return after(module, args, output)
-
-        self.forward = forward
-        module._old_forward = forward
+    def __init__(self, module: nn.Module, attribute: str = "forward") -> None:
+        self.module, self.attribute = module, attribute
+        self.own = module.__dict__.get(attribute)  # what the instance itself held there (another wrapper), if anything
+        self.inner = getattr(module, attribute)
+        object.__setattr__(module, attribute, self)
 
     def remove(self) -> None:
-        if self.module.__dict__.get("_old_forward") is self.forward:
-            self.module._old_forward = self.inner
+        outer = self.module.__dict__.get(self.attribute)
+        if outer is self:
+            if self.own is None:
+                del self.module.__dict__[self.attribute]  # the class's forward again
+            else:
+                object.__setattr__(self.module, self.attribute, self.own)
+            return
+        while isinstance(outer, ForwardWrapper):
+            if outer.inner is self:
+                outer.inner, outer.own = self.inner, self.own
+                return
+            outer = outer.inner
+
+
+class _AroundForward(ForwardWrapper):
+    """``before(module, args)`` and ``after(module, args, output)`` around the module's forward."""
+
+    def __init__(self, module: nn.Module, before: Callable, after: Callable, attribute: str) -> None:
+        super().__init__(module, attribute)
+        self.before, self.after = before, after
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.before(self.module, args)
+        try:
+            output = self.inner(*args, **kwargs)
+        except BaseException:
+            self.after(self.module, args, None)
+            raise
+        return self.after(self.module, args, output)
+
+
+def loads_own_parameters(module: nn.Module) -> bool:
+    """Whether an accelerate hook wraps the module's forward (it may load the module's parameters only then)."""
+    return bool(_align_hooks(module)) and "_old_forward" in module.__dict__
 
 
 def hook_around_forward(module: nn.Module, before: Callable[[nn.Module, tuple], None],
                         after: Callable[[nn.Module, tuple, Any], Any]) -> list[Any]:
     """Run ``before(module, args)`` and ``after(module, args, output)`` (which returns the output) around each call of
-    ``module``: inside its accelerate hook when it has one, else as torch hooks. Returns handles with ``remove()``."""
-    if _align_hooks(module) and "_old_forward" in module.__dict__:
-        return [_InsideHook(module, before, after)]
-    return [module.register_forward_pre_hook(before), module.register_forward_hook(after, always_call=True)]
+    ``module``: inside its accelerate hook when it has one, else around its forward. Returns handles with ``remove()``."""
+    return [_AroundForward(module, before, after, "_old_forward" if loads_own_parameters(module) else "forward")]

@@ -2,7 +2,7 @@
 
 The adapter is loaded onto its base as `compacter predict` loads it (predict.py ``load_model``),
 and the examples are encoded and answered by the very code that scored the run's own test split
-(training/inputs.py ``encode``, training/loop.py ``predict``), with the run's lengths, evaluation
+(training/inputs.py ``encode``, training/predictions.py ``predict``), with the run's lengths, evaluation
 batch size, precision and quantized base: evaluating a run on its own test file gives its recorded
 test score exactly. The metrics are the task's (data/metrics.py): accuracy and macro-F1 for your
 own classification data, the paper's for GLUE/SuperGLUE, exact match and token F1 for text-to-text.
@@ -24,11 +24,11 @@ import numpy as np
 import torch
 from sklearn.metrics import confusion_matrix
 
-from .architectures import model_family
 from .data import TaskData
 from .data.metrics import compute_metrics, parse_label
 from .data.tasks import Task
 from .io import atomic_write
+from .model_anatomy import model_family
 
 NOT_A_LABEL = "(not a label)"  # a generated prediction that is none of the labels
 
@@ -59,7 +59,7 @@ class Evaluation:
 
 @dataclass(frozen=True)
 class EvalSettings:
-    """What training.loop.predict reads of a run's settings."""
+    """What training.predictions.predict reads of a run's settings."""
 
     eval_batch_size: int
     max_target_length: int
@@ -72,7 +72,7 @@ def evaluate(model, tokenizer, task: Task, examples: list[dict], *, source_lengt
     """Predictions (as strings) and the task's metrics of ``model`` (carrying the task's adapter) on ``examples``."""
     from .training.distributed import Processes
     from .training.inputs import encode
-    from .training.loop import predict
+    from .training.predictions import predict
 
     if not examples:
         raise ValueError("There are no examples to evaluate.")

@@ -15,7 +15,7 @@ task's: each task keeps its own (saved with it, restored when it is loaded or ma
 while it is active stay its own), and the base's show with no task active or inside
 ``compacter.disabled``.
 
-This module imports nothing else of compacter but architectures.py.
+This module imports nothing else of compacter but model_anatomy.py.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from .architectures import head_parameter_names
+from .model_anatomy import head_parameter_names
 
 if TYPE_CHECKING:
     from .container import CompacterModules

@@ -24,12 +24,12 @@ import torch
 from torch import nn
 
 from .api import apply
-from .architectures import model_family
 from .bench import COMPILED, fit_hypercomplex_dimension, paired_ratio
 from .compiling import compile_model
 from .decoding import compiled_generate
 from .inventory import trainable_parameters
 from .methods import get_config
+from .model_anatomy import model_family
 from .models import build_model
 from .saving import file_tensors
 from .switching import route, set_active

@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .architectures import head_parameter_names
 from .inventory import distinct_weights
+from .model_anatomy import head_parameter_names
 from .quantization import is_quantized
 
 SEAL = "sha256"

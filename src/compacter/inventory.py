@@ -10,8 +10,8 @@ from typing import Any
 
 from torch import nn
 
-from .architectures import head_parameter_names, is_norm, model_type, output_layer_parameter_names
 from .container import container_of
+from .model_anatomy import head_parameter_names, is_norm, model_type, output_layer_parameter_names
 from .quantization import logical_numel, logical_shape
 
 GROUPS = ("adapters", "shared", "prompt", "intrinsic", "layer_norms", "biases", "head", "output_layer", "backbone")

@@ -214,3 +214,21 @@ def bottleneck(hidden: torch.Tensor, down_weight: torch.Tensor, down_bias: torch
     ``source`` instead of ``h`` when given."""
     read = hidden if source is None else source
     return hidden + F.linear(ACTIVATIONS[activation](F.linear(read, down_weight, down_bias)), up_weight, up_bias)
+
+
+def bottleneck_transposed(hidden: torch.Tensor, down_transposed: torch.Tensor, down_bias: torch.Tensor | None,
+                          up_transposed: torch.Tensor, up_bias: torch.Tensor | None, activation: str,
+                          source: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`bottleneck` with D and U given transposed (``(in, out)`` views of the built weights), bit for bit.
+
+    For a contiguous input and biases, aten's ``linear`` flattens the rows, runs one ``addmm`` with the transposed
+    weight and views the result back; here the rows are flattened once for both projections and the transposes are
+    made once per bank (``Bottleneck.prepare``), not twice per site at every call (and again in the backward pass).
+    """
+    read = hidden if source is None else source
+    if down_bias is None or up_bias is None or hidden.dim() < 2 or not (hidden.is_contiguous() and read.is_contiguous()):
+        return bottleneck(hidden, down_transposed.t(), down_bias, up_transposed.t(), up_bias, activation, source)
+    leading = hidden.shape[:-1]
+    rows = read.view(math.prod(leading), read.shape[-1])
+    inner = ACTIVATIONS[activation](torch.addmm(down_bias, rows, down_transposed))
+    return hidden + torch.addmm(up_bias, inner, up_transposed).view(*leading, up_transposed.shape[1])

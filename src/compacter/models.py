@@ -10,7 +10,7 @@ import torch
 import transformers
 from torch import nn
 
-from .architectures import model_family
+from .model_anatomy import model_family
 
 SHIPPED_CONFIGS = ("t5-small", "t5-base", "t5-large", "t5-3b", "t5-11b")
 

@@ -26,11 +26,11 @@ import transformers
 from torch import nn
 
 from . import api, hub
-from .architectures import model_family
 from .data.loading import json_lines
 from .data.tasks import TASKS, Task
 from .decoding import batch_answers, uncompilable_reason
 from .heads import labels_from
+from .model_anatomy import model_family
 from .quantization import BITSANDBYTES_KINDS, check_quantization, quantize_base
 from .saving import read_description
 from .switching import route, set_active, tasks, unroutable_reason

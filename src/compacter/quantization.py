@@ -34,7 +34,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from .architectures import head_parameter_names, output_layer_parameter_names
+from .model_anatomy import head_parameter_names, output_layer_parameter_names
 
 TORCHAO_KINDS = ("int8", "int4")
 BITSANDBYTES_KINDS = ("nf4", "bnb-int8")

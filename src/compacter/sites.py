@@ -1,5 +1,8 @@
 """The hooks that run tasks' adapters at modules of the base model: each module hooked once per site kind.
 
+A hook takes the module's ``forward``'s place (devices.ForwardWrapper), not a torch hook: a module with
+torch hooks takes torch's slow call path at every call.
+
 A hook finds the task that runs (the active one, or each row's under ``compacter.route``), asks it for
 its weights at this site (prepared for the whole task at once, cached per call: ``TaskModules.
 site_weights``) and hands them to the kind's ``forward``. For a routed batch the routed tasks' weights
@@ -14,22 +17,27 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from .devices import ForwardWrapper
 from .methods.base import SiteKind, TaskModules, site_key
 
 if TYPE_CHECKING:
     from .container import CompacterModules
 
 
-class SiteHook:
+class SiteHook(ForwardWrapper):
     """The hook of one (module, site kind): what every task of that kind does at that module."""
 
     def __init__(self, container: CompacterModules, kind: SiteKind, module: nn.Module, name: str, calls: int) -> None:
+        super().__init__(module)
         self.container, self.kind, self.name, self.calls = container, kind, name, calls
         self.position = 0  # calls so far in this forward, for a module that runs at several layer positions
-        if kind.where == "input":
-            self.handle = module.register_forward_pre_hook(self.before)
-        else:
-            self.handle = module.register_forward_hook(self.after)
+        self.on_input = kind.where == "input"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.on_input:
+            args = self.before(self.module, args) or args
+            return self.inner(*args, **kwargs)
+        return self.after(self.module, args, self.inner(*args, **kwargs))
 
     def after(self, module: nn.Module, args: tuple, output: Any) -> Any:
         if not self.container.enabled:
@@ -102,7 +110,7 @@ class SiteHooks:
         used = {(task.site_modules[key][0], kind) for task in tasks for kind, slots in task.sites.items() for key in slots}
         for (module, kind), hook in list(self.hooks.items()):
             if (hook.name, kind) not in used:
-                hook.handle.remove()
+                hook.remove()
                 del self.hooks[(module, kind)]
         self.counted = [hook for hook in self.counted if hook in self.hooks.values()]
 
@@ -112,5 +120,5 @@ class SiteHooks:
 
     def remove_all(self) -> None:
         for hook in self.hooks.values():
-            hook.handle.remove()
+            hook.remove()
         self.hooks, self.counted = {}, []

@@ -15,12 +15,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..architectures import model_family
 from ..attach import attach_task, delete
 from ..container import container_of
 from ..methods import get_config
 from ..methods.ia3 import IA3_INPUT, IA3_OUTPUT
 from ..methods.lora import LORA
+from ..model_anatomy import model_family
 from ..switching import tasks
 from .peft import PeftAdapter, check_fits, read_peft_folder, write_peft_folder
 

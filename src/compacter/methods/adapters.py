@@ -19,9 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..architectures import SUBLAYERS, Site, find_sites, is_norm, resolve_spec
+from ..architectures import SUBLAYERS
 from ..devices import execution_device
-from ..layers import ACTIVATIONS, ProjectionBank, SharedHypercomplexWeights, bottleneck, check_divisible
+from ..layers import ACTIVATIONS, ProjectionBank, SharedHypercomplexWeights, bottleneck_transposed, check_divisible
+from ..model_anatomy import is_norm
+from ..placement import Site, find_sites, resolve_spec
 from ..routing import per_row
 from .base import MethodConfig, SiteKind, TaskModules
 from .settings import setting
@@ -63,9 +65,11 @@ class AdapterSlot(NamedTuple):
 
 
 class BottleneckWeights(NamedTuple):
-    down_weight: torch.Tensor
+    """One site's adapter, its weights transposed ((in, out): what addmm reads; layers.bottleneck_transposed)."""
+
+    down_transposed: torch.Tensor
     down_bias: torch.Tensor | None
-    up_weight: torch.Tensor
+    up_transposed: torch.Tensor
     up_bias: torch.Tensor | None
     activation: str
 
@@ -93,11 +97,13 @@ class Bottleneck(SiteKind):
     def prepare(self, task: TaskModules, dtype: torch.dtype, device: torch.device) -> dict[str, BottleneckWeights]:
         slots: dict[str, AdapterSlot] = task.sites[self]
         built = self.build(task)
-        # one cast (and move) per bank, not one per site: autocast would cast each site's weight at each use
+        # one cast (and move) per bank, not one per site: autocast would cast each site's weight at each use; one
+        # transpose per bank, not one per projection at each call
         views = {}
         for bank, (weights, biases) in built.items():
-            weights = weights.to(device, dtype)
-            views[bank] = (weights.unbind(0), (None,) * bank.count if biases is None else biases.to(device, dtype).unbind(0))
+            transposed = weights.to(device, dtype).transpose(1, 2)
+            views[bank] = (transposed.unbind(0),
+                           (None,) * bank.count if biases is None else biases.to(device, dtype).unbind(0))
         return {key: BottleneckWeights(views[slot.down][0][slot.index], views[slot.down][1][slot.index],
                                        views[slot.up][0][slot.index], views[slot.up][1][slot.index], slot.activation)
                 for key, slot in slots.items()}
@@ -109,7 +115,7 @@ class Bottleneck(SiteKind):
     def adapt(value: torch.Tensor, source: torch.Tensor | None, weights: Any, rows: torch.Tensor | None) -> torch.Tensor:
         """``value + U(act(D(source)))`` (``source`` None: ``value``), per row of a routed batch with ``rows``."""
         if rows is None:
-            return bottleneck(value, *weights, source=source)
+            return bottleneck_transposed(value, *weights, source=source)
         inner = F.linear(value if source is None else source, weights.down_weight, weights.down_bias)
         activated = sum(ACTIVATIONS[activation](inner) * per_row(mask, rows, inner) for activation, mask in weights.masks)
         return F.linear(activated, weights.up_weight) + value + per_row(weights.up_bias, rows, value)
@@ -118,19 +124,19 @@ class Bottleneck(SiteKind):
         present = [(owner, part) for owner, part in enumerate(parts) if part is not None]
         if not present:
             return None
-        reference = present[0][1].down_weight
-        zero = reference.new_zeros(reference.shape[1])
-        sizes = [part.down_weight.shape[0] for _, part in present]
+        reference = present[0][1].down_transposed
+        zero = reference.new_zeros(reference.shape[0])
+        sizes = [part.down_transposed.shape[1] for _, part in present]
         masks: dict[str, torch.Tensor] = {}  # per activation: ones on the blocks of the tasks that use it
         start = 0
         for (owner, part), size in zip(present, sizes):
             masks.setdefault(part.activation, reference.new_zeros(len(parts), sum(sizes)))[owner, start: start + size] = 1
             start += size
         return StackedBottlenecks(
-            torch.cat([part.down_weight for _, part in present]),
-            torch.cat([part.down_bias if part.down_bias is not None else zero.new_zeros(part.down_weight.shape[0])
+            torch.cat([part.down_transposed.t() for _, part in present]),
+            torch.cat([part.down_bias if part.down_bias is not None else zero.new_zeros(part.down_transposed.shape[1])
                        for _, part in present]),
-            torch.cat([part.up_weight for _, part in present], dim=1),
+            torch.cat([part.up_transposed.t() for _, part in present], dim=1),
             torch.stack([part.up_bias if part is not None and part.up_bias is not None else zero for part in parts]),
             tuple(masks.items()))
 

@@ -14,7 +14,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..architectures import is_norm
+from ..model_anatomy import is_norm
 from .base import MethodConfig, TaskModules
 
 

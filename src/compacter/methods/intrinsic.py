@@ -21,9 +21,9 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..architectures import head_parameter_names
 from ..cache import PreparedTensors
 from ..fastfood import Fastfood
+from ..model_anatomy import head_parameter_names
 from .base import MethodConfig, TaskModules
 from .settings import setting
 

@@ -25,7 +25,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ..architectures import FAMILIES, model_family  # noqa: F401 (model_family: the family a table is chosen by)
+from ..model_anatomy import FAMILIES, model_family  # noqa: F401 (model_family: the family a table is chosen by)
 
 MINILM = "all-MiniLM-L6-v2 + the demo's BBC News split (README, 'Learning rates'; benchmarks/learning_rates.py)"
 

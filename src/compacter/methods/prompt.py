@@ -32,8 +32,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..architectures import model_family, model_type
 from ..devices import execution_device, stored_value
+from ..model_anatomy import model_family, model_type
 from .base import MethodConfig, TaskModules
 from .settings import setting
 

@@ -24,6 +24,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..io import atomic_write
+from . import distributed
 
 STATE_FILE = "training_state.safetensors"
 LEGACY_STATE_FILE = "training_state.pt"
@@ -148,3 +149,15 @@ def _json_ready(value: Any) -> Any:
     if isinstance(value, (tuple, list)):
         return [_json_ready(v) for v in value]
     return value
+
+
+def load_trained(model, trained: dict[str, torch.nn.Parameter], tensors: dict[str, torch.Tensor], source: str) -> None:
+    missing = sorted(set(trained) - set(tensors))
+    mismatched = sorted(name for name in set(trained) & set(tensors) if tensors[name].shape != trained[name].shape)
+    if missing or mismatched:
+        raise ValueError(f"{source} does not hold this run's trained parameters (missing {missing[:3]}, other shapes "
+                         f"{mismatched[:3]}); it was changed after it was written. To train again, give another "
+                         "--output-dir.")
+    with torch.no_grad():
+        for name, param in trained.items():
+            distributed.copy_into(param, tensors[name])

@@ -16,12 +16,12 @@ from typing import Any
 import torch
 import transformers
 
-from ..architectures import model_family
 from ..data import TaskData, load_task
 from ..data.files import load_files
 from ..data.splits import low_resource
 from ..data.tasks import Task
 from ..inventory import architecture_fingerprint
+from ..model_anatomy import model_family
 from ..models import build_model, check_source, load_config
 from .config import TrainConfig
 from .identity import run_identity

@@ -3,17 +3,17 @@
 ``train`` reads and checks the run's inputs, returns the results of the same run when it already
 finished, and otherwise steps the ``Trainer`` from the start or from the run's checkpoint:
 
-* set-up: build the model and attach the method, encode the data, AdamW with a linear schedule
-  (warm-up: warmup.py), autocast, DDP / FSDP over processes;
+* set-up: build the model and attach the method, AdamW (model_setup.py), encode the data, a linear
+  schedule (warm-up: warmup.py), autocast, DDP / FSDP over processes;
 * step: one global batch, split into processes and accumulation steps;
-* evaluate and checkpoint: on validation every epoch (or every N steps); the best adapter is kept
-  and the training state is saved (checkpoint.py);
+* evaluate and checkpoint: on validation every epoch (or every N steps: predictions.py); the best
+  adapter is kept and the training state is saved (checkpoint.py);
 * finish: the test split is scored once, with the best adapter, and results.json is written.
 
 Whether a run folder may be resumed or returned is resume.py's; what makes two runs the same is
 identity.py's. Losses are sums over the examples (classification) or target tokens (text-to-text)
-divided by their count in the whole global batch, so that any split of a batch into processes and
-accumulation steps gives the same gradient as one process with the whole batch.
+divided by their count in the whole global batch (loss.py), so that any split of a batch into
+processes and accumulation steps gives the same gradient as one process with the whole batch.
 """
 
 from __future__ import annotations
@@ -29,29 +29,26 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 import transformers
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from ..attach import attach_task
 from ..compiling import compile_model
-from ..data import TaskData
-from ..decoding import batch_answers
 from ..integrity import SEAL, digest, seal
-from ..inventory import parameter_groups, trainable_parameters
+from ..inventory import trainable_parameters
 from ..io import atomic_write
 from ..locking import folder_lock
-from ..models import build_model, enable_activation_checkpointing
 from ..params import count_parameters
 from ..provenance import versions
-from ..quantization import BITSANDBYTES_KINDS, quantize_base
 from ..saving import file_name, read_description, record_test_metrics, save
 from ..switching import active_task
 from . import distributed
-from .checkpoint import TrainingState, restore_rng, rng_state, save_state
+from .checkpoint import TrainingState, load_trained, restore_rng, rng_state, save_state
 from .config import TrainConfig
 from .inputs import RunInputs, collate, encode, global_batches, read_inputs, shard
+from .loss import loss_count, summed_loss
+from .model_setup import build_optimizer, build_run_model
+from .predictions import predict
 from .resume import (
     ADAPTER_SEAL_KEY,
     BEST_DIR,
@@ -118,13 +115,14 @@ class Trainer:
         self.inputs, self.processes, self.output, self.log = inputs, processes, output, log
         torch.manual_seed(config.seed)  # the new head's and the method's initial weights, dropout
         self.data, self.tokenizer, self.text_to_text = inputs.data, inputs.tokenizer, inputs.text_to_text
-        self.model = self._build_model()
+        self.model = build_run_model(config, self.tokenizer, None if self.text_to_text else self.data.num_labels,
+                                     processes)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.encoded = {split: encode(self.tokenizer, self.data.task, examples, text_to_text=self.text_to_text,
                                       source_length=config.max_source_length, target_length=config.max_target_length)
                         for split, examples in self.data.splits.items()}
         self.trained = trainable_parameters(self.model)
-        self.optimizer = self._optimizer()
+        self.optimizer = build_optimizer(self.model, self.trained, config)
         self.parts = processes.world * config.gradient_accumulation  # every process and accumulation step
         if config.batch_size < self.parts or len(self.encoded["train"]) < self.parts:
             raise ValueError(f"{processes.world} process(es) × {config.gradient_accumulation} accumulation step(s) "
@@ -158,35 +156,6 @@ class Trainer:
         if warning:
             log.warning(warning)
 
-    def _build_model(self) -> torch.nn.Module:
-        config, tokenizer = self.config, self.tokenizer
-        model = build_model(config.model, pretrained=config.pretrained,
-                            num_labels=None if self.text_to_text else self.data.num_labels)
-        if getattr(model.config, "pad_token_id", None) is None:  # GPT-style models have no padding token
-            model.config.pad_token_id = (tokenizer.pad_token_id if tokenizer.pad_token_id is not None
-                                         else tokenizer.eos_token_id)
-        if config.quantize is not None:  # before apply: the adapters attach to the quantized modules
-            quantize_base(model, config.quantize, device=self.processes.device if config.quantize in BITSANDBYTES_KINDS
-                          else None)
-        attach_task(model, config.method, **config.method_overrides)
-        if config.gradient_checkpointing:
-            enable_activation_checkpointing(model)
-        model.to(self.processes.device)
-        if config.fsdp:
-            if self.processes.world == 1:
-                raise ValueError("--fsdp shards the model over several processes: launch with torchrun "
-                                 "--nproc_per_node N (or accelerate launch); with one process leave --fsdp out.")
-            distributed.shard_model(model)
-        return model
-
-    def _optimizer(self) -> torch.optim.Optimizer:
-        groups = parameter_groups(self.model)
-        heads = [p for n, p in self.trained.items() if groups[n] == "head"]
-        rest = [p for n, p in self.trained.items() if groups[n] != "head"]
-        return torch.optim.AdamW(
-            [g for g in ({"params": rest}, {"params": heads, "lr": self.config.head_learning_rate}) if g["params"]],
-            lr=self.config.learning_rate, betas=(0.9, 0.999), eps=1e-8, weight_decay=self.config.weight_decay)
-
     def _draw_batches(self, epoch: int) -> list[list[int]]:
         return global_batches(len(self.encoded["train"]), self.config.batch_size, self.config.seed, epoch, self.parts)
 
@@ -196,7 +165,7 @@ class Trainer:
             raise ValueError(f"The checkpoint in {self.output} is at step {state.step}, past this run's last step "
                              f"({self.total_steps}): it was changed after it was written. To train again, give another "
                              "--output-dir.")
-        _load_trained(self.model, self.trained, state.trained, f"the checkpoint in {self.output}")
+        load_trained(self.model, self.trained, state.trained, f"the checkpoint in {self.output}")
         distributed.load_optimizer_state(self.optimizer, state.optimizer)
         self.scheduler.load_state_dict(state.scheduler)
         self.scaler.load_state_dict(state.scaler)
@@ -222,7 +191,7 @@ class Trainer:
         mine = shard(self._batches[1][position], processes.world, processes.rank)
         micro = [part for i in range(config.gradient_accumulation) if (part := shard(mine, config.gradient_accumulation, i))]
         rows = [[self.encoded["train"][i] for i in part] for part in micro]
-        count = distributed.total(sum(_loss_count(r) for r in rows), processes)
+        count = distributed.total(sum(loss_count(r) for r in rows), processes)
         loss_sum = 0.0
         for index, part in enumerate(rows):
             batch = {k: v.to(processes.device) for k, v in collate(part, self.pad_id).items()}
@@ -230,7 +199,7 @@ class Trainer:
             if config.fsdp:
                 self.model.set_requires_gradient_sync(sync)
             with (contextlib.nullcontext() if sync or config.fsdp else self.network.no_sync()), self.autocast:
-                summed = _summed_loss(self.forward, self.model, batch, self.text_to_text)
+                summed = summed_loss(self.forward, self.model, batch, self.text_to_text)
                 # DDP and FSDP average gradients over processes: scale back to the global sum / global count
                 self.scaler.scale(summed * processes.world / count).backward()
             loss_sum += summed.item()
@@ -303,8 +272,8 @@ class Trainer:
         self.elapsed = time.perf_counter() - self.started
         best = best_adapter(self.output, self.best, self.inputs.identity)  # named as in its file
         task = active_task(self.model)
-        _load_trained(self.model, self.trained, {name: best[file_name(name, task)] for name in self.trained
-                                                 if file_name(name, task) in best}, f"{self.output / BEST_DIR}")
+        load_trained(self.model, self.trained, {name: best[file_name(name, task)] for name in self.trained
+                                                if file_name(name, task) in best}, f"{self.output / BEST_DIR}")
         self.model.eval()
         test = self.evaluate("test")
         self.trackers.log(tracked("test", test), self.step)
@@ -333,66 +302,6 @@ class Trainer:
             text = json.dumps(results, indent=2)
             atomic_write(self.output / RESULTS_FILE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
         return results
-
-
-def _loss_count(rows: list[dict]) -> int:
-    """What the loss averages over: target tokens (text-to-text) or examples."""
-    return sum(len(r["labels"]) for r in rows) if isinstance(rows[0]["labels"], list) else len(rows)
-
-
-def _summed_loss(forward, model, batch: dict, text_to_text: bool) -> torch.Tensor:
-    labels = batch.pop("labels")
-    if text_to_text:
-        batch["decoder_input_ids"] = model.prepare_decoder_input_ids_from_labels(labels=labels)
-        logits = forward(**batch).logits
-        return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum")
-    logits = forward(**batch).logits.float()
-    if logits.shape[-1] == 1:  # a regression head (STS-B)
-        return F.mse_loss(logits.squeeze(-1), labels.float(), reduction="sum")
-    return F.cross_entropy(logits, labels, reduction="sum")
-
-
-@torch.no_grad()
-def predict(model, rows: list[dict], data: TaskData, text_to_text: bool, config: TrainConfig,
-            processes: distributed.Processes, pad_id: int, tokenizer, autocast) -> list[str]:
-    """Predictions as strings (label names, scores or generated text), in the split's order."""
-    indices = list(range(processes.rank, len(rows), processes.world))
-    size, mine = config.eval_batch_size, []
-    # A sharded model runs collectives in every forward: all processes run as many batches as the one
-    # with the most examples (a short one repeats an example) and generate until all are done.
-    sharded = config.fsdp and processes.world > 1
-    if sharded:
-        model.unshard()  # generate() calls the encoder directly, outside the root unit's forward
-    starts = range(0, len(range(0, len(rows), processes.world)) if sharded else len(indices), size)
-    for start in tqdm(starts, desc="evaluating", leave=False, disable=not processes.main):
-        chosen = indices[start: start + size]
-        part = [rows[i] for i in (chosen or indices[-1:] or [0])]
-        batch = {k: v.to(processes.device) for k, v in collate(part, pad_id).items() if k != "labels"}
-        with autocast:
-            answers = batch_answers(model, tokenizer, batch, text_to_text=text_to_text,
-                                    max_new_tokens=config.max_target_length, synced_gpus=sharded,
-                                    compile_backend="inductor" if config.compile and not sharded else None)
-            outputs = [data.task.decode(output) for output in answers]
-        mine += outputs[: len(chosen)]
-    if sharded:
-        model.reshard()
-    ordered: list[str | None] = [None] * len(rows)
-    for rank, predictions in enumerate(distributed.gather(mine, processes)):
-        for index, prediction in zip(range(rank, len(rows), processes.world), predictions):
-            ordered[index] = prediction
-    return ordered
-
-
-def _load_trained(model, trained: dict[str, torch.nn.Parameter], tensors: dict[str, torch.Tensor], source: str) -> None:
-    missing = sorted(set(trained) - set(tensors))
-    mismatched = sorted(name for name in set(trained) & set(tensors) if tensors[name].shape != trained[name].shape)
-    if missing or mismatched:
-        raise ValueError(f"{source} does not hold this run's trained parameters (missing {missing[:3]}, other shapes "
-                         f"{mismatched[:3]}); it was changed after it was written. To train again, give another "
-                         "--output-dir.")
-    with torch.no_grad():
-        for name, param in trained.items():
-            distributed.copy_into(param, tensors[name])
 
 
 def _peak_memory(processes: distributed.Processes) -> int:

@@ -10,8 +10,9 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ...architectures import find_targets, linear_widths
 from ...devices import execution_device
+from ...model_anatomy import linear_widths
+from ...placement import find_targets
 from ..base import MethodConfig, TaskModules
 from ..settings import setting
 from .site import LORA, LoraBank, LoraSlot
