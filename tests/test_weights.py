@@ -1,9 +1,11 @@
 """Built adapter weights are right however the model is called, and built no more often than needed;
 trained parameters are fp32 whatever the base's dtype."""
 
+import copy
+
 import pytest
 import torch
-from conftest import tiny_llama, tiny_t5
+from conftest import tiny_bert, tiny_llama, tiny_t5
 from safetensors.torch import load_file
 
 import compacter
@@ -256,3 +258,28 @@ def test_layer_norm_copies_are_in_for_the_whole_call_and_the_base_s_own_after_it
         with compacter.disabled(model):
             base = norm(hidden)
     assert torch.allclose(alone, base * task.base_copy("encoder.final_layer_norm.weight"))  # the base's weight is 1
+
+
+@pytest.mark.parametrize("make, method", [(tiny_bert, "compacter++"), (tiny_t5, "compacter"), (tiny_bert, "lora")])
+def test_a_deep_copy_runs_its_own_weights_and_unloads_without_touching_the_original(make, method):
+    """Sites and layer-norm holders wrap their module's forward: a copy must carry wrappers of its own modules."""
+    base = make(0).eval()
+    ids = torch.tensor([[5, 6, 7, 8, 1]])
+    inputs = {"input_ids": ids} if make is tiny_bert else {"input_ids": ids, "decoder_input_ids": ids}
+    with torch.no_grad():
+        base_logits = base(**inputs).logits
+        model = compacter.apply(copy.deepcopy(base), method).eval()
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.add_(0.1 * torch.randn_like(parameter))  # a task that changes the outputs
+        before = model(**inputs).logits
+        clone = copy.deepcopy(model)
+        assert torch.equal(clone(**inputs).logits, before)
+        for parameter in clone.parameters():
+            if parameter.requires_grad:
+                parameter.add_(0.5)
+        assert not torch.allclose(clone(**inputs).logits, before)  # the copy's sites read the copy's weights
+        assert torch.equal(model(**inputs).logits, before)
+        compacter.unload(clone)
+        assert torch.equal(clone(**inputs).logits, base_logits)  # the copy's own base, unwrapped
+        assert torch.equal(model(**inputs).logits, before)  # the original keeps its task
