@@ -45,6 +45,8 @@ def expectation(method: str, family: str, train_size: int | None, auto: bool,
     spread = f" (95% interval {interval[0]:+.1f} to {interval[1]:+.1f})" if interval else ""
     accuracy = ("" if entry["accuracy"] is None or entry["full_accuracy"] is None
                 else f"; test accuracy {entry['accuracy']:.1f} against {entry['full_accuracy']:.1f}")
+    if entry.get("seeds"):
+        accuracy += f"; {entry['seeds']} seed{'s' if entry['seeds'] != 1 else ''} a corpus"
     return (f"What to expect: {method} {rate} scored {abs(entry['gap']):.1f} points "
             f"{'below' if entry['gap'] < 0 else 'above'} full fine-tuning{spread} {SIZE_WORDS[size]}{accuracy}, "
             f"{where}.")
