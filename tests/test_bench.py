@@ -8,7 +8,8 @@ import pytest
 import torch
 from conftest import tiny_t5
 
-from compacter.bench import SavedTensorMeter, paired_ratio, parse_memory
+from compacter.bench import SavedTensorMeter, paired_ratio
+from compacter.bench_budget import parse_memory
 from compacter.cli import main
 
 

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from .attach import attach_task
+from .bench_peers import PEERS
 from .compiling import compile_model
 from .inventory import count_unique
 from .methods import METHODS, AdapterConfig, MethodConfig, get_config
@@ -117,39 +118,6 @@ def fit_hypercomplex_dimension(config: MethodConfig, model: nn.Module) -> Method
     common = math.gcd(width, config.bottleneck(width))
     n = max(m for m in range(1, config.n + 1) if common % m == 0)
     return config if n == config.n else get_config(config, n=n)
-
-
-def _peft_lora(model: nn.Module) -> nn.Module:
-    import peft
-
-    targets = ["q", "v"] if model.config.model_type in ("t5", "mt5") else ["query", "value"]
-    return peft.get_peft_model(model, peft.LoraConfig(r=8, lora_alpha=16, target_modules=targets))
-
-
-def _adapterhub(config_name: str):
-    def attach(model: nn.Module) -> nn.Module:
-        import adapters
-
-        adapters.init(model)
-        model.add_adapter("bench", config=config_name)
-        model.train_adapter("bench")
-        return model
-    return attach
-
-
-# Other libraries' versions of the same methods, measured in the same run (`--peers`).
-PEERS = {
-    "peft-lora": ("peft", _peft_lora),
-    "adapterhub-houlsby": ("adapters", _adapterhub("double_seq_bn")),
-    "adapterhub-compacter": ("adapters", _adapterhub("compacter")),
-    "adapterhub-compacter++": ("adapters", _adapterhub("compacter++")),
-}
-
-
-def available_peers() -> list[str]:
-    import importlib.util
-
-    return [name for name, (module, _) in PEERS.items() if importlib.util.find_spec(module) is not None]
 
 
 class MethodRunner:
@@ -306,47 +274,3 @@ def run_benchmark(model_name: str = "t5-small", methods: list[str] | None = None
     for runner in runners:
         runner.release()
     return results
-
-
-def largest_batch(model_name: str, method: str, budget_bytes: int, *, source_length: int, target_length: int,
-                  dtype: str, device: str | None = None, limit: int = 4096, compile: bool = False,
-                  compile_backend: str = "inductor", overrides: dict | None = None) -> int:
-    """The largest batch whose training step fits ``budget_bytes`` (the paper's Table 3 set-up)."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-
-    def fits(batch_size: int) -> bool:
-        try:
-            runner = MethodRunner(model_name, method, batch_size, source_length, target_length, device, dtype,
-                                  compile=compile, overrides=overrides, compile_backend=compile_backend)
-            runner.step()
-            fitted = runner.peak_memory <= budget_bytes
-            runner.release()
-            return fitted
-        except torch.OutOfMemoryError:
-            gc.collect()
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-            return False
-
-    low, high = 0, 1
-    while high <= limit and fits(high):  # double until it no longer fits ...
-        low, high = high, high * 2
-    high = min(high, limit + 1)
-    while high - low > 1:  # ... then bisect between the last fit and the first miss
-        middle = (low + high) // 2
-        low, high = (middle, high) if fits(middle) else (low, middle)
-    if low == 0:
-        raise ValueError(f"Not even a batch of 1 fits {budget_bytes / 2**30:.1f} GiB for {method}.")
-    return low
-
-
-def parse_memory(text: str) -> int:
-    """'24GB', '24GiB', '512MB' → bytes (GB read as GiB, as GPU memory is quoted)."""
-    units = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
-    value = text.strip().lower().removesuffix("b").removesuffix("i")
-    if value and value[-1] in units:
-        return int(float(value[:-1]) * units[value[-1]])
-    try:
-        return int(float(value))
-    except ValueError:
-        raise ValueError(f"Cannot read the memory budget {text!r}; write it like 24GB or 512MB.") from None

@@ -45,7 +45,7 @@ def run_inference_bench(args: argparse.Namespace) -> int:
     from .inference_bench import markdown, run_inference_benchmark, run_serving_benchmark
 
     if args.serve:
-        from .bench import available_peers
+        from .bench_peers import available_peers
 
         peers = args.peers and "peft-lora" in available_peers()
         if args.peers and not peers:
@@ -82,7 +82,9 @@ def run_bench(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from . import __version__
-    from .bench import KERNEL_COUNTS, MEMORY_MEASURES, available_peers, largest_batch, parse_memory, run_benchmark
+    from .bench import KERNEL_COUNTS, MEMORY_MEASURES, run_benchmark
+    from .bench_budget import largest_batch, parse_memory
+    from .bench_peers import available_peers
     from .bench_report import device_name, markdown_table, plot
     from .methods import METHODS
 
