@@ -77,6 +77,10 @@ class Run:
     def key(self) -> str:
         return f"{self.corpus}/{self.size}/{self.method}/seed{self.seed}/lr{self.learning_rate:g}"
 
+    @classmethod
+    def of(cls, record: dict) -> Run:
+        return cls(*(record[field.name] for field in dataclasses.fields(cls)))
+
 
 def default_rate(method: str, model: str, data: Path) -> float:
     """The learning rate `compacter train` gives ``method`` on ``model`` when none is given."""
@@ -126,11 +130,11 @@ class Records:
         self.runs: dict[str, dict] = {}
         if path.exists():
             for record in json.loads(path.read_text()):
-                self.runs[Run(*(record[f.name] for f in dataclasses.fields(Run))).key] = record
+                self.runs[Run.of(record).key] = record
 
     def add(self, record: dict) -> None:
-        self.runs[Run(*(record[f.name] for f in dataclasses.fields(Run))).key] = record
-        ordered = sorted(self.runs.values(), key=lambda r: Run(*(r[f.name] for f in dataclasses.fields(Run))).key)
+        self.runs[Run.of(record).key] = record
+        ordered = [self.runs[key] for key in sorted(self.runs)]
         atomic_write(self.path, lambda tmp: Path(tmp).write_text(json.dumps(ordered, indent=1) + "\n"))
 
 
