@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..architectures import SUBLAYERS
-from ..devices import execution_device
+from ..devices import ForwardWrapper, execution_device, loads_own_parameters
 from ..layers import ACTIVATIONS, ProjectionBank, SharedHypercomplexWeights, bottleneck_transposed, check_divisible
 from ..model_anatomy import is_norm
 from ..placement import Site, find_sites, resolve_spec
@@ -29,24 +29,23 @@ from .base import MethodConfig, SiteKind, TaskModules
 from .settings import setting
 
 
-class SublayerSum:
+class SublayerSum(ForwardWrapper):
     """What an adapter that reads ``LN(h + x)`` needs of a BERT-style sublayer output module (``forward(
     hidden_states, input_tensor)``: dense, dropout, ``LayerNorm(· + input_tensor)``): its layer norm, and its
-    input ``x``, held from the module's call until it returns."""
+    input ``x``, held from the module's call until it returns. It wraps the module's forward as the sites do
+    (devices.ForwardWrapper: inside an accelerate hook when there is one), not with torch hooks."""
 
     def __init__(self, module: nn.Module) -> None:
+        super().__init__(module, "_old_forward" if loads_own_parameters(module) else "forward")
         self.norm = module.LayerNorm
         self.input: torch.Tensor | None = None
 
-    def hook(self, module: nn.Module) -> list:
-        return [module.register_forward_pre_hook(self.capture, with_kwargs=True),
-                module.register_forward_hook(self.release, always_call=True)]
-
-    def capture(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         self.input = args[1] if len(args) > 1 else kwargs["input_tensor"]
-
-    def release(self, module: nn.Module, args: tuple, output: Any) -> None:
-        self.input = None
+        try:
+            return self.inner(*args, **kwargs)
+        finally:
+            self.input = None
 
     def normed(self, hidden: torch.Tensor) -> torch.Tensor:
         """``LN(h + x)``, by the module itself: a task's own layer norm copy (base_copies.py) applies, per row too."""
@@ -290,7 +289,7 @@ class AdapterConfig(MethodConfig):
     def _sublayer_sum(self, model: nn.Module, site: Site, task: TaskModules) -> SublayerSum:
         owner_name, _, child = site.name.rpartition(".")
         owner = model.get_submodule(owner_name) if owner_name else model
-        parameters = list(inspect.signature(owner.forward).parameters)
+        parameters = list(inspect.signature(type(owner).forward).parameters)[1:]  # the class's: forward may be wrapped
         if site.calls != 1 or not is_norm(getattr(owner, "LayerNorm", None)) or parameters[:2] != ["hidden_states",
                                                                                                     "input_tensor"]:
             raise ValueError(f"adapter_input='layer_normed_sum' reads LN(h + x) of a BERT-style sublayer output "
@@ -298,6 +297,6 @@ class AdapterConfig(MethodConfig):
                              f"{owner_name or 'the model'} ({type(owner).__name__}) is not one. Use "
                              "adapter_input='sublayer_output' on this model.")
         sublayer = SublayerSum(owner)
-        task.hooks.extend(sublayer.hook(owner))
+        task.hooks.append(sublayer)
         return sublayer
 
