@@ -51,7 +51,8 @@ class BaseCopies:
         self.overrides: dict[str, Override] = {}  # by key: the base parameter's name
         self.held: dict[nn.Module, list[tuple[str, Override]]] = {}  # holder module → (attribute, override)
         self.handles: dict[nn.Module, list] = {}
-        # what the boundary swapped for the call in progress: holder → its own parameters, put back at the end
+        # what the boundary swapped for the call in progress: holder → its own parameters, put back at the end (the
+        # holders' own wrappers do nothing while they are in it)
         self.swapped_at_boundary: dict[nn.Module, dict[str, torch.Tensor]] = {}
         self.loaded_by_accelerate: set[nn.Module] = set()  # holders whose parameters exist only inside their forward
 
@@ -63,7 +64,8 @@ class BaseCopies:
             for module, attribute in override.holders:
                 self.held.setdefault(module, []).append((attribute, override))
                 if module not in self.handles:  # inside accelerate's hook, if it loads the module's own
-                    self.handles[module] = hook_around_forward(module, self.swap_in, self.swap_out)
+                    self.handles[module] = hook_around_forward(module, self.swap_in, self.swap_out,
+                                                               skip_while_in=self.swapped_at_boundary)
                     if loads_own_parameters(module):
                         self.loaded_by_accelerate.add(module)
 
@@ -119,11 +121,9 @@ class BaseCopies:
         """The call returned (or raised): every holder gets its own parameters back."""
         for module, own in self.swapped_at_boundary.items():
             module._parameters.update(own)
-        self.swapped_at_boundary = {}
+        self.swapped_at_boundary.clear()  # (cleared, not replaced: the holders' wrappers hold it)
 
     def swap_in(self, module: nn.Module, args: tuple) -> None:
-        if module in self.swapped_at_boundary:
-            return
         container, swaps = self.container, {}
         running = container.running
         if running is not None:
@@ -151,8 +151,6 @@ class BaseCopies:
         return swaps
 
     def swap_out(self, module: nn.Module, args: tuple, output: Any) -> Any:
-        if module in self.swapped_at_boundary:
-            return output
         stack = module.__dict__.get("_compacter_saved")
         if stack:
             module._parameters.update(stack.pop())

@@ -29,6 +29,7 @@ from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 import torch
+from torch.distributed.tensor import DTensor
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 _optimizer_steps = 0
@@ -42,9 +43,11 @@ def _count_optimizer_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: A
 register_optimizer_step_post_hook(_count_optimizer_step)
 
 
-def _identity(tensor: torch.Tensor) -> tuple:
-    local = getattr(tensor, "_local_tensor", tensor)  # a DTensor's shard (FSDP2)
-    return id(tensor), tensor._version, local._version, local.data_ptr()
+def _identities(tensors: Iterable[torch.Tensor]) -> list[tuple]:
+    """What the host knows of each tensor without asking the device: its identity, version counter and storage (a
+    DTensor's, FSDP2's shards: its local shard's too). One comprehension, no call per tensor: it runs at every call."""
+    return [(id(t), t._version, t.data_ptr()) if not isinstance(t, DTensor) else
+            (id(t), t._version, t._local_tensor._version, t._local_tensor.data_ptr()) for t in tensors]
 
 
 class PreparedTensors:
@@ -69,7 +72,7 @@ class PreparedTensors:
         if torch.is_grad_enabled():
             self.invalidate()
             return
-        key = (_optimizer_steps, *(_identity(p) for p in self._parameters()))
+        key = (_optimizer_steps, *_identities(self._parameters()))
         if key != self._key:
             self._memo.clear()
             self._key = key

@@ -114,8 +114,9 @@ class CompacterModules(nn.Module):
             return
         if self._depth == 0 and self.routing is not None:
             self.routing.check_batch(args, kwargs)
-        self._depth += 1
-        if self._depth == 1:
+        depth = self._depth + 1
+        object.__setattr__(self, "_depth", depth)  # (not nn.Module's __setattr__, which searches its registries)
+        if depth == 1:
             self.begin_call()
             self.base_copies.swap_in_all()
 
@@ -123,8 +124,9 @@ class CompacterModules(nn.Module):
         if torch.compiler.is_compiling():
             self.begin_call()
         else:
-            self._depth = max(0, self._depth - 1)
-            if self._depth == 0:
+            depth = max(0, self._depth - 1)
+            object.__setattr__(self, "_depth", depth)
+            if depth == 0:
                 self.base_copies.swap_out_all()
 
     def begin_call(self) -> None:

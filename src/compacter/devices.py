@@ -17,7 +17,7 @@ This module imports nothing else of compacter.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from typing import Any
 
 import torch
@@ -106,13 +106,17 @@ class ForwardWrapper:
 
 
 class _AroundForward(ForwardWrapper):
-    """``before(module, args)`` and ``after(module, args, output)`` around the module's forward."""
+    """``before(module, args)`` and ``after(module, args, output)`` around the module's forward, skipped while the
+    module is in ``skip_while_in`` (a collection the caller keeps: one membership test instead of two calls)."""
 
-    def __init__(self, module: nn.Module, before: Callable, after: Callable, attribute: str) -> None:
+    def __init__(self, module: nn.Module, before: Callable, after: Callable, attribute: str,
+                 skip_while_in: Container[nn.Module]) -> None:
         super().__init__(module, attribute)
-        self.before, self.after = before, after
+        self.before, self.after, self.skip_while_in = before, after, skip_while_in
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.module in self.skip_while_in:
+            return self.inner(*args, **kwargs)
         self.before(self.module, args)
         try:
             output = self.inner(*args, **kwargs)
@@ -128,7 +132,10 @@ def loads_own_parameters(module: nn.Module) -> bool:
 
 
 def hook_around_forward(module: nn.Module, before: Callable[[nn.Module, tuple], None],
-                        after: Callable[[nn.Module, tuple, Any], Any]) -> list[Any]:
+                        after: Callable[[nn.Module, tuple, Any], Any],
+                        skip_while_in: Container[nn.Module] = frozenset()) -> list[Any]:
     """Run ``before(module, args)`` and ``after(module, args, output)`` (which returns the output) around each call of
-    ``module``: inside its accelerate hook when it has one, else around its forward. Returns handles with ``remove()``."""
-    return [_AroundForward(module, before, after, "_old_forward" if loads_own_parameters(module) else "forward")]
+    ``module`` that finds it outside ``skip_while_in``: inside its accelerate hook when it has one, else around its
+    forward. Returns handles with ``remove()``."""
+    attribute = "_old_forward" if loads_own_parameters(module) else "forward"
+    return [_AroundForward(module, before, after, attribute, skip_while_in)]

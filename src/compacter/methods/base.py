@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -200,12 +200,12 @@ class TaskModules(nn.Module):
             return copy
         return self.prepared.get(("copy", key, like.dtype, like.device), lambda: copy.to(like.device, like.dtype))
 
-    def trained_tensors(self) -> Iterator[torch.Tensor]:
+    def trained_tensors(self) -> list[torch.Tensor]:
         """Every parameter of the task, read from where it is registered now (no walk over modules per call)."""
         if self._parameter_slots is None:
             self._parameter_slots = [(module, leaf) for module in self.modules()
                                      for leaf, param in module._parameters.items() if param is not None]
-        return (module._parameters[leaf] for module, leaf in self._parameter_slots)
+        return [module._parameters[leaf] for module, leaf in self._parameter_slots]
 
     def switched(self, running: bool) -> None:
         for listener in self.on_switch:
