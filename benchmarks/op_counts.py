@@ -7,6 +7,8 @@
   of full fine-tuning, the *plain layer-norm-only model* (the base model with only its layer norms
   trainable: no compacter code at all, the floor of every method that trains inside the model) and
   each method; per adapter site, the ops above the plain model;
+* in both, the Python functions called (opcount.python_calls): the host's work around the ops,
+  counted without a clock;
 * ``generate`` of 16 new tokens (greedy, batch 1) on a bf16 base: compute ops and device syncs of the
   base model and of each method (after one warm-up call, so what is counted is a steady-state call);
 * in both, *the bottleneck math alone*: the reference model with compacter++'s bottleneck written into
@@ -38,7 +40,7 @@ import compacter
 from compacter.io import atomic_write
 from compacter.layers import bottleneck_transposed
 from compacter.model_anatomy import is_norm
-from compacter.opcount import count, training_step
+from compacter.opcount import count, python_calls, training_step
 
 HERE = Path(__file__).parent
 METHODS = ["layer-norms", "compacter++", "compacter", "adapter", "lora", "ia3"]
@@ -141,6 +143,7 @@ def measure(layers: int, rounds: int, clock=time.perf_counter) -> dict:
     for model in trainers.values():
         training_step(model, batch)  # warm-up: first-call work is not per-step work
     train_counts = {name: count(training_step, model, batch) for name, model in trainers.items()}
+    train_calls = {name: python_calls(training_step, model, batch) for name, model in trainers.items()}
     train_times: dict[str, list[float]] = {name: [] for name in trainers}
     for _ in range(rounds):  # round-robin: the machine's noise hits every model alike
         for name, model in trainers.items():
@@ -150,6 +153,7 @@ def measure(layers: int, rounds: int, clock=time.perf_counter) -> dict:
     for model in generators.values():
         generate(model, ids)
     generate_counts = {name: count(generate, model, ids) for name, model in generators.items()}
+    generate_calls = {name: python_calls(generate, model, ids) for name, model in generators.items()}
     generate_times: dict[str, list[float]] = {name: [] for name in generators}
     for _ in range(rounds):
         for name, model in generators.items():
@@ -160,10 +164,11 @@ def measure(layers: int, rounds: int, clock=time.perf_counter) -> dict:
     for name, counter in train_counts.items():
         site_count = sites(trainers[name])
         training[name] = {**counter.summary(), "compute_ratio": counter.compute / reference.compute,
-                          "sites": site_count, "time": train_time[name],
+                          "sites": site_count, "time": train_time[name], "python_calls": train_calls[name],
                           "compute_per_site": ((counter.compute - reference.compute) / site_count) if site_count else None}
     generation = {name: {**counter.summary(), "compute_ratio": counter.compute / base.compute,
-                         "extra_syncs": counter.syncs - base.syncs, "time": generate_time[name]}
+                         "extra_syncs": counter.syncs - base.syncs, "time": generate_time[name],
+                         "python_calls": generate_calls[name]}
                   for name, counter in generate_counts.items()}
     return {"config": {"model": f"T5 shrunk: {layers}+{layers} layers, d_model 128, vocab 512", "batch": 1,
                        "source_tokens": 32, "target_tokens": 8, "generated_tokens": 16, "rounds": rounds,
@@ -179,21 +184,22 @@ def markdown(results: dict) -> str:
     lines = [f"Training step ({config['model']}, {config['training_precision']}, batch 1), ops of forward + backward; "
              f"time ({config.get('clock', 'wall-clock time')}): median ratio to the {TRAIN_REFERENCE} model over "
              f"{config['rounds']} round-robin rounds (IQR):", "",
-             "| model | compute ops | dispatched | compute vs plain | per site above plain | time vs plain (IQR) |",
-             "|---|---:|---:|---:|---:|---|"]
+             "| model | compute ops | dispatched | compute vs plain | per site above plain | Python calls | "
+             "time vs plain (IQR) |", "|---|---:|---:|---:|---:|---:|---|"]
     for name, row in results["training"].items():
         per_site = f"{row['compute_per_site']:.1f}" if row["compute_per_site"] is not None else ""
         iqr = row["time"]["ratio_iqr"]
         lines.append(f"| {name} | {row['compute']:,} | {row['dispatched']:,} | {row['compute_ratio']:.3f} | {per_site} | "
-                     f"{row['time']['ratio']:.3f} ({iqr[0]:.2f}-{iqr[1]:.2f}) |")
+                     f"{row['python_calls']:,} | {row['time']['ratio']:.3f} ({iqr[0]:.2f}-{iqr[1]:.2f}) |")
     lines += ["", f"generate, {config['generated_tokens']} new tokens on a {config['generation_base']} base (greedy, "
               "batch 1), after one warm-up call:", "",
-              "| model | compute ops | vs base | device syncs | syncs above base | time vs base (IQR) |",
-              "|---|---:|---:|---:|---:|---|"]
+              "| model | compute ops | vs base | device syncs | syncs above base | Python calls | time vs base (IQR) |",
+              "|---|---:|---:|---:|---:|---:|---|"]
     for name, row in results["generate"].items():
         iqr = row["time"]["ratio_iqr"]
         lines.append(f"| {name} | {row['compute']:,} | {row['compute_ratio']:.3f} | {row['syncs']} | "
-                     f"{row['extra_syncs']:+d} | {row['time']['ratio']:.3f} ({iqr[0]:.2f}-{iqr[1]:.2f}) |")
+                     f"{row['extra_syncs']:+d} | {row['python_calls']:,} | {row['time']['ratio']:.3f} "
+                     f"({iqr[0]:.2f}-{iqr[1]:.2f}) |")
     return "\n".join(lines) + "\n"
 
 

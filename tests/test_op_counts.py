@@ -10,7 +10,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import op_counts  # noqa: E402
 
-from compacter.opcount import count, training_step  # noqa: E402
+from compacter.opcount import count, python_calls, training_step  # noqa: E402
 
 BOTTLENECK_FORWARD = 4  # down addmm, activation, up addmm, residual add
 BOTTLENECK_TRAINING = 12  # those, and backward: 4 mm, 2 bias sums, the activation's backward, one gradient sum
@@ -46,3 +46,39 @@ def test_generate_dispatches_only_the_math_and_waits_for_the_device_no_more_than
     encoder_sites, decoder_sites = 2, 2  # compacter++: one adapter per block (2 blocks per stack)
     calls = encoder_sites + 4 * decoder_sites  # the encoder once, the decoder at each of 4 steps
     assert adapted.compute - base.compute == BOTTLENECK_FORWARD * calls
+
+
+def test_python_calls_counts_every_function_run_and_leaves_a_profiler_in_place():
+    def leaf(value):
+        return value
+
+    def caller(times):
+        return [leaf(i) for i in range(times)]  # the comprehension is a function of its own (Python 3.11)
+
+    def profiler(frame, event, arg):
+        return None
+
+    sys.setprofile(profiler)
+    try:
+        assert python_calls(caller, 5) == 1 + 1 + 5
+        assert sys.getprofile() is profiler
+    finally:
+        sys.setprofile(None)
+
+
+def test_a_decoding_call_runs_little_python_beyond_the_math(batch):
+    """The host's work per call (counted, not timed): what compacter++ runs in Python beyond the bottleneck math alone
+    is a few calls per site and per layer norm, not a walk over the model or its parameters per call."""
+    models = op_counts.generation_models(2)
+    ids = batch["input_ids"]
+    calls = {}
+    for name in (op_counts.MATH_ONLY, "compacter++"):
+        op_counts.generate(models[name], ids, tokens=4)
+        calls[name] = python_calls(op_counts.generate, models[name], ids, 4)
+    model_calls = 1 + 4  # the encoder, then the decoder at each step
+    site_calls = 2 + 4 * 2
+    norm_calls = (2 * 2 + 1) + 4 * (3 * 2 + 1)  # per block: 2 (encoder) or 3 (decoder), and each stack's final norm
+    extra = calls["compacter++"] - calls[op_counts.MATH_ONLY]
+    # today 309: ~9 per site (hook, weights lookup, forward), 1 per norm (its wrapper), ~35 per model call (boundary
+    # hooks, the prepared tensors' check, the layer-norm swaps)
+    assert 0 < extra <= 10 * site_calls + 1 * norm_calls + 50 * model_calls, calls

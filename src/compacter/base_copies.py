@@ -101,9 +101,11 @@ class BaseCopies:
         plan = running.prepared.get("swaps at the boundary", lambda: self._boundary_plan(running))
         saved = self.swapped_at_boundary
         for module, swaps in plan:  # (the plan is computed first: a failure in it leaves the model untouched)
-            parameters = module._parameters
-            saved[module] = {attribute: parameters[attribute] for attribute in swaps}
-            parameters.update(swaps)
+            parameters, own = module._parameters, {}
+            for attribute, value in swaps.items():  # (a loop, not a comprehension: no function call per holder)
+                own[attribute] = parameters[attribute]
+                parameters[attribute] = value
+            saved[module] = own
 
     def _boundary_plan(self, task: TaskModules) -> list[tuple[nn.Module, dict[str, torch.Tensor]]]:
         plan = []

@@ -11,11 +11,16 @@ step of a small-batch or parameter-efficient model is as fast as the number of o
   ``bool(tensor)``, ``nonzero``).
 
 Backward ops count too: autograd dispatches them on the calling thread for CPU tensors.
+
+:func:`python_calls` counts the Python functions a call runs: the host's work around those ops,
+which the op counts do not see (caches, wrappers, bookkeeping), without a clock's noise.
 """
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -57,6 +62,25 @@ def count(function, *args: Any, **kwargs: Any) -> OpCounter:
     with OpCounter() as counter:
         function(*args, **kwargs)
     return counter
+
+
+def python_calls(function: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
+    """How many Python functions ``function(*args, **kwargs)`` calls, itself and generator resumptions included: the
+    host's own work around the ops, counted without a clock (calls into C are not counted)."""
+    calls = 0
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        nonlocal calls
+        if event == "call":
+            calls += 1
+
+    previous = sys.getprofile()
+    sys.setprofile(profile)
+    try:
+        function(*args, **kwargs)
+    finally:
+        sys.setprofile(previous)
+    return calls
 
 
 def training_step(model: torch.nn.Module, batch: dict, dtype: torch.dtype | None = torch.bfloat16) -> None:
