@@ -235,8 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     report = quality_report.build(table, runs_finished=len(finished), runs_planned=len(runs), corpora=list(folders),
                                   methods=args.methods, sizes={size: size_title(sizes[size]) for size in args.sizes},
                                   cards={name: _card(folder) for name, folder in folders.items()},
-                                  rate_evidence=quality_report.learning_rates(finished, defaults, list(folders),
-                                                                              args.seeds))
+                                  rate_evidence=quality_report.learning_rates(finished, defaults, list(folders)))
     quality_report.write(report, results_dir, readme=args.readme)
     if args.summary:
         quality_report.write_summary(report, Path(args.summary))

@@ -66,7 +66,7 @@ def build(records: list[dict], *, runs_finished: int, runs_planned: int, corpora
             row["corpora"][corpus] = {
                 "accuracy": _spread([run["test_accuracy"] for run in runs.values()]),
                 "gap": _spread(paired) if paired and method != "full" else None,
-                "train_time_s": statistics.fmean(run["train_time_s"] for run in runs.values()),
+                "train_time_s": statistics.median(run["train_time_s"] for run in runs.values()),
                 "learning_rates": sorted({run["learning_rate"] for run in runs.values()}),
                 "trained_percent": next(iter(runs.values()))["trained_percent"]}
             gaps.append(paired)
@@ -85,24 +85,29 @@ def build(records: list[dict], *, runs_finished: int, runs_planned: int, corpora
             "learning_rates": rate_evidence or []}
 
 
-def learning_rates(runs: list[dict], defaults: dict[str, float], corpora: list[str], seeds: int) -> list[dict]:
-    """Per (size, method): each rate's mean validation score over every corpus and seed (a rate counts once all
-    of them have run), and the rate the library's selection rule picks on it: the evidence a default stands on.
-    Test scores are shown beside it, never used to choose."""
-    by_rate: dict[tuple, list[dict]] = defaultdict(list)
+def learning_rates(runs: list[dict], defaults: dict[str, float], corpora: list[str]) -> list[dict]:
+    """Per (size, method): each rate's mean validation score over every corpus and the seeds that every rate has run
+    on all of them, and the rate the library's selection rule picks on it: the evidence a default stands on (a
+    partial benchmark compares its rates on the seeds they share). Test scores are shown beside it, never used to
+    choose."""
+    by_rate: dict[tuple, dict[tuple[str, int], dict]] = defaultdict(dict)
     for run in runs:
-        by_rate[(run["size"], run["method"], run["learning_rate"])].append(run)
+        by_rate[(run["size"], run["method"], run["learning_rate"])][(run["corpus"], run["seed"])] = run
     rows = []
     for size, method in sorted({key[:2] for key in by_rate}):
-        rates = {}
-        for (s, m, rate), found in sorted(by_rate.items()):
-            if (s, m) == (size, method) and len(found) == len(corpora) * seeds:
-                rates[rate] = {"validation": statistics.fmean(r["validation"] for r in found),
-                               "test_accuracy": statistics.fmean(r["test_accuracy"] for r in found)}
-        if len(rates) > 1:
-            best = choose_learning_rate((rate, score["validation"]) for rate, score in rates.items())
-            rows.append({"size": size, "method": method, "default": defaults.get(method), "best_on_validation": best,
-                         "rates": rates})
+        found = {rate: by_run for (s, m, rate), by_run in sorted(by_rate.items()) if (s, m) == (size, method)}
+        complete = {rate: {seed for _, seed in by_run if all((c, seed) in by_run for c in corpora)}
+                    for rate, by_run in found.items()}
+        seeds = sorted(set.intersection(*complete.values()))
+        if len(found) < 2 or not seeds:
+            continue
+        rates = {rate: {"validation": statistics.fmean(by_run[(c, s)]["validation"] for c in corpora for s in seeds),
+                        "test_accuracy": statistics.fmean(by_run[(c, s)]["test_accuracy"] for c in corpora
+                                                          for s in seeds)}
+                 for rate, by_run in found.items()}
+        best = choose_learning_rate((rate, score["validation"]) for rate, score in rates.items())
+        rows.append({"size": size, "method": method, "default": defaults.get(method), "best_on_validation": best,
+                     "seeds": len(seeds), "rates": rates})
     return rows
 
 
@@ -132,26 +137,26 @@ def markdown(report: dict) -> str:
             if not rows:
                 continue
             lines += ["", f"**{report['size_titles'][size]}, {'`--lr auto`' if auto else 'default learning rates'}**", "",
-                      "| method | % trained | " + " | ".join(corpora) + " | mean | gap to full | s / run |",
+                      "| method | % trained | " + " | ".join(corpora) + " | mean | gap to full | median s / run |",
                       "|---|---:|" + "---:|" * (len(corpora) + 3)]
             for row in rows:
                 cells = [row["corpora"].get(corpus) for corpus in corpora]
                 present = [c for c in cells if c]
                 percent = present[0]["trained_percent"]
                 mean = "—" if row["mean_accuracy"] is None else f"{row['mean_accuracy']:.1f}"
-                seconds = statistics.fmean(c["train_time_s"] for c in present)
+                seconds = statistics.median(c["train_time_s"] for c in present)
                 lines.append(f"| {row['method']} | {percent:.3g} | " + " | ".join(_cell(c) for c in cells)
                              + f" | {mean} | {_gap(row['gap'])} | {seconds:.0f} |")
     if report["learning_rates"]:
-        lines += ["", "**Learning rates on validation** (mean over every corpus and seed; the pick is the selection "
-                  "rule's, on validation; test accuracy beside it, not used to choose)", "",
-                  "| data | method | default | validation (test) at each rate | best on validation |",
-                  "|---|---|---:|---|---:|"]
+        lines += ["", "**Learning rates on validation** (mean over every corpus and the seeds every rate has run; the "
+                  "pick is the selection rule's, on validation; test accuracy beside it, not used to choose)", "",
+                  "| data | method | seeds | default | validation (test) at each rate | best on validation |",
+                  "|---|---|---:|---:|---|---:|"]
         for row in report["learning_rates"]:
             scores = ", ".join(f"{rate:g}: {score['validation']:.1f} ({score['test_accuracy']:.1f})"
                                for rate, score in row["rates"].items())
             mark = "" if row["best_on_validation"] == row["default"] else " ←"
-            lines.append(f"| {row['size']} | {row['method']} | {row['default']:g} | {scores} | "
+            lines.append(f"| {row['size']} | {row['method']} | {row['seeds']} | {row['default']:g} | {scores} | "
                          f"{row['best_on_validation']:g}{mark} |")
     return "\n".join(lines)
 
