@@ -54,10 +54,11 @@ from compacter.training.selection import choose_learning_rate
 METHODS = ("full", "compacter++", "compacter", "adapter", "lora", "ia3", "layer-norms", "linear-probe")
 FIRST = ("full", "compacter++")  # the paper's question: these run first, on every corpus, size and seed
 SIZES = {"whole": {"epochs": 3, "train_size": None}, "100": {"epochs": 30, "train_size": 100}}
-# A longer recipe, run on request (--sizes whole-10): what more epochs buy a method that falls short in 3
-LONGER = {"whole-10": {"epochs": 10, "train_size": None}}
+# Longer recipes, run for the methods named by --longer: what more epochs buy a method that falls short at the
+# defaults; each is compared with full fine-tuning on its base size's own recipe ("base")
+LONGER = {"whole-10": {"epochs": 10, "train_size": None, "base": "whole"}}
 QUICK_SIZES = {"whole": {"epochs": 1, "train_size": None}, "100": {"epochs": 2, "train_size": 30},
-               "whole-10": {"epochs": 2, "train_size": None}}
+               "whole-10": {"epochs": 2, "train_size": None, "base": "whole"}}
 QUICK_TEXTS = 150
 RUN_SETTINGS = {"batch_size": 32, "max_source_length": 64}
 SUMMARY = Path(__file__).resolve().parent.parent / "src" / "compacter" / "measured" / "quality.json"
@@ -88,11 +89,18 @@ def default_rate(method: str, model: str, data: Path) -> float:
 
 
 def plan(corpora: list[str], methods: list[str], sizes: list[str], seeds: list[int], rates: dict[str, list[float]],
-         defaults: dict[str, float]) -> Iterator[Run]:
+         defaults: dict[str, float], longer: tuple[str, ...] = ()) -> Iterator[Run]:
     """Every run, most important first: full fine-tuning and Compacter++ at their defaults, then the rest of their
-    `--lr auto` grids (``rates``: empty without --auto), then the other methods at their defaults, then their grids."""
+    `--lr auto` grids (``rates``: empty without --auto), then the longer recipes of the methods in ``longer`` (at
+    their default rates), then the other methods at their defaults, then their grids."""
     first, others = [m for m in methods if m in FIRST], [m for m in methods if m not in FIRST]
     for group in (first, others):
+        if group is others:
+            for seed in seeds:
+                for recipe in LONGER:
+                    for corpus in corpora:
+                        for method in longer:
+                            yield Run(corpus, recipe, method, seed, defaults[method])
         for searching in (False, True):
             for seed in seeds:
                 for size in sizes:
@@ -175,8 +183,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_TEXTS} texts a corpus, 1-2 epochs: a smoke run")
     parser.add_argument("--corpora", default=",".join(CORPORA), help="names, or folders of your own (text, label)")
     parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--sizes", default=",".join(SIZES), help=f"any of: {', '.join({**SIZES, **LONGER})} (whole-10: "
-                        "the whole training set for 10 epochs, a longer recipe)")
+    parser.add_argument("--sizes", default=",".join(SIZES), help=f"any of: {', '.join(SIZES)}")
+    parser.add_argument("--longer", default="", help="methods that also run the longer recipes ("
+                        + "; ".join(f"{name}: {size_title(size)}" for name, size in LONGER.items())
+                        + "), compared with full fine-tuning's own")
     parser.add_argument("--seeds", type=int, default=3, help="how many seeds (0, 1, 2, ...) each cell runs")
     parser.add_argument("--auto", action="store_true", help="also `--lr auto` for every cell: each default's "
                         "neighbours on the grid, picked on validation (3x the runs)")
@@ -198,8 +208,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if unknown or not args.methods:
         parser.error(f"--methods: unknown {unknown or 'nothing given'}; the methods are {', '.join(REGISTERED)}.")
     args.sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
-    if not args.sizes or any(s not in {**SIZES, **LONGER} for s in args.sizes):
-        parser.error(f"--sizes {','.join(args.sizes)!r}: give any of {', '.join({**SIZES, **LONGER})}.")
+    if not args.sizes or any(s not in SIZES for s in args.sizes):
+        parser.error(f"--sizes {','.join(args.sizes)!r}: give any of {', '.join(SIZES)}.")
+    args.longer = tuple(m.strip() for m in args.longer.split(",") if m.strip())
+    if any(m not in args.methods for m in args.longer):
+        parser.error(f"--longer {','.join(args.longer)}: give methods of --methods ({', '.join(args.methods)}).")
     args.corpora = [c.strip() for c in args.corpora.split(",") if c.strip()]
     if not args.corpora:
         parser.error(f"--corpora: give at least one of {', '.join(CORPORA)} (or a folder).")
@@ -220,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     defaults = {method: default_rate(method, model, next(iter(folders.values()))) for method in args.methods}
     grids = {method: lr_grid(rate) for method, rate in defaults.items()} if args.auto else {}
     seeds = list(range(args.seeds))
-    runs = list(plan(list(folders), args.methods, args.sizes, seeds, grids, defaults))
+    runs = list(plan(list(folders), args.methods, args.sizes, seeds, grids, defaults, args.longer))
     records = Records(results_dir / "quality_runs.json")
     todo = [run for run in runs if run.key not in records.runs]
     started = time.monotonic()
@@ -233,7 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     table = [{**record, "auto": False} for record in finished if record["learning_rate"] == defaults[record["method"]]]
     table += searches(finished, grids)
     report = quality_report.build(table, runs_finished=len(finished), runs_planned=len(runs), corpora=list(folders),
-                                  methods=args.methods, sizes={size: size_title(sizes[size]) for size in args.sizes},
+                                  methods=args.methods, sizes={size: size_title(sizes[size]) for size in
+                                                               [*args.sizes, *(LONGER if args.longer else ())]},
+                                  compared_with={name: recipe["base"] for name, recipe in LONGER.items()},
                                   cards={name: _card(folder) for name, folder in folders.items()},
                                   rate_evidence=quality_report.learning_rates(finished, defaults, list(folders)))
     quality_report.write(report, results_dir, readme=args.readme)

@@ -44,8 +44,11 @@ def _interval(differences_by_corpus: list[list[float]]) -> tuple[float, float] |
 
 
 def build(records: list[dict], *, runs_finished: int, runs_planned: int, corpora: list[str], methods: list[str],
-          sizes: dict[str, str], cards: dict, rate_evidence: list[dict] | None = None) -> dict:
-    """``sizes``: each training-set size's name → its title (``whole`` → "whole training set, 3 epochs")."""
+          sizes: dict[str, str], cards: dict, rate_evidence: list[dict] | None = None,
+          compared_with: dict[str, str] | None = None) -> dict:
+    """``sizes``: each training-set size's name → its title (``whole`` → "whole training set, 3 epochs");
+    ``compared_with``: a longer recipe's name → the size whose full fine-tuning runs its gap is measured against."""
+    compared_with = compared_with or {}
     # Every cell's mean and spread, and each method's gap to full fine-tuning per corpus and averaged.
     by_cell: dict[tuple, dict[int, dict]] = defaultdict(dict)
     for run in records:
@@ -61,7 +64,7 @@ def build(records: list[dict], *, runs_finished: int, runs_planned: int, corpora
             runs = by_cell.get((size, method, auto, corpus), {})
             if not runs:
                 continue
-            full = by_cell.get((size, "full", auto, corpus), {})
+            full = by_cell.get((compared_with.get(size, size), "full", auto, corpus), {})
             paired = [runs[seed]["test_accuracy"] - full[seed]["test_accuracy"] for seed in sorted(runs) if seed in full]
             row["corpora"][corpus] = {
                 "accuracy": _spread([run["test_accuracy"] for run in runs.values()]),
@@ -80,7 +83,7 @@ def build(records: list[dict], *, runs_finished: int, runs_planned: int, corpora
             row["gap"] = None
         rows.append(row)
     return {"model": "all-MiniLM-L6-v2", "family": "encoder", "corpora": corpora, "cards": cards, "sizes": size_order,
-            "size_titles": sizes,
+            "size_titles": sizes, "compared_with": compared_with,
             "runs_finished": runs_finished, "runs_planned": runs_planned, "rows": rows, "runs": records,
             "learning_rates": rate_evidence or []}
 
@@ -136,7 +139,10 @@ def markdown(report: dict) -> str:
             rows = [row for row in report["rows"] if row["size"] == size and row["auto"] == auto]
             if not rows:
                 continue
-            lines += ["", f"**{report['size_titles'][size]}, {'`--lr auto`' if auto else 'default learning rates'}**", "",
+            base = report.get("compared_with", {}).get(size)
+            against = f" (gap: against full fine-tuning on the {report['size_titles'][base]})" if base else ""
+            lines += ["", f"**{report['size_titles'][size]}, {'`--lr auto`' if auto else 'default learning rates'}"
+                      f"{against}**", "",
                       "| method | % trained | " + " | ".join(corpora) + " | mean | gap to full | median s / run |",
                       "|---|---:|" + "---:|" * (len(corpora) + 3)]
             for row in rows:
@@ -168,16 +174,20 @@ def plot(report: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sizes = report["sizes"]
+    compared_with = report.get("compared_with", {})
+    sizes = [size for size in report["sizes"] if size not in compared_with]  # a longer recipe: on its base's panel
     figure, axes = plt.subplots(1, len(sizes), figsize=(6 * len(sizes), 4.5), squeeze=False)
     for axis, size in zip(axes[0], sizes):
         for row in report["rows"]:
-            if row["size"] != size or row["auto"] or row["mean_accuracy"] is None:
+            recipe = compared_with.get(row["size"]) == size
+            if (row["size"] != size and not recipe) or row["auto"] or row["mean_accuracy"] is None:
                 continue
             cells = list(row["corpora"].values())
             spread = statistics.fmean(c["accuracy"]["std"] or 0.0 for c in cells)
-            axis.errorbar(cells[0]["trained_percent"], row["mean_accuracy"], yerr=spread, fmt="o", capsize=3)
-            axis.annotate(row["method"], (cells[0]["trained_percent"], row["mean_accuracy"]),
+            axis.errorbar(cells[0]["trained_percent"], row["mean_accuracy"], yerr=spread, fmt="s" if recipe else "o",
+                          capsize=3)
+            label = f"{row['method']} ({report['size_titles'][row['size']].split(', ')[-1]})" if recipe else row["method"]
+            axis.annotate(label, (cells[0]["trained_percent"], row["mean_accuracy"]),
                           textcoords="offset points", xytext=(5, 4), fontsize=8)
         axis.set_xscale("log")
         axis.set_xlabel("% of the model's parameters trained")
@@ -213,15 +223,19 @@ def summary(report: dict) -> dict:
         if row["gap"] is None and row["method"] != "full":
             continue
         setting = "auto" if row["auto"] else "default"
-        full = next((r for r in report["rows"] if r["size"] == row["size"] and r["auto"] == row["auto"]
+        base = report.get("compared_with", {}).get(row["size"], row["size"])
+        full = next((r for r in report["rows"] if r["size"] == base and r["auto"] == row["auto"]
                      and r["method"] == "full"), None)
         entries.setdefault(setting, {}).setdefault(row["size"], {})[row["method"]] = {
             "accuracy": row["mean_accuracy"], "full_accuracy": full["mean_accuracy"] if full else None,
             "gap": row["gap"]["mean"] if row["gap"] else 0.0,
             "interval": list(row["gap"]["interval"]) if row["gap"] and row["gap"]["interval"] else None,
             "seeds": row["gap"]["seeds"] if row["gap"] else None}
+    recipes = {name: {"base": base, "title": report["size_titles"][name]}
+               for name, base in report.get("compared_with", {}).items() if name in report["size_titles"]}
     return {"model": report["model"], "family": report["family"], "corpora": report["corpora"],
-            "source": "benchmarks/quality.py (README, 'Quality over datasets and seeds')", "entries": entries}
+            "source": "benchmarks/quality.py (README, 'Quality over datasets and seeds')", "entries": entries,
+            "recipes": recipes}
 
 
 def write_summary(report: dict, path: Path) -> None:

@@ -242,8 +242,33 @@ def test_the_evidence_for_a_default_is_the_mean_validation_score_over_corpora_an
 def test_the_runs_go_in_order_of_importance():
     defaults = {"full": 1e-4, "compacter++": 3e-3, "lora": 3e-4}
     grids = {method: quality.lr_grid(rate) for method, rate in defaults.items()}
-    runs = list(quality.plan(["a", "b"], ["lora", "compacter++", "full"], ["whole"], [0, 1], grids, defaults))
-    kinds = [("main" if r.method in quality.FIRST else "other", r.learning_rate == defaults[r.method]) for r in runs]
+    runs = list(quality.plan(["a", "b"], ["lora", "compacter++", "full"], ["whole"], [0, 1], grids, defaults,
+                             longer=("compacter++",)))
+    kinds = [("longer" if r.size in quality.LONGER else "main" if r.method in quality.FIRST else "other",
+              r.learning_rate == defaults[r.method]) for r in runs]
     blocks = [kind for i, kind in enumerate(kinds) if i == 0 or kinds[i - 1] != kind]
-    assert blocks == [("main", True), ("main", False), ("other", True), ("other", False)]
-    assert len(runs) == len(set(runs)) == 2 * 2 * 3 * 3  # corpora × seeds × methods × grid rates, each once
+    assert blocks == [("main", True), ("main", False), ("longer", True), ("other", True), ("other", False)]
+    # corpora × seeds × (methods × grid rates + the longer recipe of one method), each once
+    assert len(runs) == len(set(runs)) == 2 * 2 * (3 * 3 + len(quality.LONGER))
+
+
+def test_a_longer_recipe_is_measured_against_full_fine_tuning_at_its_defaults(tmp_path):
+    full, longer = [90.0, 91.0, 92.0], [90.5, 90.5, 93.0]
+    records = [record("a", "full", s, v) for s, v in enumerate(full)]
+    records += [record("a", "compacter++", s, v - 2.0) for s, v in enumerate(full)]
+    records += [record("a", "compacter++", s, v, size="whole-10") for s, v in enumerate(longer)]
+    report = quality_report.build(records, runs_finished=9, runs_planned=9, corpora=["a"],
+                                  methods=["full", "compacter++"], cards={},
+                                  sizes={"whole": "whole training set, 3 epochs",
+                                         "whole-10": "whole training set, 10 epochs"},
+                                  compared_with={"whole-10": "whole"})
+    row = next(r for r in report["rows"] if r["size"] == "whole-10")
+    assert row["gap"]["mean"] == pytest.approx(np.mean(np.subtract(longer, full)))
+    assert "**whole training set, 10 epochs, default learning rates (gap: against full fine-tuning on the whole " \
+           "training set, 3 epochs)**" in quality_report.markdown(report)
+    quality_report.write(report, tmp_path)  # the plot puts the recipe on its base's panel
+    quality_report.write_summary(report, tmp_path / "summary.json")
+    line = expectations.expectation("compacter++", "encoder", None, False, tmp_path / "summary.json")
+    assert "scored 2.0 points below full fine-tuning" in line
+    assert (f"With the longer recipe (whole training set, 10 epochs; set with --epochs) it scored "
+            f"{abs(row['gap']['mean']):.1f} points above full fine-tuning's defaults") in line

@@ -47,9 +47,18 @@ def expectation(method: str, family: str, train_size: int | None, auto: bool,
                 else f"; test accuracy {entry['accuracy']:.1f} against {entry['full_accuracy']:.1f}")
     if entry.get("seeds"):
         accuracy += f"; {entry['seeds']} seed{'s' if entry['seeds'] != 1 else ''} a corpus"
-    return (f"What to expect: {method} {rate} scored {abs(entry['gap']):.1f} points "
+    line = (f"What to expect: {method} {rate} scored {abs(entry['gap']):.1f} points "
             f"{'below' if entry['gap'] < 0 else 'above'} full fine-tuning{spread} {SIZE_WORDS[size]}{accuracy}, "
             f"{where}.")
+    for name, recipe in measured.get("recipes", {}).items():  # a longer recipe measured against full's defaults
+        longer = measured["entries"].get(setting, {}).get(name, {}).get(method)
+        if recipe["base"] == size and longer is not None and longer.get("gap") is not None:
+            interval = longer.get("interval")
+            spread = f" (95% interval {interval[0]:+.1f} to {interval[1]:+.1f})" if interval else ""
+            line += (f" With the longer recipe ({recipe['title']}; set with --epochs) it scored "
+                     f"{abs(longer['gap']):.1f} points {'below' if longer['gap'] < 0 else 'above'} full "
+                     f"fine-tuning's defaults{spread}.")
+    return line
 
 
 def expectation_for_run(config: TrainConfig, auto: bool) -> str | None:
