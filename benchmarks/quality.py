@@ -56,9 +56,11 @@ FIRST = ("full", "compacter++")  # the paper's question: these run first, on eve
 SIZES = {"whole": {"epochs": 3, "train_size": None}, "100": {"epochs": 30, "train_size": 100}}
 # Longer recipes, run for the methods named by --longer: what more epochs buy a method that falls short at the
 # defaults; each is compared with full fine-tuning on its base size's own recipe ("base")
-LONGER = {"whole-10": {"epochs": 10, "train_size": None, "base": "whole"}}
+LONGER = {"whole-10": {"epochs": 10, "train_size": None, "base": "whole"},
+          "100-100": {"epochs": 100, "train_size": 100, "base": "100"}}
 QUICK_SIZES = {"whole": {"epochs": 1, "train_size": None}, "100": {"epochs": 2, "train_size": 30},
-               "whole-10": {"epochs": 2, "train_size": None, "base": "whole"}}
+               "whole-10": {"epochs": 2, "train_size": None, "base": "whole"},
+               "100-100": {"epochs": 3, "train_size": 30, "base": "100"}}
 QUICK_TEXTS = 150
 RUN_SETTINGS = {"batch_size": 32, "max_source_length": 64}
 SUMMARY = Path(__file__).resolve().parent.parent / "src" / "compacter" / "measured" / "quality.json"
@@ -97,7 +99,7 @@ def plan(corpora: list[str], methods: list[str], sizes: list[str], seeds: list[i
     for group in (first, others):
         if group is others:
             for seed in seeds:
-                for recipe in LONGER:
+                for recipe in [name for name, recipe in LONGER.items() if recipe["base"] in sizes]:
                     for corpus in corpora:
                         for method in longer:
                             yield Run(corpus, recipe, method, seed, defaults[method])
@@ -245,9 +247,10 @@ def main(argv: list[str] | None = None) -> int:
     finished = [records.runs[run.key] for run in runs if run.key in records.runs]
     table = [{**record, "auto": False} for record in finished if record["learning_rate"] == defaults[record["method"]]]
     table += searches(finished, grids)
+    recipes = [name for name, recipe in LONGER.items() if args.longer and recipe["base"] in args.sizes]
     report = quality_report.build(table, runs_finished=len(finished), runs_planned=len(runs), corpora=list(folders),
-                                  methods=args.methods, sizes={size: size_title(sizes[size]) for size in
-                                                               [*args.sizes, *(LONGER if args.longer else ())]},
+                                  methods=args.methods,
+                                  sizes={size: size_title(sizes[size]) for size in [*args.sizes, *recipes]},
                                   compared_with={name: recipe["base"] for name, recipe in LONGER.items()},
                                   cards={name: _card(folder) for name, folder in folders.items()},
                                   rate_evidence=quality_report.learning_rates(finished, defaults, list(folders)))
