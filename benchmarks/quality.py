@@ -119,7 +119,8 @@ def train_run(run: Run, model: str, data: Path, sizes: dict, output: Path, keep:
     checkpoint are deleted then (the record is what the benchmark keeps) unless ``keep``."""
     folder = output / "runs" / run.key
     config = TrainConfig(model=model, task=str(data), method=run.method, text_column=TEXT, label_column=LABEL,
-                         seed=run.seed, learning_rate=run.learning_rate, output_dir=str(folder), **sizes[run.size],
+                         seed=run.seed, learning_rate=run.learning_rate, output_dir=str(folder),
+                         epochs=sizes[run.size]["epochs"], train_size=sizes[run.size]["train_size"],
                          **RUN_SETTINGS)
     results = train(config)
     record = {**dataclasses.asdict(run), "validation": results["validation"]["score"],

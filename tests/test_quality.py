@@ -272,3 +272,23 @@ def test_a_longer_recipe_is_measured_against_full_fine_tuning_at_its_defaults(tm
     assert "scored 2.0 points below full fine-tuning" in line
     assert (f"With the longer recipe (whole training set, 10 epochs; set with --epochs) it scored "
             f"{abs(row['gap']['mean']):.1f} points above full fine-tuning's defaults") in line
+
+
+@pytest.mark.parametrize("recipe", list(quality.LONGER))
+def test_a_longer_recipe_trains_with_its_own_epochs_and_examples(recipe, tmp_path, monkeypatch):
+    seen = []
+
+    def fake_train(config):
+        seen.append(config)
+        Path(config.output_dir).mkdir(parents=True)
+        return {"validation": {"score": 70.0}, "test": {"accuracy": 71.0, "f1_macro": 69.0},
+                "parameters": {"percent": 0.08}, "train_time_s": 1.0, "train_examples": 100}
+
+    monkeypatch.setattr(quality, "train", fake_train)
+    run = quality.Run("a", recipe, "compacter++", 1, 3e-3)
+    record = quality.train_run(run, "model", own_corpus(tmp_path / "data"), quality.LONGER, tmp_path / "out", keep=False)
+    [config] = seen
+    assert (config.epochs, config.train_size) == (quality.LONGER[recipe]["epochs"], quality.LONGER[recipe]["train_size"])
+    assert (config.seed, config.learning_rate, config.method) == (1, 3e-3, "compacter++")
+    assert record["size"] == recipe and record["test_accuracy"] == 71.0
+    assert not Path(config.output_dir).exists()
