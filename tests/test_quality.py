@@ -271,7 +271,8 @@ def test_a_longer_recipe_is_measured_against_full_fine_tuning_at_its_defaults(tm
     line = expectations.expectation("compacter++", "encoder", None, False, tmp_path / "summary.json")
     assert "scored 2.0 points below full fine-tuning" in line
     assert (f"With the longer recipe (whole training set, 10 epochs; set with --epochs) it scored "
-            f"{abs(row['gap']['mean']):.1f} points above full fine-tuning's defaults") in line
+            f"{abs(row['gap']['mean']):.1f} points above full fine-tuning's defaults (95% interval") in line
+    assert line.endswith(", 3 seeds a corpus.")
 
 
 @pytest.mark.parametrize("recipe", list(quality.LONGER))

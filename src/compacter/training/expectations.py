@@ -55,6 +55,8 @@ def expectation(method: str, family: str, train_size: int | None, auto: bool,
         if recipe["base"] == size and longer is not None and longer.get("gap") is not None:
             interval = longer.get("interval")
             spread = f" (95% interval {interval[0]:+.1f} to {interval[1]:+.1f})" if interval else ""
+            if longer.get("seeds"):
+                spread += f", {longer['seeds']} seed{'s' if longer['seeds'] != 1 else ''} a corpus"
             line += (f" With the longer recipe ({recipe['title']}; set with --epochs) it scored "
                      f"{abs(longer['gap']):.1f} points {'below' if longer['gap'] < 0 else 'above'} full "
                      f"fine-tuning's defaults{spread}.")
