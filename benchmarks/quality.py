@@ -96,22 +96,27 @@ def plan(corpora: list[str], methods: list[str], sizes: list[str], seeds: list[i
     `--lr auto` grids (``rates``: empty without --auto), then the longer recipes of the methods in ``longer`` (at
     their default rates), then the other methods at their defaults, then their grids."""
     first, others = [m for m in methods if m in FIRST], [m for m in methods if m not in FIRST]
-    for group in (first, others):
-        if group is others:
-            for seed in seeds:
-                for recipe in [name for name, recipe in LONGER.items() if recipe["base"] in sizes]:
-                    for corpus in corpora:
-                        for method in longer:
-                            yield Run(corpus, recipe, method, seed, defaults[method])
-        for searching in (False, True):
-            for seed in seeds:
-                for size in sizes:
-                    for corpus in corpora:
-                        for method in group:
-                            chosen = [r for r in rates.get(method, []) if r != defaults[method]] if searching else [
-                                defaults[method]]
-                            for rate in chosen:
-                                yield Run(corpus, size, method, seed, rate)
+
+    def group_runs(group: list[str], searching: bool) -> Iterator[Run]:
+        for seed in seeds:
+            for size in sizes:
+                for corpus in corpora:
+                    for method in group:
+                        chosen = ([r for r in rates.get(method, []) if r != defaults[method]] if searching
+                                  else [defaults[method]])
+                        for rate in chosen:
+                            yield Run(corpus, size, method, seed, rate)
+
+    yield from group_runs(first, searching=False)
+    yield from group_runs(first, searching=True)
+    recipes = [name for name, recipe in LONGER.items() if recipe["base"] in sizes]
+    for seed in seeds:
+        for recipe in recipes:
+            for corpus in corpora:
+                for method in longer:
+                    yield Run(corpus, recipe, method, seed, defaults[method])
+    yield from group_runs(others, searching=False)
+    yield from group_runs(others, searching=True)
 
 
 def train_run(run: Run, model: str, data: Path, sizes: dict, output: Path, keep: bool) -> dict:
@@ -212,7 +217,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--methods: unknown {unknown or 'nothing given'}; the methods are {', '.join(REGISTERED)}.")
     args.sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     if not args.sizes or any(s not in SIZES for s in args.sizes):
-        parser.error(f"--sizes {','.join(args.sizes)!r}: give any of {', '.join(SIZES)}.")
+        parser.error(f"--sizes {','.join(args.sizes)!r}: give any of {', '.join(SIZES)} (the longer recipes, "
+                     f"{', '.join(LONGER)}, run with --longer METHODS).")
     args.longer = tuple(m.strip() for m in args.longer.split(",") if m.strip())
     if any(m not in args.methods for m in args.longer):
         parser.error(f"--longer {','.join(args.longer)}: give methods of --methods ({', '.join(args.methods)}).")

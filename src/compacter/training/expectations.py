@@ -41,26 +41,30 @@ def expectation(method: str, family: str, train_size: int | None, auto: bool,
     rate = "with --lr auto" if auto else "at its default learning rate"
     if method == "full":
         return f"What to expect: full fine-tuning {rate} scored {entry['accuracy']:.1f} {SIZE_WORDS[size]}, {where}."
-    interval = entry.get("interval")
-    spread = f" (95% interval {interval[0]:+.1f} to {interval[1]:+.1f})" if interval else ""
     accuracy = ("" if entry["accuracy"] is None or entry["full_accuracy"] is None
                 else f"; test accuracy {entry['accuracy']:.1f} against {entry['full_accuracy']:.1f}")
-    if entry.get("seeds"):
-        accuracy += f"; {entry['seeds']} seed{'s' if entry['seeds'] != 1 else ''} a corpus"
-    line = (f"What to expect: {method} {rate} scored {abs(entry['gap']):.1f} points "
-            f"{'below' if entry['gap'] < 0 else 'above'} full fine-tuning{spread} {SIZE_WORDS[size]}{accuracy}, "
-            f"{where}.")
+    line = (f"What to expect: {method} {rate} scored {_gap(entry)} full fine-tuning{_interval(entry)} "
+            f"{SIZE_WORDS[size]}{accuracy}{_seeds(entry, '; ')}, {where}.")
     for name, recipe in measured.get("recipes", {}).items():  # a longer recipe measured against full's defaults
         longer = measured["entries"].get(setting, {}).get(name, {}).get(method)
         if recipe["base"] == size and longer is not None and longer.get("gap") is not None:
-            interval = longer.get("interval")
-            spread = f" (95% interval {interval[0]:+.1f} to {interval[1]:+.1f})" if interval else ""
-            if longer.get("seeds"):
-                spread += f", {longer['seeds']} seed{'s' if longer['seeds'] != 1 else ''} a corpus"
-            line += (f" With the longer recipe ({recipe['title']}; set with --epochs) it scored "
-                     f"{abs(longer['gap']):.1f} points {'below' if longer['gap'] < 0 else 'above'} full "
-                     f"fine-tuning's defaults{spread}.")
+            line += (f" With the longer recipe ({recipe['title']}; set with --epochs) it scored {_gap(longer)} full "
+                     f"fine-tuning's defaults{_interval(longer)}{_seeds(longer, ', ')}.")
     return line
+
+
+def _gap(entry: dict) -> str:
+    return f"{abs(entry['gap']):.1f} points {'below' if entry['gap'] < 0 else 'above'}"
+
+
+def _interval(entry: dict) -> str:
+    interval = entry.get("interval")
+    return f" (95% interval {interval[0]:+.1f} to {interval[1]:+.1f})" if interval else ""
+
+
+def _seeds(entry: dict, separator: str) -> str:
+    seeds = entry.get("seeds")
+    return f"{separator}{seeds} seed{'s' if seeds != 1 else ''} a corpus" if seeds else ""
 
 
 def expectation_for_run(config: TrainConfig, auto: bool) -> str | None:
