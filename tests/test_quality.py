@@ -154,6 +154,28 @@ def test_means_spreads_and_gaps_are_the_textbook_statistics():
     assert f"| compacter++ | 0.1 | {np.mean(peft['a']):.1f} ± {np.std(peft['a'], ddof=1):.1f} |" in table
 
 
+def test_the_recipes_train_mean_pooled_and_compacter_train_names_their_flags(tiny_bert, tmp_path, monkeypatch):
+    out, results = tmp_path / "out", tmp_path / "results"
+    pooled = {}
+    train = quality.train
+    monkeypatch.setattr(quality, "train", lambda config: pooled.setdefault(
+        Path(config.output_dir).relative_to(out / "runs").parts[1], set()).add(config.pooling) or train(config))
+    assert quality.main(["--quick", "--corpora", str(own_corpus(tmp_path / "reviews")), "--methods", "full,compacter++",
+                         "--recipes", "compacter++", "--seeds", "1", "--sizes", "whole", "--model", str(tiny_bert),
+                         "--output-dir", str(out), "--results", str(results), "--summary",
+                         str(tmp_path / "summary.json")]) == 0
+    records = {r["size"]: r for r in json.loads((results / "quality_runs.json").read_text())
+               if r["method"] == "compacter++"}
+    assert sorted(records) == sorted(["whole", "whole-mean", "whole-10", "whole-10-mean"])
+    assert pooled == {"whole": {"cls"}, "whole-10": {"cls"}, "whole-mean": {"mean"}, "whole-10-mean": {"mean"}}
+    report = json.loads((results / "quality.json").read_text())
+    titles = {row["size"]: report["size_titles"][row["size"]] for row in report["rows"]}
+    assert titles["whole-mean"] == "whole training set, 1 epochs, mean pooling"
+    line = expectations.expectation("compacter++", "encoder", None, False, tmp_path / "summary.json")
+    assert "With --pooling mean (whole training set, 1 epochs, mean pooling) it scored" in line
+    assert "With --pooling mean --epochs 10 (whole training set, 2 epochs, mean pooling) it scored" in line
+
+
 def test_lr_auto_picks_on_validation_with_the_librarys_rule():
     grid = [1e-3, 3e-3, 1e-2]
     runs = [record("a", "lora", 0, 70.0, rate=1e-3, validation=60.0), record("a", "lora", 0, 99.0, rate=3e-3,
@@ -243,16 +265,18 @@ def test_the_runs_go_in_order_of_importance():
     defaults = {"full": 1e-4, "compacter++": 3e-3, "lora": 3e-4}
     grids = {method: quality.lr_grid(rate) for method, rate in defaults.items()}
     runs = list(quality.plan(["a", "b"], ["lora", "compacter++", "full"], ["whole"], [0, 1], grids, defaults,
-                             longer=("compacter++",)))
-    kinds = [("longer" if r.size in quality.LONGER else "main" if r.method in quality.FIRST else "other",
+                             recipes_of=("compacter++",)))
+    kinds = [("recipe" if r.size in quality.RECIPES else "main" if r.method in quality.FIRST else "other",
               r.learning_rate == defaults[r.method]) for r in runs]
     blocks = [kind for i, kind in enumerate(kinds) if i == 0 or kinds[i - 1] != kind]
-    assert blocks == [("main", True), ("main", False), ("longer", True), ("other", True), ("other", False)]
-    # corpora × seeds × (methods × grid rates + the longer recipe of one method), each once
-    assert len(runs) == len(set(runs)) == 2 * 2 * (3 * 3 + 1)  # (whole-10: the one recipe of the whole set)
+    assert blocks == [("main", True), ("main", False), ("recipe", True), ("other", True), ("other", False)]
+    # corpora × seeds × (methods × grid rates + the 3 recipes of the whole set for one method), each once
+    assert len(runs) == len(set(runs)) == 2 * 2 * (3 * 3 + 3)
+    recipes = [r.size for r in runs if r.size in quality.RECIPES]
+    assert recipes == ["whole-mean"] * 4 + ["whole-10"] * 4 + ["whole-10-mean"] * 4  # cheap first, every seed of each
 
 
-def test_a_longer_recipe_is_measured_against_full_fine_tuning_at_its_defaults(tmp_path):
+def test_another_recipe_is_measured_against_full_fine_tuning_at_its_defaults(tmp_path):
     full, longer = [90.0, 91.0, 92.0], [90.5, 90.5, 93.0]
     records = [record("a", "full", s, v) for s, v in enumerate(full)]
     records += [record("a", "compacter++", s, v - 2.0) for s, v in enumerate(full)]
@@ -261,7 +285,7 @@ def test_a_longer_recipe_is_measured_against_full_fine_tuning_at_its_defaults(tm
                                   methods=["full", "compacter++"], cards={},
                                   sizes={"whole": "whole training set, 3 epochs",
                                          "whole-10": "whole training set, 10 epochs"},
-                                  compared_with={"whole-10": "whole"})
+                                  recipes={"whole-10": quality.RECIPES["whole-10"]})
     row = next(r for r in report["rows"] if r["size"] == "whole-10")
     assert row["gap"]["mean"] == pytest.approx(np.mean(np.subtract(longer, full)))
     assert "**whole training set, 10 epochs, default learning rates (gap: against full fine-tuning on the whole " \
@@ -270,13 +294,13 @@ def test_a_longer_recipe_is_measured_against_full_fine_tuning_at_its_defaults(tm
     quality_report.write_summary(report, tmp_path / "summary.json")
     line = expectations.expectation("compacter++", "encoder", None, False, tmp_path / "summary.json")
     assert "scored 2.0 points below full fine-tuning" in line
-    assert (f"With the longer recipe (whole training set, 10 epochs; set with --epochs) it scored "
+    assert (f"With --epochs 10 (whole training set, 10 epochs) it scored "
             f"{abs(row['gap']['mean']):.1f} points above full fine-tuning's defaults (95% interval") in line
     assert line.endswith(", 3 seeds a corpus.")
 
 
-@pytest.mark.parametrize("recipe", list(quality.LONGER))
-def test_a_longer_recipe_trains_with_its_own_epochs_and_examples(recipe, tmp_path, monkeypatch):
+@pytest.mark.parametrize("recipe", list(quality.RECIPES))
+def test_a_recipe_trains_with_its_own_epochs_examples_and_pooling(recipe, tmp_path, monkeypatch):
     seen = []
 
     def fake_train(config):
@@ -287,9 +311,12 @@ def test_a_longer_recipe_trains_with_its_own_epochs_and_examples(recipe, tmp_pat
 
     monkeypatch.setattr(quality, "train", fake_train)
     run = quality.Run("a", recipe, "compacter++", 1, 3e-3)
-    record = quality.train_run(run, "model", own_corpus(tmp_path / "data"), quality.LONGER, tmp_path / "out", keep=False)
+    record = quality.train_run(run, "model", own_corpus(tmp_path / "data"), quality.RECIPES, tmp_path / "out",
+                               keep=False)
     [config] = seen
-    assert (config.epochs, config.train_size) == (quality.LONGER[recipe]["epochs"], quality.LONGER[recipe]["train_size"])
+    settings = quality.RECIPES[recipe]
+    assert (config.epochs, config.train_size, config.pooling) == (settings["epochs"], settings["train_size"],
+                                                                  settings.get("pooling", "cls"))
     assert (config.seed, config.learning_rate, config.method) == (1, 3e-3, "compacter++")
     assert record["size"] == recipe and record["test_accuracy"] == 71.0
     assert not Path(config.output_dir).exists()

@@ -20,6 +20,7 @@ from .decoding import compiled_generate  # noqa: E402
 from .inventory import parameter_groups, trainable_parameters  # noqa: E402
 from .methods import METHODS, MethodConfig, get_config, register_method  # noqa: E402
 from .params import ParameterReport, count_parameters  # noqa: E402
+from .pooling import set_pooling  # noqa: E402
 from .quantization import quantize_base  # noqa: E402
 from .saving import save  # noqa: E402
 from .switching import (  # noqa: E402
@@ -36,4 +37,4 @@ from .switching import (  # noqa: E402
 __all__ = ["METHODS", "MethodConfig", "ParameterReport", "__version__", "active_task", "apply", "attached_config",
            "compiled_generate", "count_parameters", "delete", "disabled", "export", "from_pretrained", "get_config",
            "load", "parameter_groups", "push_to_hub", "quantize_base", "refresh", "register_method", "route", "save",
-           "set_active", "split_logits", "tasks", "trainable_parameters", "unload"]
+           "set_active", "set_pooling", "split_logits", "tasks", "trainable_parameters", "unload"]

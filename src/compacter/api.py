@@ -21,6 +21,7 @@ from .container import container_of
 from .interop import adapterhub, adapterhub_export, peft_tasks
 from .methods import MethodConfig, get_config
 from .models import load_config, load_pretrained
+from .pooling import set_pooling
 
 
 def apply(model: nn.Module, method: str | MethodConfig | dict = "compacter++", *, name: str = attach.DEFAULT_TASK,
@@ -139,7 +140,8 @@ def base_model_for(adapter_dir: str | os.PathLike, base_name_or_path: str | os.P
     supplies_head = any(key.startswith(tuple(f"base.{prefix}" for prefix in quiet.HEAD_PREFIXES))
                         for key in description.get("tensors", {}))
     with quiet.head_reports_hidden() if supplies_head else contextlib.nullcontext():
-        return load_pretrained(model_class, str(base_name_or_path), **from_pretrained_kwargs)
+        model = load_pretrained(model_class, str(base_name_or_path), **from_pretrained_kwargs)
+    return set_pooling(model, description["base_model"].get("pooling", "cls"))
 
 
 def _model_class(class_name: str | None) -> type:

@@ -14,6 +14,7 @@ from .methods import MethodConfig, get_config
 from .methods.base import TaskModules
 from .model_anatomy import head_parameter_names, is_norm, output_layer_parameter_names
 from .names import check_task_name
+from .pooling import MeanPooler
 from .quantization import is_quantized
 
 DEFAULT_TASK = "default"
@@ -165,6 +166,9 @@ def _pooler_parameter_names(model: nn.Module, config: MethodConfig) -> set[str]:
                   else f"this {type(model).__name__} has no pooler")
         raise ValueError(f"train_pooler=True gives a task its own copy of the base model's [CLS] pooler, but {reason}. "
                          "Set train_pooler=False.")
+    if isinstance(pooler, MeanPooler):
+        raise ValueError("train_pooler=True trains the base's [CLS] pooler, and this model mean-pools its tokens "
+                         "instead (pooling='mean'), which has nothing to train. Set train_pooler=False.")
     prefix = next(name for name, module in model.named_modules() if module is pooler)
     return {f"{prefix}.{name}" for name, _ in pooler.named_parameters()}
 

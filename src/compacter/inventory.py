@@ -12,6 +12,7 @@ from torch import nn
 
 from .container import container_of
 from .model_anatomy import head_parameter_names, is_norm, model_type, output_layer_parameter_names
+from .pooling import pooling_of
 from .quantization import logical_numel, logical_shape
 
 GROUPS = ("adapters", "shared", "prompt", "intrinsic", "layer_norms", "biases", "head", "output_layer", "backbone")
@@ -114,4 +115,6 @@ def architecture_fingerprint(model: nn.Module, heads: dict[str, tuple[int, ...]]
     summary["parameters"] = count_unique(p for _, p in weights) + sum(
         math.prod(shape) - logical_numel(p) for name, p in weights if (shape := heads.get(name)) is not None)
     summary["shapes_sha256"] = hashlib.sha256(shapes.encode()).hexdigest()
+    if pooling_of(model) != "cls":  # recorded only where it is not the model's own, so older files still match
+        summary["pooling"] = pooling_of(model)
     return summary

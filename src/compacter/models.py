@@ -11,6 +11,7 @@ import transformers
 from torch import nn
 
 from .model_anatomy import model_family
+from .pooling import set_pooling
 
 SHIPPED_CONFIGS = ("t5-small", "t5-base", "t5-large", "t5-3b", "t5-11b")
 
@@ -81,25 +82,26 @@ def model_class(config: transformers.PretrainedConfig, num_labels: int | None = 
 
 
 def build_model(name_or_path: str, *, pretrained: bool = True, num_labels: int | None = None,
-                meta: bool = False) -> nn.Module:
+                meta: bool = False, pooling: str = "cls") -> nn.Module:
     """The model ``name_or_path`` names: with its pretrained weights, or random from its config.
 
     ``meta=True`` builds it on the meta device (shapes only, no memory), which is all that
-    parameter counting needs: even T5-11B builds in seconds.
+    parameter counting needs: even T5-11B builds in seconds. ``pooling``: how a BERT-style
+    classifier pools its tokens (pooling.py).
     """
     if pretrained and not meta:
         config = transformers.AutoConfig.from_pretrained(name_or_path)
         if num_labels is not None:
             config.num_labels = num_labels
-        return load_pretrained(model_class(config, num_labels), name_or_path, config=config)
+        return set_pooling(load_pretrained(model_class(config, num_labels), name_or_path, config=config), pooling)
     config = load_config(name_or_path)
     if num_labels is not None:
         config.num_labels = num_labels
     cls = model_class(config, num_labels)
     if meta:
         with torch.device("meta"):
-            return cls.from_config(config)
-    return cls.from_config(config)
+            return set_pooling(cls.from_config(config), pooling)
+    return set_pooling(cls.from_config(config), pooling)
 
 
 PICKLED_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")

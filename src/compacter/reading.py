@@ -222,6 +222,12 @@ def check_base(model: nn.Module, description: dict[str, Any], directory: str | o
     else:
         actual = container.fingerprint if container is not None else architecture_fingerprint(model)
     expected = description["base_model"]
+    trained_with, pools = expected.get("pooling", "cls"), actual.get("pooling", "cls")
+    if trained_with != pools:
+        raise ValueError(f"The adapter in {directory} was trained on a base that pools its tokens by {trained_with!r} "
+                         f"and this model pools them by {pools!r}. compacter.from_pretrained(adapter_dir) builds the "
+                         f"base that way; or call compacter.set_pooling(base, {trained_with!r}) on a fresh base before "
+                         "compacter.load.")
     if expected != actual:
         differences = [f"{key}: saved for {expected.get(key)!r}, this model has {actual.get(key)!r}"
                        for key in sorted(set(expected) | set(actual)) if expected.get(key) != actual.get(key)]

@@ -19,6 +19,7 @@ from ..container import container_of
 from ..io import atomic_write
 from ..methods import AdapterConfig
 from ..methods.adapters import bottleneck_slots
+from ..pooling import refuse_mean_pooling
 from .adapterhub import ACTIVATIONS, BERT_FAMILY, CONFIG_FILE, REQUIRED, _ours
 
 
@@ -26,6 +27,7 @@ def export(model: nn.Module, directory: str | os.PathLike, *, name: str | None =
     """Write task ``name`` as an AdapterHub folder that ``adapters``' ``load_adapter`` reads."""
     task = container_of(model).task(name)
     config = task.config
+    refuse_mean_pooling(model, "AdapterHub")
     if not isinstance(config, AdapterConfig):
         raise ValueError(f"Task {task.name!r} is a {config.name!r} task; AdapterHub export covers bottleneck adapters "
                          "(adapter, pfeiffer, phm-adapter, compacter, compacter++).")

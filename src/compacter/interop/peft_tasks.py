@@ -21,6 +21,7 @@ from ..methods import get_config
 from ..methods.ia3 import IA3_INPUT, IA3_OUTPUT
 from ..methods.lora import LORA
 from ..model_anatomy import model_family
+from ..pooling import refuse_mean_pooling
 from ..switching import tasks
 from .peft import PeftAdapter, check_fits, read_peft_folder, write_peft_folder
 
@@ -112,6 +113,7 @@ def to_peft(model: nn.Module, name: str | None = None) -> PeftAdapter:
 
 def export_peft(model: nn.Module, folder: str | os.PathLike, *, name: str | None = None) -> Path:
     """Write task ``name`` as a PEFT folder (``peft.PeftModel.from_pretrained(base, folder)`` reads it)."""
+    refuse_mean_pooling(model, "PEFT")
     if name is None and len(tasks(model)) > 1:
         name = container_of(model).active
     adapter = to_peft(model, name)

@@ -15,6 +15,7 @@ from ..methods import DEFAULT_METHOD, get_config
 from ..methods.learning_rates import LearningRateChoice, family_default, model_family
 from ..methods.settings import check_fields, setting
 from ..models import check_source, load_config
+from ..pooling import POOLINGS
 from ..quantization import KINDS as QUANTIZATIONS
 from ..quantization import check_quantization
 from .tracking import NONE, TRACKERS, check_trackers
@@ -73,6 +74,7 @@ class TrainConfig:
     fsdp: bool = False  # shard the model over the processes (FSDP2) instead of replicating it (DDP)
     pretrained: bool = True  # False: random weights from the model's config (tests, benchmarks)
     tokenizer: str | None = setting(None, non_empty=True)  # default: the model's
+    pooling: str = setting("cls", choices=POOLINGS)  # a BERT-style classifier: its [CLS] pooler, or the tokens' mean
     text_column: str | None = setting(None, non_empty=True)
     text_pair_column: str | None = setting(None, non_empty=True)
     label_column: str | None = setting(None, non_empty=True)
@@ -112,6 +114,14 @@ class TrainConfig:
             raise ValueError(f"--compile and --gradient-checkpointing together are not supported for {self.method!r}, "
                              "whose weights are built at each call. Give one of them: --gradient-checkpointing to "
                              "save memory, or --compile for speed.")
+        if self.pooling == "mean":
+            try:
+                family = self.model_family()
+            except (ValueError, FileNotFoundError):
+                family = None  # said where the model is loaded
+            if family in ("seq2seq", "decoder"):
+                raise ValueError(f"--pooling mean replaces the [CLS] pooler of a BERT-style classifier, and "
+                                 f"{self.model} is a {family} model, which has none. Leave --pooling out.")
         columns = [f"--{name.replace('_', '-')}" for name in COLUMN_FIELDS if getattr(self, name) is not None]
         if not self.is_custom:
             if Path(self.task).is_file():

@@ -45,11 +45,11 @@ def expectation(method: str, family: str, train_size: int | None, auto: bool,
                 else f"; test accuracy {entry['accuracy']:.1f} against {entry['full_accuracy']:.1f}")
     line = (f"What to expect: {method} {rate} scored {_gap(entry)} full fine-tuning{_interval(entry)} "
             f"{SIZE_WORDS[size]}{accuracy}{_seeds(entry, '; ')}, {where}.")
-    for name, recipe in measured.get("recipes", {}).items():  # a longer recipe measured against full's defaults
-        longer = measured["entries"].get(setting, {}).get(name, {}).get(method)
-        if recipe["base"] == size and longer is not None and longer.get("gap") is not None:
-            line += (f" With the longer recipe ({recipe['title']}; set with --epochs) it scored {_gap(longer)} full "
-                     f"fine-tuning's defaults{_interval(longer)}{_seeds(longer, ', ')}.")
+    for name, recipe in measured.get("recipes", {}).items():  # another recipe, measured against full's defaults
+        other = measured["entries"].get(setting, {}).get(name, {}).get(method)
+        if recipe["base"] == size and other is not None and other.get("gap") is not None:
+            line += (f" With {recipe['flags']} ({recipe['title']}) it scored {_gap(other)} full fine-tuning's "
+                     f"defaults{_interval(other)}{_seeds(other, ', ')}.")
     return line
 
 

@@ -50,7 +50,8 @@ def read_inputs(config: TrainConfig) -> RunInputs:
                          f"the {vocabulary} embeddings of {config.model}: they do not belong together. Give the "
                          "model's own tokenizer (--tokenizer).")
     num_labels = None if text_to_text else data.num_labels
-    skeleton = build_model(config.model, pretrained=False, meta=True, num_labels=num_labels)  # shapes only
+    skeleton = build_model(config.model, pretrained=False, meta=True, num_labels=num_labels,
+                           pooling=config.pooling)  # shapes only
     identity = run_identity(config, data, tokenizer, architecture_fingerprint(skeleton))
     return RunInputs(config, data, tokenizer, text_to_text, identity)
 

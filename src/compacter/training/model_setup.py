@@ -17,7 +17,7 @@ from .config import TrainConfig
 def build_run_model(config: TrainConfig, tokenizer, num_labels: int | None,
                     processes: distributed.Processes) -> nn.Module:
     """The base model with the run's method attached; ``num_labels`` None: text-to-text (no new head)."""
-    model = build_model(config.model, pretrained=config.pretrained, num_labels=num_labels)
+    model = build_model(config.model, pretrained=config.pretrained, num_labels=num_labels, pooling=config.pooling)
     if getattr(model.config, "pad_token_id", None) is None:  # GPT-style models have no padding token
         model.config.pad_token_id = (tokenizer.pad_token_id if tokenizer.pad_token_id is not None
                                      else tokenizer.eos_token_id)
