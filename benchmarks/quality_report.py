@@ -84,8 +84,9 @@ def build(records: list[dict], *, runs_finished: int, runs_planned: int, corpora
             row["gap"] = None
         rows.append(row)
     return {"model": "all-MiniLM-L6-v2", "family": "encoder", "corpora": corpora, "cards": cards, "sizes": size_order,
-            "size_titles": sizes, "compared_with": compared_with,
-            "recipe_flags": {name: recipe["flags"] for name, recipe in (recipes or {}).items()},
+            "size_titles": sizes,
+            "recipes": {name: {"base": recipe["base"], "flags": recipe["flags"]}
+                        for name, recipe in (recipes or {}).items()},
             "runs_finished": runs_finished, "runs_planned": runs_planned, "rows": rows, "runs": records,
             "learning_rates": rate_evidence or []}
 
@@ -141,7 +142,7 @@ def markdown(report: dict) -> str:
             rows = [row for row in report["rows"] if row["size"] == size and row["auto"] == auto]
             if not rows:
                 continue
-            base = report.get("compared_with", {}).get(size)
+            base = _bases(report).get(size)
             against = f" (gap: against full fine-tuning on the {report['size_titles'][base]})" if base else ""
             lines += ["", f"**{report['size_titles'][size]}, {'`--lr auto`' if auto else 'default learning rates'}"
                       f"{against}**", "",
@@ -176,7 +177,7 @@ def plot(report: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    compared_with = report.get("compared_with", {})
+    compared_with = _bases(report)
     sizes = [size for size in report["sizes"] if size not in compared_with]  # another recipe: on its base's panel
     figure, axes = plt.subplots(1, len(sizes), figsize=(6 * len(sizes), 4.5), squeeze=False)
     for axis, size in zip(axes[0], sizes):
@@ -203,6 +204,11 @@ def plot(report: dict, path: Path) -> None:
     plt.close(figure)
 
 
+def _bases(report: dict) -> dict[str, str]:
+    """Each other recipe's name → the size whose full fine-tuning runs its gap is measured against."""
+    return {name: recipe["base"] for name, recipe in report["recipes"].items()}
+
+
 def write(report: dict, folder: Path, readme: str | None = None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     table = markdown(report)
@@ -225,7 +231,7 @@ def summary(report: dict) -> dict:
         if row["gap"] is None and row["method"] != "full":
             continue
         setting = "auto" if row["auto"] else "default"
-        base = report.get("compared_with", {}).get(row["size"], row["size"])
+        base = _bases(report).get(row["size"], row["size"])
         full = next((r for r in report["rows"] if r["size"] == base and r["auto"] == row["auto"]
                      and r["method"] == "full"), None)
         entries.setdefault(setting, {}).setdefault(row["size"], {})[row["method"]] = {
@@ -233,8 +239,7 @@ def summary(report: dict) -> dict:
             "gap": row["gap"]["mean"] if row["gap"] else 0.0,
             "interval": list(row["gap"]["interval"]) if row["gap"] and row["gap"]["interval"] else None,
             "seeds": row["gap"]["seeds"] if row["gap"] else None}
-    recipes = {name: {"base": base, "title": report["size_titles"][name], "flags": report["recipe_flags"][name]}
-               for name, base in report.get("compared_with", {}).items() if name in report["size_titles"]}
+    recipes = {name: {**recipe, "title": report["size_titles"][name]} for name, recipe in report["recipes"].items()}
     return {"model": report["model"], "family": report["family"], "corpora": report["corpora"],
             "source": "benchmarks/quality.py (README, 'Quality over datasets and seeds')", "entries": entries,
             "recipes": recipes}

@@ -115,6 +115,6 @@ def architecture_fingerprint(model: nn.Module, heads: dict[str, tuple[int, ...]]
     summary["parameters"] = count_unique(p for _, p in weights) + sum(
         math.prod(shape) - logical_numel(p) for name, p in weights if (shape := heads.get(name)) is not None)
     summary["shapes_sha256"] = hashlib.sha256(shapes.encode()).hexdigest()
-    if pooling_of(model) != "cls":  # recorded only where it is not the model's own, so older files still match
-        summary["pooling"] = pooling_of(model)
+    if (pooling := pooling_of(model)) != "cls":  # recorded only where it is not the model's own: older files match
+        summary["pooling"] = pooling
     return summary

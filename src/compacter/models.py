@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from importlib import resources
 from pathlib import Path
@@ -97,11 +98,9 @@ def build_model(name_or_path: str, *, pretrained: bool = True, num_labels: int |
     config = load_config(name_or_path)
     if num_labels is not None:
         config.num_labels = num_labels
-    cls = model_class(config, num_labels)
-    if meta:
-        with torch.device("meta"):
-            return set_pooling(cls.from_config(config), pooling)
-    return set_pooling(cls.from_config(config), pooling)
+    with torch.device("meta") if meta else contextlib.nullcontext():
+        model = model_class(config, num_labels).from_config(config)
+    return set_pooling(model, pooling)
 
 
 PICKLED_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
