@@ -114,7 +114,20 @@ def learning_rates(runs: list[dict], defaults: dict[str, float], corpora: list[s
         best = choose_learning_rate((rate, score["validation"]) for rate, score in rates.items())
         rows.append({"size": size, "method": method, "default": defaults.get(method), "best_on_validation": best,
                      "seeds": len(seeds), "rates": rates})
-    return rows
+    rows += [_both_sizes(method, same) for method in sorted({row["method"] for row in rows})
+             if len(same := [r for r in rows if r["method"] == method]) > 1
+             and all(r["rates"].keys() == same[0]["rates"].keys() for r in same)]
+    return sorted(rows, key=lambda row: (row["method"], row["size"] == "both", row["size"]))
+
+
+def _both_sizes(method: str, rows: list[dict]) -> dict:
+    """One default serves every data size: each rate's validation score averaged over the sizes (each size's mean
+    over corpora and seeds counting once), and the selection rule's pick on it, which the default follows."""
+    rates = {rate: {key: statistics.fmean(row["rates"][rate][key] for row in rows)
+                    for key in ("validation", "test_accuracy")} for rate in rows[0]["rates"]}
+    best = choose_learning_rate((rate, score["validation"]) for rate, score in rates.items())
+    return {"size": "both", "method": method, "default": rows[0]["default"], "best_on_validation": best,
+            "seeds": min(row["seeds"] for row in rows), "rates": rates}
 
 
 def _cell(cell: dict | None) -> str:
@@ -158,7 +171,8 @@ def markdown(report: dict) -> str:
                              + f" | {mean} | {_gap(row['gap'])} | {seconds:.0f} |")
     if report["learning_rates"]:
         lines += ["", "**Learning rates on validation** (mean over every corpus and the seeds every rate has run; the "
-                  "pick is the selection rule's, on validation; test accuracy beside it, not used to choose)", "",
+                  "pick is the selection rule's, on validation; test accuracy beside it, not used to choose; "
+                  "*both*: the two sizes' means averaged, the score one default for every size is chosen on)", "",
                   "| data | method | seeds | default | validation (test) at each rate | best on validation |",
                   "|---|---|---:|---:|---|---:|"]
         for row in report["learning_rates"]:

@@ -205,7 +205,8 @@ def test_cli_lr_auto_searches_around_the_family_default_and_records_why(workspac
                  "--text-column", "review", "--label-column", "sentiment", "--epochs", "1", "--batch-size", "32",
                  "--lr", "auto", "--output-dir", str(output)])
     printed = json.loads(capsys.readouterr().out)
-    default = PAPER_RATES["linear-probe"]  # no encoder entry: the paper's rate is the center
+    default = ENCODER_RATES["linear-probe"].value  # the encoder default is the center, not the paper's rate
+    assert default != PAPER_RATES["linear-probe"]
     assert code == 0 and list(printed["grid"]) == [f"{rate:g}" for rate in lr_grid(default)]
     results = json.loads((output / "results.json").read_text())
     assert printed["learning_rate"] == results["chosen"]["learning_rate"] and printed["output_dir"] == str(output)

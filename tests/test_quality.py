@@ -261,6 +261,19 @@ def test_the_evidence_for_a_default_is_the_mean_validation_score_over_corpora_an
     assert quality_report.learning_rates(runs, {"lora": 1e-3}, ["a", "b", "c"]) == []  # no seed ran on corpus c
 
 
+def test_one_default_for_every_size_is_chosen_on_the_sizes_validation_means_averaged():
+    scores = {"whole": {1e-3: 80.0, 3e-3: 82.0}, "100": {1e-3: 66.0, 3e-3: 62.0}}
+    runs = [record(corpus, "lora", 0, 50.0, size=size, rate=rate, validation=value + offset)
+            for size, by_rate in scores.items() for rate, value in by_rate.items()
+            for corpus, offset in (("a", -1.0), ("b", 1.0))]
+    rows = quality_report.learning_rates(runs, {"lora": 1e-3}, ["a", "b"])
+    assert [(row["size"], row["best_on_validation"]) for row in rows] == [("100", 1e-3), ("whole", 3e-3), ("both", 1e-3)]
+    assert rows[-1]["rates"][3e-3]["validation"] == pytest.approx((82.0 + 62.0) / 2)  # 72 < (80 + 66) / 2 = 73
+    # a size whose grid differs (here: a rate only the whole set ran) gives no joint row
+    runs += [record(corpus, "lora", 0, 50.0, rate=1e-2, validation=90.0) for corpus in ("a", "b")]
+    assert [row["size"] for row in quality_report.learning_rates(runs, {"lora": 1e-3}, ["a", "b"])] == ["100", "whole"]
+
+
 def test_the_runs_go_in_order_of_importance():
     defaults = {"full": 1e-4, "compacter++": 3e-3, "lora": 3e-4}
     grids = {method: quality.lr_grid(rate) for method, rate in defaults.items()}
