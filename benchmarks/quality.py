@@ -36,7 +36,7 @@ import json
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import quality_report
@@ -268,12 +268,22 @@ def main(argv: list[str] | None = None) -> int:
                                   sizes={size: size_title(sizes[size]) for size in [*args.sizes, *recipes]},
                                   recipes={name: RECIPES[name] for name in recipes},
                                   cards={name: _card(folder) for name, folder in folders.items()},
-                                  rate_evidence=quality_report.learning_rates(finished, defaults, list(folders)))
+                                  rate_evidence=quality_report.learning_rates(
+                                      rate_evidence(records.runs.values(), args.methods, args.sizes, list(folders)),
+                                      defaults, list(folders)))
     quality_report.write(report, results_dir, readme=args.readme)
     if args.summary:
         quality_report.write_summary(report, Path(args.summary))
     print(quality_report.markdown(report))
     return 0
+
+
+def rate_evidence(records: Iterable[dict], methods: list[str], sizes: list[str], corpora: list[str]) -> list[dict]:
+    """The records a default's learning rate is judged on: every rate the benchmark's methods have run on its sizes
+    and corpora, the grids around earlier defaults too (the plan holds only the grid around today's), so that the
+    table shows why a default moved from where it was."""
+    return [record for record in records
+            if record["method"] in methods and record["size"] in sizes and record["corpus"] in corpora]
 
 
 def size_title(size: dict) -> str:

@@ -274,6 +274,20 @@ def test_one_default_for_every_size_is_chosen_on_the_sizes_validation_means_aver
     assert [row["size"] for row in quality_report.learning_rates(runs, {"lora": 1e-3}, ["a", "b"])] == ["100", "whole"]
 
 
+def test_a_default_that_moved_is_judged_on_every_rate_run_not_only_the_grid_around_it():
+    # lora's default moved from 1e-3 to 3e-3: its grid is now 1e-3, 3e-3, 1e-2, but 3e-4 ran around the old one
+    kept = [record(corpus, "lora", 0, 70.0, rate=rate, validation=value)
+            for corpus in ("a", "b") for rate, value in ((3e-4, 60.0), (1e-3, 70.0), (3e-3, 72.0))]
+    elsewhere = [record("c", "lora", 0, 70.0, rate=3e-3),  # a corpus this benchmark does not run
+                 record("a", "lora", 0, 70.0, size="whole-mean", rate=3e-3),  # a recipe, not a base size
+                 record("a", "ia3", 0, 70.0, rate=3e-3)]  # a method not asked for
+    evidence = quality.rate_evidence(kept + elsewhere, ["lora", "full"], ["whole", "100"], ["a", "b"])
+    assert evidence == kept
+    [row] = quality_report.learning_rates(evidence, {"lora": 3e-3}, ["a", "b"])
+    assert sorted(row["rates"]) == [3e-4, 1e-3, 3e-3] and row["rates"][3e-4]["validation"] == 60.0
+    assert row["best_on_validation"] == row["default"] == 3e-3
+
+
 def test_the_runs_go_in_order_of_importance():
     defaults = {"full": 1e-4, "compacter++": 3e-3, "lora": 3e-4}
     grids = {method: quality.lr_grid(rate) for method, rate in defaults.items()}
