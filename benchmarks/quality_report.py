@@ -43,6 +43,19 @@ def _interval(differences_by_corpus: list[list[float]]) -> tuple[float, float] |
     return center - half, center + half
 
 
+def _paired(runs: dict[int, dict], full: dict[int, dict]) -> list[float]:
+    """Each seed's test accuracy minus full fine-tuning's on the same seed (the same split and examples)."""
+    return [runs[seed]["test_accuracy"] - full[seed]["test_accuracy"] for seed in sorted(runs) if seed in full]
+
+
+def _mean_gap(gaps_by_corpus: list[list[float]]) -> dict | None:
+    """The mean over corpora of each corpus's mean paired gap, with its interval; None unless every corpus has one."""
+    if not gaps_by_corpus or not all(gaps_by_corpus):
+        return None
+    return {"mean": statistics.fmean(statistics.fmean(g) for g in gaps_by_corpus),
+            "interval": _interval(gaps_by_corpus), "seeds": min(len(g) for g in gaps_by_corpus)}
+
+
 def build(records: list[dict], *, runs_finished: int, runs_planned: int, corpora: list[str], methods: list[str],
           sizes: dict[str, str], cards: dict, rate_evidence: list[dict] | None = None,
           recipes: dict[str, dict] | None = None) -> dict:
@@ -60,13 +73,12 @@ def build(records: list[dict], *, runs_finished: int, runs_planned: int, corpora
     cells = sorted({key[:3] for key in by_cell}, key=lambda k: (k[2], size_order.index(k[0]), order[k[1]]))
     for size, method, auto in cells:
         row = {"size": size, "method": method, "auto": auto, "corpora": {}}
-        gaps = []
+        gaps, same_recipe_gaps = [], []
         for corpus in corpora:
             runs = by_cell.get((size, method, auto, corpus), {})
             if not runs:
                 continue
-            full = by_cell.get((compared_with.get(size, size), "full", auto, corpus), {})
-            paired = [runs[seed]["test_accuracy"] - full[seed]["test_accuracy"] for seed in sorted(runs) if seed in full]
+            paired = _paired(runs, by_cell.get((compared_with.get(size, size), "full", auto, corpus), {}))
             row["corpora"][corpus] = {
                 "accuracy": _spread([run["test_accuracy"] for run in runs.values()]),
                 "gap": _spread(paired) if paired and method != "full" else None,
@@ -74,14 +86,14 @@ def build(records: list[dict], *, runs_finished: int, runs_planned: int, corpora
                 "learning_rates": sorted({run["learning_rate"] for run in runs.values()}),
                 "trained_percent": next(iter(runs.values()))["trained_percent"]}
             gaps.append(paired)
+            if size in compared_with:  # a recipe full fine-tuning has run too: the same recipe on both sides
+                same_recipe_gaps.append(_paired(runs, by_cell.get((size, "full", auto, corpus), {})))
         complete = len(row["corpora"]) == len(corpora)
         row["mean_accuracy"] = (statistics.fmean(c["accuracy"]["mean"] for c in row["corpora"].values())
                                 if complete else None)
-        if complete and method != "full" and all(gaps):
-            row["gap"] = {"mean": statistics.fmean(statistics.fmean(g) for g in gaps), "interval": _interval(gaps),
-                          "seeds": min(len(g) for g in gaps)}
-        else:
-            row["gap"] = None
+        row["gap"] = _mean_gap(gaps) if complete and method != "full" else None
+        if size in compared_with:
+            row["same_recipe_gap"] = _mean_gap(same_recipe_gaps) if complete and method != "full" else None
         rows.append(row)
     return {"model": "all-MiniLM-L6-v2", "family": "encoder", "corpora": corpora, "cards": cards, "sizes": size_order,
             "size_titles": sizes,
@@ -156,19 +168,24 @@ def markdown(report: dict) -> str:
             if not rows:
                 continue
             base = _bases(report).get(size)
-            against = f" (gap: against full fine-tuning on the {report['size_titles'][base]})" if base else ""
+            same_recipe = any(row.get("same_recipe_gap") for row in rows)
+            notes = ([f"gap: against full fine-tuning on the {report['size_titles'][base]}"] if base else []) + (
+                ["same recipe: against full fine-tuning trained the same way"] if same_recipe else [])
+            against = f" ({'; '.join(notes)})" if notes else ""
             lines += ["", f"**{report['size_titles'][size]}, {'`--lr auto`' if auto else 'default learning rates'}"
                       f"{against}**", "",
-                      "| method | % trained | " + " | ".join(corpora) + " | mean | gap to full | median s / run |",
-                      "|---|---:|" + "---:|" * (len(corpora) + 3)]
+                      "| method | % trained | " + " | ".join(corpora) + " | mean | gap to full | "
+                      + ("same recipe | " if same_recipe else "") + "median s / run |",
+                      "|---|---:|" + "---:|" * (len(corpora) + 3 + same_recipe)]
             for row in rows:
                 cells = [row["corpora"].get(corpus) for corpus in corpora]
                 present = [c for c in cells if c]
                 percent = present[0]["trained_percent"]
                 mean = "—" if row["mean_accuracy"] is None else f"{row['mean_accuracy']:.1f}"
                 seconds = statistics.median(c["train_time_s"] for c in present)
+                same = f" {_gap(row.get('same_recipe_gap'))} |" if same_recipe else ""
                 lines.append(f"| {row['method']} | {percent:.3g} | " + " | ".join(_cell(c) for c in cells)
-                             + f" | {mean} | {_gap(row['gap'])} | {seconds:.0f} |")
+                             + f" | {mean} | {_gap(row['gap'])} |{same} {seconds:.0f} |")
     if report["learning_rates"]:
         lines += ["", "**Learning rates on validation** (mean over every corpus and the seeds every rate has run; the "
                   "pick is the selection rule's, on validation; test accuracy beside it, not used to choose; "
@@ -250,13 +267,19 @@ def summary(report: dict) -> dict:
                      and r["method"] == "full"), None)
         entries.setdefault(setting, {}).setdefault(row["size"], {})[row["method"]] = {
             "accuracy": row["mean_accuracy"], "full_accuracy": full["mean_accuracy"] if full else None,
-            "gap": row["gap"]["mean"] if row["gap"] else 0.0,
-            "interval": list(row["gap"]["interval"]) if row["gap"] and row["gap"]["interval"] else None,
-            "seeds": row["gap"]["seeds"] if row["gap"] else None}
+            **_summary_gap(row["gap"])}
+        if row.get("same_recipe_gap"):
+            entries[setting][row["size"]][row["method"]]["same_recipe"] = _summary_gap(row["same_recipe_gap"])
     recipes = {name: {**recipe, "title": report["size_titles"][name]} for name, recipe in report["recipes"].items()}
     return {"model": report["model"], "family": report["family"], "corpora": report["corpora"],
             "source": "benchmarks/quality.py (README, 'Quality over datasets and seeds')", "entries": entries,
             "recipes": recipes}
+
+
+def _summary_gap(gap: dict | None) -> dict:
+    """A gap as the summary keeps it; full fine-tuning's own row has none (0.0)."""
+    return {"gap": gap["mean"] if gap else 0.0, "interval": list(gap["interval"]) if gap and gap["interval"] else None,
+            "seeds": gap["seeds"] if gap else None}
 
 
 def write_summary(report: dict, path: Path) -> None:

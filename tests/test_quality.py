@@ -326,6 +326,39 @@ def test_another_recipe_is_measured_against_full_fine_tuning_at_its_defaults(tmp
     assert line.endswith(", 3 seeds a corpus.")
 
 
+def test_a_recipe_full_fine_tuning_has_run_too_is_also_measured_against_it(tmp_path):
+    full, full_mean, mean_pooled = [90.0, 91.0, 92.0], [91.0, 93.0, 92.5], [89.5, 90.0, 91.5]
+    records = [record("a", "full", s, v) for s, v in enumerate(full)]
+    records += [record("a", "compacter++", s, v - 2.0) for s, v in enumerate(full)]
+    records += [record("a", "full", s, v, size="whole-mean") for s, v in enumerate(full_mean)]
+    records += [record("a", "compacter++", s, v, size="whole-mean") for s, v in enumerate(mean_pooled)]
+    report = quality_report.build(records, runs_finished=12, runs_planned=12, corpora=["a"],
+                                  methods=["full", "compacter++"], cards={},
+                                  sizes={"whole": "whole training set, 3 epochs",
+                                         "whole-mean": "whole training set, 3 epochs, mean pooling"},
+                                  recipes={"whole-mean": quality.RECIPES["whole-mean"]})
+    row = next(r for r in report["rows"] if r["size"] == "whole-mean" and r["method"] == "compacter++")
+    differences = np.subtract(mean_pooled, full_mean)
+    paired = stats.ttest_1samp(differences, 0.0).confidence_interval(0.95)
+    assert row["gap"]["mean"] == pytest.approx(np.mean(np.subtract(mean_pooled, full)))
+    assert row["same_recipe_gap"]["mean"] == pytest.approx(differences.mean())
+    assert row["same_recipe_gap"]["interval"] == pytest.approx((paired.low, paired.high))
+    table = quality_report.markdown(report)
+    assert "| mean | gap to full | same recipe | median s / run |" in table
+    assert f"| {_signed(row['gap']['mean'])} [" in table and f"| {_signed(differences.mean())} [" in table
+    assert "| mean | gap to full | median s / run |" in table  # the base size's table has no such column
+    quality_report.write_summary(report, tmp_path / "summary.json")
+    line = expectations.expectation("compacter++", "encoder", None, False, tmp_path / "summary.json")
+    assert (f"With --pooling mean (whole training set, 3 epochs, mean pooling) it scored "
+            f"{abs(row['gap']['mean']):.1f} points below full fine-tuning's defaults") in line
+    assert (f", and {abs(differences.mean()):.1f} points below full fine-tuning with --pooling mean too "
+            f"(95% interval {paired.low:+.1f} to {paired.high:+.1f}).") in line
+
+
+def _signed(value: float) -> str:
+    return f"{value:+.1f}"
+
+
 @pytest.mark.parametrize("recipe", list(quality.RECIPES))
 def test_a_recipe_trains_with_its_own_epochs_examples_and_pooling(recipe, tmp_path, monkeypatch):
     seen = []

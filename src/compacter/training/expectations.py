@@ -49,7 +49,10 @@ def expectation(method: str, family: str, train_size: int | None, auto: bool,
         other = measured["entries"].get(setting, {}).get(name, {}).get(method)
         if recipe["base"] == size and other is not None and other.get("gap") is not None:
             line += (f" With {recipe['flags']} ({recipe['title']}) it scored {_gap(other)} full fine-tuning's "
-                     f"defaults{_interval(other)}{_seeds(other, ', ')}.")
+                     f"defaults{_interval(other)}{_seeds(other, ', ')}")
+            same = other.get("same_recipe")  # full fine-tuning trained with the same flags, where it has run
+            line += (f", and {_gap(same)} full fine-tuning with {recipe['flags']} too{_interval(same)}."
+                     if same else ".")
     return line
 
 
