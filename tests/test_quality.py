@@ -355,6 +355,27 @@ def test_a_recipe_full_fine_tuning_has_run_too_is_also_measured_against_it(tmp_p
             f"(95% interval {paired.low:+.1f} to {paired.high:+.1f}).") in line
 
 
+def test_a_recipe_is_judged_on_validation_against_its_base_on_the_seeds_both_have_run():
+    base = {("a", 0): 80.0, ("a", 1): 82.0, ("b", 0): 70.0, ("b", 1): 71.0, ("a", 2): 99.0}  # seed 2: base alone
+    pooled = {("a", 0): 83.0, ("a", 1): 81.0, ("b", 0): 74.0, ("b", 1): 72.0, ("b", 2): 10.0}  # and b alone here
+    records = [record(c, "compacter++", s, 60.0, validation=v) for (c, s), v in base.items()]
+    records += [record(c, "compacter++", s, 61.0, validation=v, size="whole-mean") for (c, s), v in pooled.items()]
+    records += [record("a", "lora", 0, 60.0, validation=50.0, size="whole-mean")]  # no base run: no evidence
+    report = quality_report.build(records, runs_finished=10, runs_planned=10, corpora=["a", "b"],
+                                  methods=["full", "compacter++", "lora"], cards={},
+                                  sizes={"whole": "whole training set, 3 epochs",
+                                         "whole-mean": "whole training set, 3 epochs, mean pooling"},
+                                  recipes={"whole-mean": quality.RECIPES["whole-mean"]})
+    [row] = report["recipe_evidence"]
+    shared = [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
+    assert (row["method"], row["recipe"], row["base"], row["seeds"]) == ("compacter++", "whole-mean", "whole", 2)
+    assert row["scores"]["whole"]["validation"] == pytest.approx(np.mean([base[k] for k in shared]))
+    assert row["change"] == pytest.approx(np.mean([pooled[k] - base[k] for k in shared]))
+    assert row["scores"]["whole-mean"]["test_accuracy"] == 61.0
+    assert (f"| whole | --pooling mean | compacter++ | 2 | 75.8 (60.0) | 77.5 (61.0) | {row['change']:+.1f} |"
+            in quality_report.markdown(report))
+
+
 def _signed(value: float) -> str:
     return f"{value:+.1f}"
 
