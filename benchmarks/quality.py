@@ -260,9 +260,10 @@ def main(argv: list[str] | None = None) -> int:
         with quiet():  # as `compacter train` runs: no report of the new head each run trains anyway
             records.add(train_run(run, model, folders[run.corpus], sizes, output, args.keep_runs))
     finished = [records.runs[run.key] for run in runs if run.key in records.runs]
-    table = [{**record, "auto": False} for record in finished if record["learning_rate"] == defaults[record["method"]]]
-    table += searches(finished, grids)
-    recipes = [name for name, recipe in RECIPES.items() if args.recipes and recipe["base"] in args.sizes]
+    shown = recorded(records.runs.values(), args.methods, args.sizes, list(folders))
+    table = [{**record, "auto": False} for record in shown if record["learning_rate"] == defaults[record["method"]]]
+    table += searches(shown, grids)
+    recipes = [name for name in RECIPES if any(record["size"] == name for record in shown)]
     report = quality_report.build(table, runs_finished=len(finished), runs_planned=len(runs), corpora=list(folders),
                                   methods=args.methods,
                                   sizes={size: size_title(sizes[size]) for size in [*args.sizes, *recipes]},
@@ -276,6 +277,13 @@ def main(argv: list[str] | None = None) -> int:
         quality_report.write_summary(report, Path(args.summary))
     print(quality_report.markdown(report))
     return 0
+
+
+def recorded(records: Iterable[dict], methods: list[str], sizes: list[str], corpora: list[str]) -> list[dict]:
+    """What the report shows: every record of the benchmark's methods and corpora on its sizes and their other
+    recipes, planned by this command or not (another command's ``--recipes`` runs count as evidence too)."""
+    return [record for record in records if record["method"] in methods and record["corpus"] in corpora
+            and (record["size"] in sizes or RECIPES.get(record["size"], {}).get("base") in sizes)]
 
 
 def rate_evidence(records: Iterable[dict], methods: list[str], sizes: list[str], corpora: list[str]) -> list[dict]:

@@ -176,6 +176,30 @@ def test_the_recipes_train_mean_pooled_and_compacter_train_names_their_flags(tin
     assert "With --pooling mean --epochs 10 (whole training set, 2 epochs, mean pooling) it scored" in line
 
 
+def test_the_report_shows_recipes_another_command_ran(tiny_bert, tmp_path, never_trains):
+    corpus_folder = own_corpus(tmp_path / "reviews")
+    rate = {m: quality.default_rate(m, str(tiny_bert), corpus_folder) for m in ("full", "compacter++", "lora")}
+    kept = [record("reviews", "full", 0, 80.0, rate=rate["full"]),
+            record("reviews", "lora", 0, 78.0, rate=rate["lora"]),
+            record("reviews", "lora", 0, 81.0, size="whole-mean", rate=rate["lora"]),
+            record("reviews", "full", 0, 82.0, size="whole-mean", rate=rate["full"])]
+    elsewhere = [record("reviews", "lora", 0, 50.0, size="100-mean", rate=rate["lora"]),  # a size not asked for
+                 record("reviews", "ia3", 0, 50.0, size="whole-mean", rate=3e-2),  # a method not asked for
+                 record("other", "lora", 0, 50.0, size="whole-mean", rate=rate["lora"])]  # another corpus
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "quality_runs.json").write_text(json.dumps(kept + elsewhere))
+    assert quality.main(["--report-only", "--corpora", str(corpus_folder), "--methods", "full,compacter++,lora",
+                         "--seeds", "1", "--sizes", "whole", "--model", str(tiny_bert), "--output-dir",
+                         str(tmp_path / "out"), "--results", str(results)]) == 0  # no --recipes: plans none
+    report = json.loads((results / "quality.json").read_text())
+    assert sorted((r["size"], r["method"]) for r in report["rows"]) == [
+        ("whole", "full"), ("whole", "lora"), ("whole-mean", "full"), ("whole-mean", "lora")]
+    assert report["runs_finished"] == 2 and report["runs_planned"] == 3  # the plan: its own runs only
+    [row] = [r for r in report["rows"] if r["size"] == "whole-mean" and r["method"] == "lora"]
+    assert (row["gap"]["mean"], row["same_recipe_gap"]["mean"]) == (1.0, -1.0)
+
+
 def test_lr_auto_picks_on_validation_with_the_librarys_rule():
     grid = [1e-3, 3e-3, 1e-2]
     runs = [record("a", "lora", 0, 70.0, rate=1e-3, validation=60.0), record("a", "lora", 0, 99.0, rate=3e-3,
