@@ -100,10 +100,12 @@ def default_rate(method: str, model: str, data: Path) -> float:
 
 
 def plan(corpora: list[str], methods: list[str], sizes: list[str], seeds: list[int], rates: dict[str, list[float]],
-         defaults: dict[str, float], recipes_of: tuple[str, ...] = ()) -> Iterator[Run]:
+         defaults: dict[str, float], recipes_of: tuple[str, ...] = (),
+         recipe_names: tuple[str, ...] = tuple(RECIPES)) -> Iterator[Run]:
     """Every run, most important first: full fine-tuning and Compacter++ at their defaults, then the rest of their
-    `--lr auto` grids (``rates``: empty without --auto), then the other recipes of the methods in ``recipes_of`` (at
-    their default rates), then the other methods at their defaults, then their grids."""
+    `--lr auto` grids (``rates``: empty without --auto), then the other recipes (those in ``recipe_names``, cheap
+    first) of the methods in ``recipes_of`` (at their default rates), then the other methods at their defaults, then
+    their grids."""
     first, others = [m for m in methods if m in FIRST], [m for m in methods if m not in FIRST]
 
     def group_runs(group: list[str], searching: bool) -> Iterator[Run]:
@@ -118,7 +120,7 @@ def plan(corpora: list[str], methods: list[str], sizes: list[str], seeds: list[i
 
     yield from group_runs(first, searching=False)
     yield from group_runs(first, searching=True)
-    for recipe in [name for name, recipe in RECIPES.items() if recipe["base"] in sizes]:
+    for recipe in [name for name, recipe in RECIPES.items() if name in recipe_names and recipe["base"] in sizes]:
         for seed in seeds:
             for corpus in corpora:
                 for method in recipes_of:
@@ -203,6 +205,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--recipes", default="", help="methods that also run the other recipes ("
                         + "; ".join(f"{name}: {size_title(size)}" for name, size in RECIPES.items())
                         + "), compared with full fine-tuning's own")
+    parser.add_argument("--recipe-names", default=",".join(RECIPES),
+                        help="which other recipes --recipes runs (default: all of them)")
     parser.add_argument("--seeds", type=int, default=3, help="how many seeds (0, 1, 2, ...) each cell runs")
     parser.add_argument("--auto", action="store_true", help="also `--lr auto` for every cell: each default's "
                         "neighbours on the grid, picked on validation (3x the runs)")
@@ -230,6 +234,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args.recipes = tuple(m.strip() for m in args.recipes.split(",") if m.strip())
     if any(m not in args.methods for m in args.recipes):
         parser.error(f"--recipes {','.join(args.recipes)}: give methods of --methods ({', '.join(args.methods)}).")
+    args.recipe_names = tuple(r.strip() for r in args.recipe_names.split(",") if r.strip())
+    if not args.recipe_names or any(r not in RECIPES for r in args.recipe_names):
+        parser.error(f"--recipe-names {','.join(args.recipe_names)!r}: give any of {', '.join(RECIPES)}.")
     args.corpora = [c.strip() for c in args.corpora.split(",") if c.strip()]
     if not args.corpora:
         parser.error(f"--corpora: give at least one of {', '.join(CORPORA)} (or a folder).")
@@ -250,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     defaults = {method: default_rate(method, model, next(iter(folders.values()))) for method in args.methods}
     grids = {method: lr_grid(rate) for method, rate in defaults.items()} if args.auto else {}
     seeds = list(range(args.seeds))
-    runs = list(plan(list(folders), args.methods, args.sizes, seeds, grids, defaults, args.recipes))
+    runs = list(plan(list(folders), args.methods, args.sizes, seeds, grids, defaults, args.recipes, args.recipe_names))
     records = Records(results_dir / "quality_runs.json")
     todo = [run for run in runs if run.key not in records.runs]
     started = time.monotonic()

@@ -113,6 +113,7 @@ def test_bad_corpora_are_refused_before_any_run(damage, message, tmp_path, never
     (["--seeds", "0"], "--seeds 0: give at least 1"),
     (["--methods", "compacter,nope"], "unknown ['nope']"),
     (["--sizes", "1000"], "--sizes '1000'"),
+    (["--recipe-names", "whole-mean,longer"], "--recipe-names 'whole-mean,longer': give any of whole-mean, 100-mean"),
 ])
 def test_bad_options_are_refused_before_any_run(arguments, message, never_trains, capsys):
     with pytest.raises(SystemExit) as stop:
@@ -325,6 +326,11 @@ def test_the_runs_go_in_order_of_importance():
     assert len(runs) == len(set(runs)) == 2 * 2 * (3 * 3 + 3)
     recipes = [r.size for r in runs if r.size in quality.RECIPES]
     assert recipes == ["whole-mean"] * 4 + ["whole-10"] * 4 + ["whole-10-mean"] * 4  # cheap first, every seed of each
+    chosen = quality.plan(["a", "b"], ["lora", "compacter++", "full"], ["whole", "100"], [0, 1], grids, defaults,
+                          recipes_of=("compacter++", "lora"), recipe_names=("100-mean", "whole-mean"))
+    recipes = [(r.size, r.method) for r in chosen if r.size in quality.RECIPES]
+    assert recipes == [(size, method) for size in ("whole-mean", "100-mean") for _ in range(4)
+                       for method in ("compacter++", "lora")]  # only the recipes named, still cheap first
 
 
 def test_another_recipe_is_measured_against_full_fine_tuning_at_its_defaults(tmp_path):
