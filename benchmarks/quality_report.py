@@ -235,35 +235,44 @@ def markdown(report: dict) -> str:
 
 
 def plot(report: dict, path: Path) -> None:
-    """Accuracy against % trained parameters (log scale), averaged over corpora: the paper's Figure 1, per size."""
+    """Accuracy against % trained parameters (log scale), averaged over corpora: the paper's Figure 1, per size. A
+    colour per method and a marker per recipe (the legends say which), so that many points stay readable."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     compared_with = _bases(report)
     sizes = [size for size in report["sizes"] if size not in compared_with]  # another recipe: on its base's panel
-    figure, axes = plt.subplots(1, len(sizes), figsize=(6 * len(sizes), 4.5), squeeze=False)
+    shown = [row for row in report["rows"] if not row["auto"] and row["mean_accuracy"] is not None]
+    colours = {method: plt.cm.tab10(index % 10)
+               for index, method in enumerate(dict.fromkeys(row["method"] for row in shown))}
+    flags = {size: "defaults" for size in sizes} | {name: recipe["flags"] for name, recipe in report["recipes"].items()}
+    markers = {flag: "osD^v<>p*"[index % 9] for index, flag in enumerate(dict.fromkeys(flags.values()))}
+    figure, axes = plt.subplots(1, len(sizes), figsize=(5.5 * len(sizes) + 2.5, 4.5), squeeze=False)
     for axis, size in zip(axes[0], sizes):
-        for row in report["rows"]:
-            recipe = compared_with.get(row["size"]) == size
-            if (row["size"] != size and not recipe) or row["auto"] or row["mean_accuracy"] is None:
+        for row in shown:
+            if row["size"] != size and compared_with.get(row["size"]) != size:
                 continue
             cells = list(row["corpora"].values())
             spread = statistics.fmean(c["accuracy"]["std"] or 0.0 for c in cells)
-            axis.errorbar(cells[0]["trained_percent"], row["mean_accuracy"], yerr=spread, fmt="s" if recipe else "o",
-                          capsize=3)
-            label = f"{row['method']} ({report['size_titles'][row['size']].split(', ')[-1]})" if recipe else row["method"]
-            axis.annotate(label, (cells[0]["trained_percent"], row["mean_accuracy"]),
-                          textcoords="offset points", xytext=(5, 4), fontsize=8)
+            axis.errorbar(cells[0]["trained_percent"], row["mean_accuracy"], yerr=spread, capsize=3,
+                          fmt=markers[flags[row["size"]]],
+                          color=colours[row["method"]])
         axis.set_xscale("log")
         axis.set_xlabel("% of the model's parameters trained")
         axis.set_ylabel(f"test accuracy, mean over {len(report['corpora'])} corpora")
         axis.set_title(report["size_titles"][size])
         axis.grid(alpha=0.3)
+    used = {flags[row["size"]] for row in shown}
+    handles = [Line2D([], [], color=colour, marker="o", linestyle="", label=method) for method, colour in colours.items()]
+    handles += [Line2D([], [], color="black", marker=marker, linestyle="", label=flag)
+                for flag, marker in markers.items() if flag in used]
+    figure.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
     figure.suptitle("all-MiniLM-L6-v2, default learning rates\n(bars: the corpora's mean standard deviation over seeds)",
                     fontsize=10)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0, 1 - 2.3 / figure.get_figwidth(), 1))
     atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=110, format="png"))
     plt.close(figure)
 
