@@ -297,8 +297,7 @@ def rate_evidence(records: Iterable[dict], methods: list[str], sizes: list[str],
     """The records a default's learning rate is judged on: every rate the benchmark's methods have run on its sizes
     and corpora, the grids around earlier defaults too (the plan holds only the grid around today's), so that the
     table shows why a default moved from where it was."""
-    return [record for record in records
-            if record["method"] in methods and record["size"] in sizes and record["corpus"] in corpora]
+    return [record for record in recorded(records, methods, sizes, corpora) if record["size"] in sizes]
 
 
 def size_title(size: dict) -> str:
