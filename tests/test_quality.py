@@ -5,6 +5,7 @@ import bz2
 import dataclasses
 import io
 import json
+import shutil
 import statistics
 import sys
 import zipfile
@@ -113,7 +114,7 @@ def test_bad_corpora_are_refused_before_any_run(damage, message, tmp_path, never
     (["--seeds", "0"], "--seeds 0: give at least 1"),
     (["--methods", "compacter,nope"], "unknown ['nope']"),
     (["--sizes", "1000"], "--sizes '1000'"),
-    (["--recipe-names", "whole-mean,longer"], "--recipe-names 'whole-mean,longer': give any of whole-mean, 100-mean"),
+    (["--recipe-names", "whole-cls,longer"], "--recipe-names 'whole-cls,longer': give any of whole-cls, 100-cls"),
 ])
 def test_bad_options_are_refused_before_any_run(arguments, message, never_trains, capsys):
     with pytest.raises(SystemExit) as stop:
@@ -155,26 +156,31 @@ def test_means_spreads_and_gaps_are_the_textbook_statistics():
     assert f"| compacter++ | 0.1 | {np.mean(peft['a']):.1f} ± {np.std(peft['a'], ddof=1):.1f} |" in table
 
 
-def test_the_recipes_train_mean_pooled_and_compacter_train_names_their_flags(tiny_bert, tmp_path, monkeypatch):
+def test_the_defaults_pool_as_the_checkpoint_the_recipes_as_told_and_compacter_train_names_them(tiny_bert, tmp_path,
+                                                                                                 monkeypatch):
     out, results = tmp_path / "out", tmp_path / "results"
+    sentence_model = Path(shutil.copytree(tiny_bert, tmp_path / "sentence-model"))
+    (sentence_model / "1_Pooling").mkdir()
+    (sentence_model / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
     pooled = {}
     train = quality.train
     monkeypatch.setattr(quality, "train", lambda config: pooled.setdefault(
-        Path(config.output_dir).relative_to(out / "runs").parts[1], set()).add(config.pooling) or train(config))
+        Path(config.output_dir).relative_to(out / "runs").parts[1], set()).add(config.resolved().pooling)
+        or train(config))
     assert quality.main(["--quick", "--corpora", str(own_corpus(tmp_path / "reviews")), "--methods", "full,compacter++",
-                         "--recipes", "compacter++", "--seeds", "1", "--sizes", "whole", "--model", str(tiny_bert),
+                         "--recipes", "compacter++", "--seeds", "1", "--sizes", "whole", "--model", str(sentence_model),
                          "--output-dir", str(out), "--results", str(results), "--summary",
                          str(tmp_path / "summary.json")]) == 0
     records = {r["size"]: r for r in json.loads((results / "quality_runs.json").read_text())
                if r["method"] == "compacter++"}
-    assert sorted(records) == sorted(["whole", "whole-mean", "whole-10", "whole-10-mean"])
-    assert pooled == {"whole": {"cls"}, "whole-10": {"cls"}, "whole-mean": {"mean"}, "whole-10-mean": {"mean"}}
+    assert sorted(records) == sorted(["whole", "whole-cls", "whole-10", "whole-10-cls"])
+    assert pooled == {"whole": {"mean"}, "whole-10": {"mean"}, "whole-cls": {"cls"}, "whole-10-cls": {"cls"}}
     report = json.loads((results / "quality.json").read_text())
     titles = {row["size"]: report["size_titles"][row["size"]] for row in report["rows"]}
-    assert titles["whole-mean"] == "whole training set, 1 epochs, mean pooling"
+    assert titles["whole-cls"] == "whole training set, 1 epochs, [CLS] pooling"
     line = expectations.expectation("compacter++", "encoder", None, False, tmp_path / "summary.json")
-    assert "With --pooling mean (whole training set, 1 epochs, mean pooling) it scored" in line
-    assert "With --pooling mean --epochs 10 (whole training set, 2 epochs, mean pooling) it scored" in line
+    assert "With --pooling cls (whole training set, 1 epochs, [CLS] pooling) it scored" in line
+    assert "With --pooling cls --epochs 10 (whole training set, 2 epochs, [CLS] pooling) it scored" in line
 
 
 def test_the_report_shows_recipes_another_command_ran(tiny_bert, tmp_path, never_trains):
@@ -182,11 +188,11 @@ def test_the_report_shows_recipes_another_command_ran(tiny_bert, tmp_path, never
     rate = {m: quality.default_rate(m, str(tiny_bert), corpus_folder) for m in ("full", "compacter++", "lora")}
     kept = [record("reviews", "full", 0, 80.0, rate=rate["full"]),
             record("reviews", "lora", 0, 78.0, rate=rate["lora"]),
-            record("reviews", "lora", 0, 81.0, size="whole-mean", rate=rate["lora"]),
-            record("reviews", "full", 0, 82.0, size="whole-mean", rate=rate["full"])]
-    elsewhere = [record("reviews", "lora", 0, 50.0, size="100-mean", rate=rate["lora"]),  # a size not asked for
-                 record("reviews", "ia3", 0, 50.0, size="whole-mean", rate=3e-2),  # a method not asked for
-                 record("other", "lora", 0, 50.0, size="whole-mean", rate=rate["lora"])]  # another corpus
+            record("reviews", "lora", 0, 81.0, size="whole-cls", rate=rate["lora"]),
+            record("reviews", "full", 0, 82.0, size="whole-cls", rate=rate["full"])]
+    elsewhere = [record("reviews", "lora", 0, 50.0, size="100-cls", rate=rate["lora"]),  # a size not asked for
+                 record("reviews", "ia3", 0, 50.0, size="whole-cls", rate=3e-2),  # a method not asked for
+                 record("other", "lora", 0, 50.0, size="whole-cls", rate=rate["lora"])]  # another corpus
     results = tmp_path / "results"
     results.mkdir()
     (results / "quality_runs.json").write_text(json.dumps(kept + elsewhere))
@@ -195,9 +201,9 @@ def test_the_report_shows_recipes_another_command_ran(tiny_bert, tmp_path, never
                          str(tmp_path / "out"), "--results", str(results)]) == 0  # no --recipes: plans none
     report = json.loads((results / "quality.json").read_text())
     assert sorted((r["size"], r["method"]) for r in report["rows"]) == [
-        ("whole", "full"), ("whole", "lora"), ("whole-mean", "full"), ("whole-mean", "lora")]
+        ("whole", "full"), ("whole", "lora"), ("whole-cls", "full"), ("whole-cls", "lora")]
     assert report["runs_finished"] == 2 and report["runs_planned"] == 3  # the plan: its own runs only
-    [row] = [r for r in report["rows"] if r["size"] == "whole-mean" and r["method"] == "lora"]
+    [row] = [r for r in report["rows"] if r["size"] == "whole-cls" and r["method"] == "lora"]
     assert (row["gap"]["mean"], row["same_recipe_gap"]["mean"]) == (1.0, -1.0)
 
 
@@ -304,13 +310,22 @@ def test_a_default_that_moved_is_judged_on_every_rate_run_not_only_the_grid_arou
     kept = [record(corpus, "lora", 0, 70.0, rate=rate, validation=value)
             for corpus in ("a", "b") for rate, value in ((3e-4, 60.0), (1e-3, 70.0), (3e-3, 72.0))]
     elsewhere = [record("c", "lora", 0, 70.0, rate=3e-3),  # a corpus this benchmark does not run
-                 record("a", "lora", 0, 70.0, size="whole-mean", rate=3e-3),  # a recipe, not a base size
+                 record("a", "lora", 0, 70.0, size="whole-10", rate=3e-3),  # a recipe that trains longer
                  record("a", "ia3", 0, 70.0, rate=3e-3)]  # a method not asked for
-    evidence = quality.rate_evidence(kept + elsewhere, ["lora", "full"], ["whole", "100"], ["a", "b"])
-    assert evidence == kept
-    [row] = quality_report.learning_rates(evidence, {"lora": 3e-3}, ["a", "b"])
-    assert sorted(row["rates"]) == [3e-4, 1e-3, 3e-3] and row["rates"][3e-4]["validation"] == 60.0
-    assert row["best_on_validation"] == row["default"] == 3e-3
+    # a recipe that only pools otherwise is a grid of its own, under its base size with its flags
+    pooled = [record(corpus, "lora", 0, 70.0, size="whole-cls", rate=rate, validation=value)
+              for corpus in ("a", "b") for rate, value in ((1e-3, 75.0), (3e-3, 71.0))]
+    evidence = quality.rate_evidence(kept + elsewhere + pooled, ["lora", "full"], ["whole", "100"], ["a", "b"])
+    assert evidence == [{**r, "variant": ""} for r in kept] + [{**r, "size": "whole", "variant": "--pooling cls"}
+                                                               for r in pooled]
+    rows = quality_report.learning_rates(evidence, {"lora": 3e-3}, ["a", "b"])
+    assert [(row["size"], row["variant"]) for row in rows] == [("whole", ""), ("whole", "--pooling cls")]
+    assert sorted(rows[0]["rates"]) == [3e-4, 1e-3, 3e-3] and rows[0]["rates"][3e-4]["validation"] == 60.0
+    assert rows[0]["best_on_validation"] == rows[0]["default"] == 3e-3
+    assert rows[1]["best_on_validation"] == 1e-3 and rows[1]["rates"][1e-3]["validation"] == 75.0
+    assert "| whole, --pooling cls | lora | 1 | 0.003 | 0.001: 75.0 (70.0), 0.003: 71.0 (70.0) | 0.001 ← |" in \
+        quality_report.markdown({"corpora": [], "runs_finished": 0, "runs_planned": 0, "sizes": [], "rows": [],
+                                 "learning_rates": rows})
 
 
 def test_the_runs_go_in_order_of_importance():
@@ -325,11 +340,11 @@ def test_the_runs_go_in_order_of_importance():
     # corpora × seeds × (methods × grid rates + the 3 recipes of the whole set for one method), each once
     assert len(runs) == len(set(runs)) == 2 * 2 * (3 * 3 + 3)
     recipes = [r.size for r in runs if r.size in quality.RECIPES]
-    assert recipes == ["whole-mean"] * 4 + ["whole-10"] * 4 + ["whole-10-mean"] * 4  # cheap first, every seed of each
+    assert recipes == ["whole-cls"] * 4 + ["whole-10"] * 4 + ["whole-10-cls"] * 4  # cheap first, every seed of each
     chosen = quality.plan(["a", "b"], ["lora", "compacter++", "full"], ["whole", "100"], [0, 1], grids, defaults,
-                          recipes_of=("compacter++", "lora"), recipe_names=("100-mean", "whole-mean"))
+                          recipes_of=("compacter++", "lora"), recipe_names=("100-cls", "whole-cls"))
     recipes = [(r.size, r.method) for r in chosen if r.size in quality.RECIPES]
-    assert recipes == [(size, method) for size in ("whole-mean", "100-mean") for _ in range(4)
+    assert recipes == [(size, method) for size in ("whole-cls", "100-cls") for _ in range(4)
                        for method in ("compacter++", "lora")]  # only the recipes named, still cheap first
 
 
@@ -357,20 +372,20 @@ def test_another_recipe_is_measured_against_full_fine_tuning_at_its_defaults(tmp
 
 
 def test_a_recipe_full_fine_tuning_has_run_too_is_also_measured_against_it(tmp_path):
-    full, full_mean, mean_pooled = [90.0, 91.0, 92.0], [91.0, 93.0, 92.5], [89.5, 90.0, 91.5]
+    full, full_cls, cls_pooled = [90.0, 91.0, 92.0], [91.0, 93.0, 92.5], [89.5, 90.0, 91.5]
     records = [record("a", "full", s, v) for s, v in enumerate(full)]
     records += [record("a", "compacter++", s, v - 2.0) for s, v in enumerate(full)]
-    records += [record("a", "full", s, v, size="whole-mean") for s, v in enumerate(full_mean)]
-    records += [record("a", "compacter++", s, v, size="whole-mean") for s, v in enumerate(mean_pooled)]
+    records += [record("a", "full", s, v, size="whole-cls") for s, v in enumerate(full_cls)]
+    records += [record("a", "compacter++", s, v, size="whole-cls") for s, v in enumerate(cls_pooled)]
     report = quality_report.build(records, runs_finished=12, runs_planned=12, corpora=["a"],
                                   methods=["full", "compacter++"], cards={},
                                   sizes={"whole": "whole training set, 3 epochs",
-                                         "whole-mean": "whole training set, 3 epochs, mean pooling"},
-                                  recipes={"whole-mean": quality.RECIPES["whole-mean"]})
-    row = next(r for r in report["rows"] if r["size"] == "whole-mean" and r["method"] == "compacter++")
-    differences = np.subtract(mean_pooled, full_mean)
+                                         "whole-cls": "whole training set, 3 epochs, [CLS] pooling"},
+                                  recipes={"whole-cls": quality.RECIPES["whole-cls"]})
+    row = next(r for r in report["rows"] if r["size"] == "whole-cls" and r["method"] == "compacter++")
+    differences = np.subtract(cls_pooled, full_cls)
     paired = stats.ttest_1samp(differences, 0.0).confidence_interval(0.95)
-    assert row["gap"]["mean"] == pytest.approx(np.mean(np.subtract(mean_pooled, full)))
+    assert row["gap"]["mean"] == pytest.approx(np.mean(np.subtract(cls_pooled, full)))
     assert row["same_recipe_gap"]["mean"] == pytest.approx(differences.mean())
     assert row["same_recipe_gap"]["interval"] == pytest.approx((paired.low, paired.high))
     table = quality_report.markdown(report)
@@ -379,9 +394,9 @@ def test_a_recipe_full_fine_tuning_has_run_too_is_also_measured_against_it(tmp_p
     assert "| mean | gap to full | median s / run |" in table  # the base size's table has no such column
     quality_report.write_summary(report, tmp_path / "summary.json")
     line = expectations.expectation("compacter++", "encoder", None, False, tmp_path / "summary.json")
-    assert (f"With --pooling mean (whole training set, 3 epochs, mean pooling) it scored "
+    assert (f"With --pooling cls (whole training set, 3 epochs, [CLS] pooling) it scored "
             f"{abs(row['gap']['mean']):.1f} points below full fine-tuning's defaults") in line
-    assert (f", and {abs(differences.mean()):.1f} points below full fine-tuning with --pooling mean too "
+    assert (f", and {abs(differences.mean()):.1f} points below full fine-tuning with --pooling cls too "
             f"(95% interval {paired.low:+.1f} to {paired.high:+.1f}).") in line
 
 
@@ -389,20 +404,20 @@ def test_a_recipe_is_judged_on_validation_against_its_base_on_the_seeds_both_hav
     base = {("a", 0): 80.0, ("a", 1): 82.0, ("b", 0): 70.0, ("b", 1): 71.0, ("a", 2): 99.0}  # seed 2: base alone
     pooled = {("a", 0): 83.0, ("a", 1): 81.0, ("b", 0): 74.0, ("b", 1): 72.0, ("b", 2): 10.0}  # and b alone here
     records = [record(c, "compacter++", s, 60.0, validation=v) for (c, s), v in base.items()]
-    records += [record(c, "compacter++", s, 61.0, validation=v, size="whole-mean") for (c, s), v in pooled.items()]
-    records += [record("a", "lora", 0, 60.0, validation=50.0, size="whole-mean")]  # no base run: no evidence
+    records += [record(c, "compacter++", s, 61.0, validation=v, size="whole-cls") for (c, s), v in pooled.items()]
+    records += [record("a", "lora", 0, 60.0, validation=50.0, size="whole-cls")]  # no base run: no evidence
     report = quality_report.build(records, runs_finished=10, runs_planned=10, corpora=["a", "b"],
                                   methods=["full", "compacter++", "lora"], cards={},
                                   sizes={"whole": "whole training set, 3 epochs",
-                                         "whole-mean": "whole training set, 3 epochs, mean pooling"},
-                                  recipes={"whole-mean": quality.RECIPES["whole-mean"]})
+                                         "whole-cls": "whole training set, 3 epochs, [CLS] pooling"},
+                                  recipes={"whole-cls": quality.RECIPES["whole-cls"]})
     [row] = report["recipe_evidence"]
     shared = [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
-    assert (row["method"], row["recipe"], row["base"], row["seeds"]) == ("compacter++", "whole-mean", "whole", 2)
+    assert (row["method"], row["recipe"], row["base"], row["seeds"]) == ("compacter++", "whole-cls", "whole", 2)
     assert row["scores"]["whole"]["validation"] == pytest.approx(np.mean([base[k] for k in shared]))
     assert row["change"] == pytest.approx(np.mean([pooled[k] - base[k] for k in shared]))
-    assert row["scores"]["whole-mean"]["test_accuracy"] == 61.0
-    assert (f"| whole | --pooling mean | compacter++ | 2 | 75.8 (60.0) | 77.5 (61.0) | {row['change']:+.1f} |"
+    assert row["scores"]["whole-cls"]["test_accuracy"] == 61.0
+    assert (f"| whole | --pooling cls | compacter++ | 2 | 75.8 (60.0) | 77.5 (61.0) | {row['change']:+.1f} |"
             in quality_report.markdown(report))
 
 
@@ -426,8 +441,9 @@ def test_a_recipe_trains_with_its_own_epochs_examples_and_pooling(recipe, tmp_pa
                                keep=False)
     [config] = seen
     settings = quality.RECIPES[recipe]
+    # no pooling given: `compacter train`'s default, the checkpoint's
     assert (config.epochs, config.train_size, config.pooling) == (settings["epochs"], settings["train_size"],
-                                                                  settings.get("pooling", "cls"))
+                                                                  settings.get("pooling"))
     assert (config.seed, config.learning_rate, config.method) == (1, 3e-3, "compacter++")
     assert record["size"] == recipe and record["test_accuracy"] == 71.0
     assert not Path(config.output_dir).exists()

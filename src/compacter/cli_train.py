@@ -35,8 +35,9 @@ TRAIN_OPTIONS = {  # CLI flag → (TrainConfig field, type, help)
     "--quantize": ("quantize", str, "store the frozen base's Linear weights in 8 or 4 bits: int8 or int4 (torchao; "
                    "CPU and GPU), nf4 or bnb-int8 (bitsandbytes; CUDA GPU)"),
     "--tokenizer": ("tokenizer", str, "default: the model's"),
-    "--pooling": ("pooling", str, "a BERT-style classifier: cls (its [CLS] pooler, the default) or mean (the mean of "
-                  "its tokens, as sentence-transformers models were trained; benchmarks/quality.py measures it)"),
+    "--pooling": ("pooling", str, "a BERT-style classifier: cls (its [CLS] pooler) or mean (the mean of its tokens); "
+                  "default: as the checkpoint was trained, mean for a sentence-transformers folder that says so "
+                  "(1_Pooling/config.json), else cls (benchmarks/quality.py measures both)"),
     "--text-column": ("text_column", str, "your data: the text to classify"),
     "--text-pair-column": ("text_pair_column", str, "your data: a second text (pairs)"),
     "--label-column": ("label_column", str, "your data: the label"),
@@ -121,7 +122,6 @@ def train_arguments(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from .pooling import checkpoint_pooling
     from .training import train
     from .training.expectations import expectation_for_run
     from .training.search import train_with_lr_search
@@ -141,10 +141,10 @@ def run_train(args: argparse.Namespace) -> int:
     expected = expectation_for_run(config, auto)
     if expected:
         print(expected, file=sys.stderr)
-    if config.pooling == "cls" and checkpoint_pooling(config.model) == "mean":
-        print(f"Note: {config.model} is a sentence-transformers model trained to mean-pool its tokens "
-              "(1_Pooling/config.json), and a classifier reads its [CLS] pooler, which it never trained: --pooling "
-              "mean reads the vector it was trained to give.", file=sys.stderr)
+    if config.pooling is None and config.pooling_choice() == "mean":
+        print(f"Note: the classifier mean-pools the tokens, as {config.model} was trained to (1_Pooling/config.json); "
+              "--pooling cls reads its [CLS] pooler instead, which a task must for export to PEFT or AdapterHub.",
+              file=sys.stderr)
     if auto:
         results = train_with_lr_search(config)
         output_dir = results["config"]["output_dir"]

@@ -12,7 +12,7 @@ import transformers
 from torch import nn
 
 from .model_anatomy import model_family
-from .pooling import set_pooling
+from .pooling import checkpoint_pooling, reads_pooler, set_pooling
 
 SHIPPED_CONFIGS = ("t5-small", "t5-base", "t5-large", "t5-3b", "t5-11b")
 
@@ -101,6 +101,16 @@ def build_model(name_or_path: str, *, pretrained: bool = True, num_labels: int |
     with torch.device("meta") if meta else contextlib.nullcontext():
         model = model_class(config, num_labels).from_config(config)
     return set_pooling(model, pooling)
+
+
+def default_pooling(name_or_path: str) -> str:
+    """How a classifier on ``name_or_path`` pools its tokens unless told: as the checkpoint was trained to, where
+    its folder says so (a sentence-transformers model's ``1_Pooling/config.json``: ``"mean"`` for all-MiniLM-L6-v2)
+    and its classifier reads a pooler that mean pooling can replace; else ``"cls"``, the classifier's own."""
+    if checkpoint_pooling(name_or_path) != "mean":
+        return "cls"
+    skeleton = build_model(name_or_path, pretrained=False, meta=True, num_labels=2)  # shapes only: which head it has
+    return "mean" if reads_pooler(skeleton) else "cls"
 
 
 PICKLED_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")

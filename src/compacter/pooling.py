@@ -4,7 +4,8 @@ transformers' BERT-style classifiers read the base's pooler (BERT: dense + tanh 
 sentence-transformers model such as all-MiniLM-L6-v2 was trained to mean-pool its tokens instead (its
 ``1_Pooling/config.json``), and its [CLS] token and pooler were never trained as a summary: a method that trains
 a few parameters cannot turn them into one, while full fine-tuning can. ``set_pooling(model, "mean")`` swaps
-the pooler for ``MeanPooler``, the mean over the tokens the attention mask keeps.
+the pooler for ``MeanPooler``, the mean over the tokens the attention mask keeps; `compacter train` pools as
+the checkpoint was trained to (``checkpoint_pooling``) unless told otherwise.
 """
 
 from __future__ import annotations
@@ -63,16 +64,22 @@ def set_pooling(model: nn.Module, pooling: str) -> nn.Module:
     if getattr(model, "compacter", None) is not None:
         raise ValueError("This model carries compacter tasks, each trained against the model's pooling; set the "
                          "pooling on the bare base model, before compacter.apply or compacter.load.")
-    base = _base(model)
-    pooler = getattr(base, "pooler", None)
-    # BERT's convention: a *Pooler module given every position's hidden states (ALBERT's is a Linear given [CLS])
-    if not isinstance(pooler, nn.Module) or not type(pooler).__name__.endswith("Pooler"):
+    if not reads_pooler(model):
         raise ValueError(f"pooling='mean' replaces the [CLS] pooler a BERT-style classifier reads, and this "
                          f"{type(model).__name__} has none (its classifier pools by itself). Leave pooling at 'cls'.")
+    base = _base(model)
     pooler = MeanPooler()
     base.pooler = pooler
     base.register_forward_pre_hook(pooler.remember_mask, with_kwargs=True)
     return model
+
+
+def reads_pooler(model: nn.Module) -> bool:
+    """Whether ``model``'s classifier reads a BERT-style pooler, the module mean pooling replaces: a *Pooler given
+    every position's hidden states (ALBERT's is a Linear given [CLS]; RoBERTa's and MPNet's heads pool by
+    themselves)."""
+    pooler = getattr(_base(model), "pooler", None)
+    return isinstance(pooler, nn.Module) and type(pooler).__name__.endswith("Pooler")
 
 
 def refuse_mean_pooling(model: nn.Module, where: str) -> None:

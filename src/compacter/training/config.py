@@ -14,7 +14,7 @@ from ..data.files import READERS, is_data_path
 from ..methods import DEFAULT_METHOD, get_config
 from ..methods.learning_rates import LearningRateChoice, family_default, model_family
 from ..methods.settings import check_fields, setting
-from ..models import check_source, load_config
+from ..models import check_source, default_pooling, load_config
 from ..pooling import POOLINGS
 from ..quantization import KINDS as QUANTIZATIONS
 from ..quantization import check_quantization
@@ -74,7 +74,8 @@ class TrainConfig:
     fsdp: bool = False  # shard the model over the processes (FSDP2) instead of replicating it (DDP)
     pretrained: bool = True  # False: random weights from the model's config (tests, benchmarks)
     tokenizer: str | None = setting(None, non_empty=True)  # default: the model's
-    pooling: str = setting("cls", choices=POOLINGS)  # a BERT-style classifier: its [CLS] pooler, or the tokens' mean
+    # a BERT-style classifier: its [CLS] pooler, or the tokens' mean; None: as the checkpoint was trained (pooling.py)
+    pooling: str | None = setting(None, choices=POOLINGS)
     text_column: str | None = setting(None, non_empty=True)
     text_pair_column: str | None = setting(None, non_empty=True)
     label_column: str | None = setting(None, non_empty=True)
@@ -169,6 +170,8 @@ class TrainConfig:
             values["max_source_length"] = SOURCE_LENGTHS[self._family]
         if values["max_target_length"] is None:
             values["max_target_length"] = TARGET_LENGTHS.get(task_name, DEFAULT_TARGET_LENGTH)
+        if values["pooling"] is None:
+            values["pooling"] = self.pooling_choice()
         if values["head_learning_rate"] is None:
             values["head_learning_rate"] = HEAD_LR_FACTOR * values["learning_rate"]
         if values["eval_batch_size"] is None:
@@ -189,6 +192,16 @@ class TrainConfig:
         if self.learning_rate is not None:
             return LearningRateChoice(self.learning_rate, None, "given (--lr / learning_rate)")
         return family_default(self.method, self.model_family())
+
+    def pooling_choice(self) -> str:
+        """The pooling given, else the checkpoint's: ``"mean"`` for a sentence-transformers folder trained to mean-pool
+        whose classifier reads a BERT-style pooler (all-MiniLM-L6-v2), ``"cls"`` (the classifier's own) otherwise."""
+        if self.pooling is not None:
+            return self.pooling
+        try:
+            return default_pooling(self.model)
+        except (ValueError, OSError):
+            return "cls"  # an unreadable model is said where it is loaded
 
     def model_family(self) -> str:
         """seq2seq, encoder or decoder: which table of default learning rates fits the model."""
