@@ -46,6 +46,7 @@ from compacter.data.files import load_files
 from compacter.demo import _require
 from compacter.io import atomic_write
 from compacter.methods import METHODS as REGISTERED
+from compacter.methods import get_config
 from compacter.methods.learning_rates import lr_grid
 from compacter.quiet import quiet
 from compacter.training import TrainConfig, train
@@ -57,24 +58,32 @@ FIRST = ("full", "compacter++")  # the paper's question: these run first, on eve
 # all-MiniLM-L6-v2, a sentence-transformers model: compacter/pooling.py).
 SIZES = {"whole": {"epochs": 3, "train_size": None}, "100": {"epochs": 30, "train_size": 100}}
 # Other recipes, run for the methods named by --recipes: what a method that falls short at the defaults gains from
-# more epochs, and what the pooling default buys (the base's own [CLS] pooler, the default until 2026-12); each is
-# compared with full fine-tuning on its base size's own recipe ("base"); "flags": how `compacter train` sets it.
-# The cheap ones first: the plan runs them in this order.
+# more epochs, and what the defaults of pooling (the base's own [CLS] pooler, the default until 2026-12), of the new
+# head's learning rate (HEAD_LR_FACTOR × the method's) and of the bottleneck (reduction factor 32) buy against the
+# alternatives; each is compared with full fine-tuning on its base size's own recipe ("base"); "flags": how
+# `compacter train` sets it; "head_lr_factor": the head's rate as a multiple of the method's; "overrides": method
+# settings (`--set`), run only for the methods that have them. The cheap ones first: the plan runs them in this order.
 RECIPES = {"whole-cls": {"epochs": 3, "train_size": None, "base": "whole", "pooling": "cls", "flags": "--pooling cls"},
            "100-cls": {"epochs": 30, "train_size": 100, "base": "100", "pooling": "cls", "flags": "--pooling cls"},
+           "100-head-lr": {"epochs": 30, "train_size": 100, "base": "100", "head_lr_factor": 1.0,
+                           "flags": "--head-lr equal to --lr"},
+           "100-rf8": {"epochs": 30, "train_size": 100, "base": "100", "overrides": {"reduction_factor": 8},
+                       "flags": "--set reduction_factor=8"},
+           "whole-head-lr": {"epochs": 3, "train_size": None, "base": "whole", "head_lr_factor": 1.0,
+                             "flags": "--head-lr equal to --lr"},
+           "whole-rf8": {"epochs": 3, "train_size": None, "base": "whole", "overrides": {"reduction_factor": 8},
+                         "flags": "--set reduction_factor=8"},
            "100-100": {"epochs": 100, "train_size": 100, "base": "100", "flags": "--epochs 100"},
            "100-100-cls": {"epochs": 100, "train_size": 100, "base": "100", "pooling": "cls",
                            "flags": "--pooling cls --epochs 100"},
            "whole-10": {"epochs": 10, "train_size": None, "base": "whole", "flags": "--epochs 10"},
            "whole-10-cls": {"epochs": 10, "train_size": None, "base": "whole", "pooling": "cls",
                             "flags": "--pooling cls --epochs 10"}}
-QUICK_SIZES = {"whole": {"epochs": 1, "train_size": None}, "100": {"epochs": 2, "train_size": 30},
-               "whole-cls": {**RECIPES["whole-cls"], "epochs": 1},
-               "100-cls": {**RECIPES["100-cls"], "epochs": 2, "train_size": 30},
-               "100-100": {**RECIPES["100-100"], "epochs": 3, "train_size": 30},
-               "100-100-cls": {**RECIPES["100-100-cls"], "epochs": 3, "train_size": 30},
-               "whole-10": {**RECIPES["whole-10"], "epochs": 2},
-               "whole-10-cls": {**RECIPES["whole-10-cls"], "epochs": 2}}
+# --quick: 1 epoch on the whole (small) set, 2 on 30 examples; a recipe that trains longer than its base, one more.
+QUICK_SIZES = {"whole": {"epochs": 1, "train_size": None}, "100": {"epochs": 2, "train_size": 30}}
+QUICK_SIZES |= {name: {**recipe, **QUICK_SIZES[recipe["base"]]} | (
+    {"epochs": QUICK_SIZES[recipe["base"]]["epochs"] + 1} if recipe["epochs"] > SIZES[recipe["base"]]["epochs"] else {})
+    for name, recipe in RECIPES.items()}
 QUICK_TEXTS = 150
 RUN_SETTINGS = {"batch_size": 32, "max_source_length": 64}
 SUMMARY = Path(__file__).resolve().parent.parent / "src" / "compacter" / "measured" / "quality.json"
@@ -128,20 +137,29 @@ def plan(corpora: list[str], methods: list[str], sizes: list[str], seeds: list[i
     for recipe in [name for name, recipe in RECIPES.items() if name in recipe_names and recipe["base"] in sizes]:
         for seed in seeds:
             for corpus in corpora:
-                for method in recipes_of:
+                for method in [m for m in recipes_of if fits(RECIPES[recipe], m)]:
                     yield Run(corpus, recipe, method, seed, defaults[method])
     yield from group_runs(others, searching=False)
     yield from group_runs(others, searching=True)
+
+
+def fits(recipe: dict, method: str) -> bool:
+    """Whether ``method`` has every setting the recipe overrides (full fine-tuning has no bottleneck to widen)."""
+    names = {field.name for field in dataclasses.fields(get_config(method))}
+    return set(recipe.get("overrides", {})) <= names
 
 
 def train_run(run: Run, model: str, data: Path, sizes: dict, output: Path, keep: bool) -> dict:
     """Train ``run`` (a killed one resumes from its folder) and return its record; the folder's weights and
     checkpoint are deleted then (the record is what the benchmark keeps) unless ``keep``."""
     folder = output / "runs" / run.key
+    recipe = sizes[run.size]
     config = TrainConfig(model=model, task=str(data), method=run.method, text_column=TEXT, label_column=LABEL,
                          seed=run.seed, learning_rate=run.learning_rate, output_dir=str(folder),
-                         epochs=sizes[run.size]["epochs"], train_size=sizes[run.size]["train_size"],
-                         pooling=sizes[run.size].get("pooling"), **RUN_SETTINGS)
+                         epochs=recipe["epochs"], train_size=recipe["train_size"],
+                         pooling=recipe.get("pooling"), method_overrides=recipe.get("overrides", {}),
+                         head_learning_rate=(recipe["head_lr_factor"] * run.learning_rate
+                                             if "head_lr_factor" in recipe else None), **RUN_SETTINGS)
     results = train(config)
     record = {**dataclasses.asdict(run), "validation": results["validation"]["score"],
               "test_accuracy": results["test"]["accuracy"], "test_macro_f1": results["test"]["f1_macro"],
@@ -301,8 +319,9 @@ def recorded(records: Iterable[dict], methods: list[str], sizes: list[str], corp
 def rate_evidence(records: Iterable[dict], methods: list[str], sizes: list[str], corpora: list[str]) -> list[dict]:
     """The records a default's learning rate is judged on: every rate the benchmark's methods have run on its sizes
     and corpora, the grids around earlier defaults too (the plan holds only the grid around today's), so that the
-    table shows why a default moved from where it was; and the grids of a recipe that only pools otherwise (the
-    rates were chosen on [CLS] pooling), each under its base size with its flags as ``variant``."""
+    table shows why a default moved from where it was; and the grids of a recipe with its base size's epochs and
+    examples (another pooling: the rates were chosen on [CLS] pooling), each under its base size with its flags as
+    ``variant``."""
     evidence = []
     for record in recorded(records, methods, sizes, corpora):
         recipe = RECIPES.get(record["size"])
@@ -317,7 +336,9 @@ def rate_evidence(records: Iterable[dict], methods: list[str], sizes: list[str],
 def size_title(size: dict) -> str:
     data = "whole training set" if size["train_size"] is None else f"{size['train_size']} training examples"
     pooling = {"cls": ", [CLS] pooling", "mean": ", mean pooling"}.get(size.get("pooling"), "")
-    return f"{data}, {size['epochs']} epochs{pooling}"
+    head = f", the head at {size['head_lr_factor']:g}× the method's rate" if "head_lr_factor" in size else ""
+    settings = "".join(f", {name} {value}" for name, value in size.get("overrides", {}).items())
+    return f"{data}, {size['epochs']} epochs{pooling}{head}{settings}"
 
 
 def searches(records: list[dict], grids: dict[str, list[float]]) -> list[dict]:

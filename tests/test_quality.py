@@ -173,14 +173,21 @@ def test_the_defaults_pool_as_the_checkpoint_the_recipes_as_told_and_compacter_t
                          str(tmp_path / "summary.json")]) == 0
     records = {r["size"]: r for r in json.loads((results / "quality_runs.json").read_text())
                if r["method"] == "compacter++"}
-    assert sorted(records) == sorted(["whole", "whole-cls", "whole-10", "whole-10-cls"])
-    assert pooled == {"whole": {"mean"}, "whole-10": {"mean"}, "whole-cls": {"cls"}, "whole-10-cls": {"cls"}}
+    assert sorted(records) == sorted(["whole", "whole-cls", "whole-head-lr", "whole-rf8", "whole-10", "whole-10-cls"])
+    assert pooled == {"whole": {"mean"}, "whole-10": {"mean"}, "whole-cls": {"cls"}, "whole-10-cls": {"cls"},
+                      "whole-head-lr": {"mean"}, "whole-rf8": {"mean"}}
+    # reduction factor 8 instead of 32: a bottleneck 4× as wide, so more weights train (the norms and head stay)
+    assert records["whole-rf8"]["trained_percent"] > records["whole"]["trained_percent"]
     report = json.loads((results / "quality.json").read_text())
     titles = {row["size"]: report["size_titles"][row["size"]] for row in report["rows"]}
     assert titles["whole-cls"] == "whole training set, 1 epochs, [CLS] pooling"
     line = expectations.expectation("compacter++", "encoder", None, False, tmp_path / "summary.json")
-    assert "With --pooling cls (whole training set, 1 epochs, [CLS] pooling) it scored" in line
-    assert "With --pooling cls --epochs 10 (whole training set, 2 epochs, [CLS] pooling) it scored" in line
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    default_gap = summary["entries"]["default"]["whole"]["compacter++"]["gap"]
+    for name, recipe in summary["recipes"].items():  # a recipe is named only where it came closer to full
+        closer = summary["entries"]["default"][name]["compacter++"]["gap"] > default_gap
+        assert (f"With {recipe['flags']} ({recipe['title']}) it scored" in line) == closer, name
+    assert summary["recipes"]["whole-10-cls"]["title"] == "whole training set, 2 epochs, [CLS] pooling"
 
 
 def test_the_report_shows_recipes_another_command_ran(tiny_bert, tmp_path, never_trains):
@@ -337,10 +344,15 @@ def test_the_runs_go_in_order_of_importance():
               r.learning_rate == defaults[r.method]) for r in runs]
     blocks = [kind for i, kind in enumerate(kinds) if i == 0 or kinds[i - 1] != kind]
     assert blocks == [("main", True), ("main", False), ("recipe", True), ("other", True), ("other", False)]
-    # corpora × seeds × (methods × grid rates + the 3 recipes of the whole set for one method), each once
-    assert len(runs) == len(set(runs)) == 2 * 2 * (3 * 3 + 3)
+    # corpora × seeds × (methods × grid rates + the 5 recipes of the whole set for one method), each once
+    assert len(runs) == len(set(runs)) == 2 * 2 * (3 * 3 + 5)
     recipes = [r.size for r in runs if r.size in quality.RECIPES]
-    assert recipes == ["whole-cls"] * 4 + ["whole-10"] * 4 + ["whole-10-cls"] * 4  # cheap first, every seed of each
+    assert recipes == [name for name in ("whole-cls", "whole-head-lr", "whole-rf8", "whole-10", "whole-10-cls")
+                       for _ in range(4)]  # cheap first, every seed of each
+    widened = quality.plan(["a"], ["compacter++", "full", "lora", "adapter"], ["100"], [0], {}, defaults | {
+        "adapter": 3e-3}, recipes_of=("full", "compacter++", "lora", "adapter"), recipe_names=("100-rf8",))
+    # only the methods with a bottleneck widen it: full fine-tuning and LoRA have none
+    assert [r.method for r in widened if r.size == "100-rf8"] == ["compacter++", "adapter"]
     chosen = quality.plan(["a", "b"], ["lora", "compacter++", "full"], ["whole", "100"], [0, 1], grids, defaults,
                           recipes_of=("compacter++", "lora"), recipe_names=("100-cls", "whole-cls"))
     recipes = [(r.size, r.method) for r in chosen if r.size in quality.RECIPES]
@@ -369,6 +381,14 @@ def test_another_recipe_is_measured_against_full_fine_tuning_at_its_defaults(tmp
     assert (f"With --epochs 10 (whole training set, 10 epochs) it scored "
             f"{abs(row['gap']['mean']):.1f} points above full fine-tuning's defaults (95% interval") in line
     assert line.endswith(", 3 seeds a corpus.")
+    worse = [record("a", "compacter++", s, v - 3.0, size="whole-10") for s, v in enumerate(full)]
+    report = quality_report.build(records[:6] + worse, runs_finished=9, runs_planned=9, corpora=["a"],
+                                  methods=["full", "compacter++"], cards={}, sizes=report["size_titles"],
+                                  recipes={"whole-10": quality.RECIPES["whole-10"]})
+    quality_report.write_summary(report, tmp_path / "summary.json")
+    line = expectations.expectation("compacter++", "encoder", None, False, tmp_path / "summary.json")
+    assert "--epochs 10" not in line and line.endswith("benchmarks/quality.py (README, 'Quality over datasets and "
+                                                       "seeds').")  # a recipe further from full is not advice
 
 
 def test_a_recipe_full_fine_tuning_has_run_too_is_also_measured_against_it(tmp_path):
@@ -426,7 +446,7 @@ def _signed(value: float) -> str:
 
 
 @pytest.mark.parametrize("recipe", list(quality.RECIPES))
-def test_a_recipe_trains_with_its_own_epochs_examples_and_pooling(recipe, tmp_path, monkeypatch):
+def test_a_recipe_trains_with_its_own_epochs_examples_pooling_and_settings(recipe, tmp_path, monkeypatch):
     seen = []
 
     def fake_train(config):
@@ -445,5 +465,9 @@ def test_a_recipe_trains_with_its_own_epochs_examples_and_pooling(recipe, tmp_pa
     assert (config.epochs, config.train_size, config.pooling) == (settings["epochs"], settings["train_size"],
                                                                   settings.get("pooling"))
     assert (config.seed, config.learning_rate, config.method) == (1, 3e-3, "compacter++")
+    # the head's rate: the library's default (None: 10× the method's) unless the recipe sets its factor
+    factor = settings.get("head_lr_factor")
+    assert config.head_learning_rate == (None if factor is None else pytest.approx(factor * 3e-3))
+    assert config.method_overrides == settings.get("overrides", {})
     assert record["size"] == recipe and record["test_accuracy"] == 71.0
     assert not Path(config.output_dir).exists()

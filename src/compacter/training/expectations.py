@@ -22,8 +22,9 @@ SIZE_WORDS = {"whole": "on the whole training set", "100": "with 100 training ex
 
 def expectation(method: str, family: str, train_size: int | None, auto: bool,
                 summary: Path | None = None) -> str | None:
-    """One line on what ``method`` gave against full fine-tuning on models of ``family``; None when not measured.
-    ``summary``: the benchmark's summary file (default: the package's)."""
+    """One line on what ``method`` gave against full fine-tuning on models of ``family``, and on each other recipe
+    of the benchmark that came closer to it; None when not measured. ``summary``: the benchmark's summary file
+    (default: the package's)."""
     summary = SUMMARY if summary is None else summary
     if not summary.is_file():
         return None
@@ -47,7 +48,8 @@ def expectation(method: str, family: str, train_size: int | None, auto: bool,
             f"{SIZE_WORDS[size]}{accuracy}{_seeds(entry, '; ')}, {where}.")
     for name, recipe in measured.get("recipes", {}).items():  # another recipe, measured against full's defaults
         other = measured["entries"].get(setting, {}).get(name, {}).get(method)
-        if recipe["base"] == size and other is not None and other.get("gap") is not None:
+        # only the recipes that came closer to full fine-tuning than the default: what a user could do about a gap
+        if recipe["base"] == size and other is not None and other.get("gap") is not None and other["gap"] > entry["gap"]:
             line += (f" With {recipe['flags']} ({recipe['title']}) it scored {_gap(other)} full fine-tuning's "
                      f"defaults{_interval(other)}{_seeds(other, ', ')}")
             same = other.get("same_recipe")  # full fine-tuning trained with the same flags, where it has run
