@@ -80,10 +80,16 @@ RECIPES = {"whole-cls": {"epochs": 3, "train_size": None, "base": "whole", "pool
            "whole-10-cls": {"epochs": 10, "train_size": None, "base": "whole", "pooling": "cls",
                             "flags": "--pooling cls --epochs 10"}}
 # --quick: 1 epoch on the whole (small) set, 2 on 30 examples; a recipe that trains longer than its base, one more.
-QUICK_SIZES = {"whole": {"epochs": 1, "train_size": None}, "100": {"epochs": 2, "train_size": 30}}
-QUICK_SIZES |= {name: {**recipe, **QUICK_SIZES[recipe["base"]]} | (
-    {"epochs": QUICK_SIZES[recipe["base"]]["epochs"] + 1} if recipe["epochs"] > SIZES[recipe["base"]]["epochs"] else {})
-    for name, recipe in RECIPES.items()}
+QUICK_BASES = {"whole": {"epochs": 1, "train_size": None}, "100": {"epochs": 2, "train_size": 30}}
+
+
+def _quick(recipe: dict) -> dict:
+    base = QUICK_BASES[recipe["base"]]
+    longer = recipe["epochs"] > SIZES[recipe["base"]]["epochs"]
+    return {**recipe, **base, "epochs": base["epochs"] + longer}
+
+
+QUICK_SIZES = {**QUICK_BASES, **{name: _quick(recipe) for name, recipe in RECIPES.items()}}
 QUICK_TEXTS = 150
 RUN_SETTINGS = {"batch_size": 32, "max_source_length": 64}
 SUMMARY = Path(__file__).resolve().parent.parent / "src" / "compacter" / "measured" / "quality.json"
