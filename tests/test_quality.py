@@ -173,9 +173,10 @@ def test_the_defaults_pool_as_the_checkpoint_the_recipes_as_told_and_compacter_t
                          str(tmp_path / "summary.json")]) == 0
     records = {r["size"]: r for r in json.loads((results / "quality_runs.json").read_text())
                if r["method"] == "compacter++"}
-    assert sorted(records) == sorted(["whole", "whole-cls", "whole-head-lr", "whole-rf8", "whole-10", "whole-10-cls"])
+    assert sorted(records) == sorted(["whole", "whole-cls", "whole-head-lr", "whole-rf8", "whole-head-3x", "whole-10",
+                                      "whole-10-cls"])
     assert pooled == {"whole": {"mean"}, "whole-10": {"mean"}, "whole-cls": {"cls"}, "whole-10-cls": {"cls"},
-                      "whole-head-lr": {"mean"}, "whole-rf8": {"mean"}}
+                      "whole-head-lr": {"mean"}, "whole-rf8": {"mean"}, "whole-head-3x": {"mean"}}
     # reduction factor 8 instead of 32: a bottleneck 4× as wide, so more weights train (the norms and head stay)
     assert records["whole-rf8"]["trained_percent"] > records["whole"]["trained_percent"]
     report = json.loads((results / "quality.json").read_text())
@@ -344,10 +345,11 @@ def test_the_runs_go_in_order_of_importance():
               r.learning_rate == defaults[r.method]) for r in runs]
     blocks = [kind for i, kind in enumerate(kinds) if i == 0 or kinds[i - 1] != kind]
     assert blocks == [("main", True), ("main", False), ("recipe", True), ("other", True), ("other", False)]
-    # corpora × seeds × (methods × grid rates + the 5 recipes of the whole set for one method), each once
-    assert len(runs) == len(set(runs)) == 2 * 2 * (3 * 3 + 5)
+    # corpora × seeds × (methods × grid rates + the 6 recipes of the whole set for one method), each once
+    assert len(runs) == len(set(runs)) == 2 * 2 * (3 * 3 + 6)
     recipes = [r.size for r in runs if r.size in quality.RECIPES]
-    assert recipes == [name for name in ("whole-cls", "whole-head-lr", "whole-rf8", "whole-10", "whole-10-cls")
+    assert recipes == [name for name in ("whole-cls", "whole-head-lr", "whole-rf8", "whole-head-3x", "whole-10",
+                                         "whole-10-cls")
                        for _ in range(4)]  # cheap first, every seed of each
     widened = quality.plan(["a"], ["compacter++", "full", "lora", "adapter"], ["100"], [0], {}, defaults | {
         "adapter": 3e-3}, recipes_of=("full", "compacter++", "lora", "adapter"), recipe_names=("100-rf8",))
