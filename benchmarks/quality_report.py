@@ -98,7 +98,7 @@ def build(records: list[dict], *, runs_finished: int, runs_planned: int, corpora
     evidence = _recipe_evidence([run for run in records if not run["auto"]], compared_with, corpora, methods)
     return {"model": "all-MiniLM-L6-v2", "family": "encoder", "corpora": corpora, "cards": cards, "sizes": size_order,
             "size_titles": sizes,
-            "recipes": {name: {"base": recipe["base"], "flags": recipe["flags"]}
+            "recipes": {name: {key: recipe[key] for key in ("base", "flags", "head_lr_factor") if key in recipe}
                         for name, recipe in (recipes or {}).items()},
             "runs_finished": runs_finished, "runs_planned": runs_planned, "rows": rows, "runs": records,
             "learning_rates": rate_evidence or [], "recipe_evidence": evidence}

@@ -282,6 +282,39 @@ def test_compacter_train_says_what_the_benchmark_measured(tiny_bert, tmp_path, m
     assert line in capsys.readouterr().err
 
 
+def test_a_head_rate_recipe_is_said_as_the_flag_to_type_for_the_runs_rate(tiny_bert, tmp_path, monkeypatch, capsys):
+    full, default, faster_head = [74.0, 76.0, 75.0], [70.0, 71.0, 72.5], [72.0, 74.0, 73.0]
+    records = [record("a", "full", s, v, size="100") for s, v in enumerate(full)]
+    records += [record("a", "compacter++", s, v, size="100") for s, v in enumerate(default)]
+    records += [record("a", "compacter++", s, v, size="100-head-3x") for s, v in enumerate(faster_head)]
+    recipe = quality.RECIPES["100-head-3x"]
+    report = quality_report.build(records, runs_finished=9, runs_planned=9, corpora=["a"],
+                                  methods=["full", "compacter++"], cards={},
+                                  sizes={"100": "100 training examples, 30 epochs",
+                                         "100-head-3x": quality.size_title(recipe)},
+                                  recipes={"100-head-3x": recipe})
+    summary = tmp_path / "quality.json"
+    quality_report.write_summary(report, summary)
+    gap = np.mean(np.subtract(faster_head, full))
+    said = "points below full fine-tuning's defaults"
+    # without a rate (--lr auto picks it later) the recipe is said as a multiple; with one, as the value to type
+    assert (f"With --head-lr 3× --lr (100 training examples, 30 epochs, the head at 3× the method's rate) it scored "
+            f"{abs(gap):.1f} {said}") in expectations.expectation("compacter++", "encoder", 100, False, summary)
+    line = expectations.expectation("compacter++", "encoder", 100, False, summary, learning_rate=3e-3)
+    assert f"With --head-lr 0.009 (100 training examples, 30 epochs, the head at 3× the method's rate) it scored " \
+           f"{abs(gap):.1f} {said}" in line
+
+    monkeypatch.setattr(expectations, "SUMMARY", summary)
+    finished = {"task": "reviews", "method": "compacter++", "best_step": 1, "validation": {"score": 50.0},
+                "test": {"accuracy": 50.0}}
+    monkeypatch.setattr("compacter.training.train", lambda config: finished)
+    data = write_csv(tmp_path / "reviews.csv", sentiment_rows(40))
+    assert cli.main(["train", "--model", str(tiny_bert), "--task", str(data), "--text-column", "review",
+                     "--label-column", "sentiment", "--train-size", "20", "--lr", "2e-3",
+                     "--output-dir", str(tmp_path / "run")]) == 0
+    assert "With --head-lr 0.006 (100 training examples" in capsys.readouterr().err  # 3 × the run's own --lr
+
+
 def test_the_evidence_for_a_default_is_the_mean_validation_score_over_corpora_and_the_seeds_every_rate_ran():
     seats = [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
     scores = {1e-3: [60.0, 62.0, 58.0, 61.0], 3e-3: [63.0, 59.0, 64.0, 62.0], 1e-2: [57.0, 70.0, 57.0]}  # b seed 1: not yet

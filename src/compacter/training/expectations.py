@@ -21,10 +21,11 @@ SIZE_WORDS = {"whole": "on the whole training set", "100": "with 100 training ex
 
 
 def expectation(method: str, family: str, train_size: int | None, auto: bool,
-                summary: Path | None = None) -> str | None:
+                summary: Path | None = None, learning_rate: float | None = None) -> str | None:
     """One line on what ``method`` gave against full fine-tuning on models of ``family``, and on each other recipe
     of the benchmark that came closer to it; None when not measured. ``summary``: the benchmark's summary file
-    (default: the package's)."""
+    (default: the package's); ``learning_rate``: the run's, so that a recipe that sets the head's rate as a multiple
+    of it is said as the flag to type (``--head-lr 0.009``)."""
     summary = SUMMARY if summary is None else summary
     if not summary.is_file():
         return None
@@ -50,12 +51,18 @@ def expectation(method: str, family: str, train_size: int | None, auto: bool,
         other = measured["entries"].get(setting, {}).get(name, {}).get(method)
         # only the recipes that came closer to full fine-tuning than the default: what a user could do about a gap
         if recipe["base"] == size and other is not None and other.get("gap") is not None and other["gap"] > entry["gap"]:
-            line += (f" With {recipe['flags']} ({recipe['title']}) it scored {_gap(other)} full fine-tuning's "
-                     f"defaults{_interval(other)}{_seeds(other, ', ')}")
+            line += (f" With {_command(recipe, learning_rate)} ({recipe['title']}) it scored {_gap(other)} full "
+                     f"fine-tuning's defaults{_interval(other)}{_seeds(other, ', ')}")
             same = other.get("same_recipe")  # full fine-tuning trained with the same flags, where it has run
             line += (f", and {_gap(same)} full fine-tuning with {recipe['flags']} too{_interval(same)}."
                      if same else ".")
     return line
+
+
+def _command(recipe: dict, learning_rate: float | None) -> str:
+    """The recipe's flags for this run: a head rate that is a multiple of the method's, as the value to type."""
+    factor = recipe.get("head_lr_factor")
+    return recipe["flags"] if factor is None or learning_rate is None else f"--head-lr {factor * learning_rate:g}"
 
 
 def _gap(entry: dict) -> str:
@@ -76,6 +83,7 @@ def expectation_for_run(config: TrainConfig, auto: bool) -> str | None:
     """:func:`expectation` for a run about to start; None too when the model's family cannot be read yet."""
     try:
         family = config.model_family()
+        learning_rate = None if auto else config.learning_rate_choice().value
     except ValueError:
         return None
-    return expectation(config.method, family, config.train_size, auto)
+    return expectation(config.method, family, config.train_size, auto, learning_rate=learning_rate)
