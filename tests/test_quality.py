@@ -258,6 +258,18 @@ def test_a_benchmark_keeps_records_resumes_from_them_and_says_what_it_measured(t
     assert line.startswith("What to expect: compacter++ at its default learning rate scored")
 
 
+def _train_says(summary: Path, model: Path, tmp_path: Path, monkeypatch, capsys, *flags: str) -> str:
+    """What `compacter train` prints (stderr) on a small CSV with ``summary`` as the package's, training skipped."""
+    monkeypatch.setattr(expectations, "SUMMARY", summary)
+    finished = {"task": "reviews", "method": "compacter++", "best_step": 1, "validation": {"score": 50.0},
+                "test": {"accuracy": 50.0}}
+    monkeypatch.setattr("compacter.training.train", lambda config: finished)
+    data = write_csv(tmp_path / "reviews.csv", sentiment_rows(40))
+    assert cli.main(["train", "--model", str(model), "--task", str(data), "--text-column", "review",
+                     "--label-column", "sentiment", *flags, "--output-dir", str(tmp_path / "run")]) == 0
+    return capsys.readouterr().err
+
+
 def test_compacter_train_says_what_the_benchmark_measured(tiny_bert, tmp_path, monkeypatch, capsys):
     records = [record(c, m, s, v) for c in ("a", "b") for s in (0, 1, 2)
                for m, v in (("full", 90.0 + s), ("compacter++", 89.0 + s * 1.5))]
@@ -272,14 +284,7 @@ def test_compacter_train_says_what_the_benchmark_measured(tiny_bert, tmp_path, m
     assert expectations.expectation("compacter++", "encoder", 100, False, summary) is None  # 100 examples: unmeasured
     assert "not measured for seq2seq models" in expectations.expectation("compacter++", "seq2seq", None, False, summary)
 
-    monkeypatch.setattr(expectations, "SUMMARY", summary)
-    finished = {"task": "reviews", "method": "compacter++", "best_step": 1, "validation": {"score": 50.0},
-                "test": {"accuracy": 50.0}}
-    monkeypatch.setattr("compacter.training.train", lambda config: finished)
-    data = write_csv(tmp_path / "reviews.csv", sentiment_rows(40))
-    assert cli.main(["train", "--model", str(tiny_bert), "--task", str(data), "--text-column", "review",
-                     "--label-column", "sentiment", "--output-dir", str(tmp_path / "run")]) == 0
-    assert line in capsys.readouterr().err
+    assert line in _train_says(summary, tiny_bert, tmp_path, monkeypatch, capsys)
 
 
 def test_a_head_rate_recipe_is_said_as_the_flag_to_type_for_the_runs_rate(tiny_bert, tmp_path, monkeypatch, capsys):
@@ -304,15 +309,8 @@ def test_a_head_rate_recipe_is_said_as_the_flag_to_type_for_the_runs_rate(tiny_b
     assert f"With --head-lr 0.009 (100 training examples, 30 epochs, the head at 3× the method's rate) it scored " \
            f"{abs(gap):.1f} {said}" in line
 
-    monkeypatch.setattr(expectations, "SUMMARY", summary)
-    finished = {"task": "reviews", "method": "compacter++", "best_step": 1, "validation": {"score": 50.0},
-                "test": {"accuracy": 50.0}}
-    monkeypatch.setattr("compacter.training.train", lambda config: finished)
-    data = write_csv(tmp_path / "reviews.csv", sentiment_rows(40))
-    assert cli.main(["train", "--model", str(tiny_bert), "--task", str(data), "--text-column", "review",
-                     "--label-column", "sentiment", "--train-size", "20", "--lr", "2e-3",
-                     "--output-dir", str(tmp_path / "run")]) == 0
-    assert "With --head-lr 0.006 (100 training examples" in capsys.readouterr().err  # 3 × the run's own --lr
+    said = _train_says(summary, tiny_bert, tmp_path, monkeypatch, capsys, "--train-size", "20", "--lr", "2e-3")
+    assert "With --head-lr 0.006 (100 training examples" in said  # 3 × the run's own --lr
 
 
 def test_the_evidence_for_a_default_is_the_mean_validation_score_over_corpora_and_the_seeds_every_rate_ran():
