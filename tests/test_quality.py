@@ -309,8 +309,8 @@ def test_a_head_rate_recipe_is_said_as_the_flag_to_type_for_the_runs_rate(tiny_b
     assert f"With --head-lr 0.009 (100 training examples, 30 epochs, the head at 3× the method's rate) it scored " \
            f"{abs(gap):.1f} {said}" in line
 
-    said = _train_says(summary, tiny_bert, tmp_path, monkeypatch, capsys, "--train-size", "20", "--lr", "2e-3")
-    assert "With --head-lr 0.006 (100 training examples" in said  # 3 × the run's own --lr
+    printed = _train_says(summary, tiny_bert, tmp_path, monkeypatch, capsys, "--train-size", "20", "--lr", "2e-3")
+    assert "With --head-lr 0.006 (100 training examples" in printed  # 3 × the run's own --lr
 
 
 def test_the_evidence_for_a_default_is_the_mean_validation_score_over_corpora_and_the_seeds_every_rate_ran():
