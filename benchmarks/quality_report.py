@@ -19,6 +19,7 @@ from pathlib import Path
 from scipy import stats
 
 from compacter.io import atomic_write
+from compacter.training.expectations import recipe_flags
 from compacter.training.selection import choose_learning_rate
 
 README_BEGIN, README_END = "<!-- benchmarks/quality.py: begin -->", "<!-- benchmarks/quality.py: end -->"
@@ -58,10 +59,11 @@ def _mean_gap(gaps_by_corpus: list[list[float]]) -> dict | None:
 
 def build(records: list[dict], *, runs_finished: int, runs_planned: int, corpora: list[str], methods: list[str],
           sizes: dict[str, str], cards: dict, rate_evidence: list[dict] | None = None,
-          recipes: dict[str, dict] | None = None) -> dict:
+          recipes: dict[str, dict] | None = None, head_factors: dict[str, float] | None = None) -> dict:
     """``sizes``: each training-set size's name → its title (``whole`` → "whole training set, 3 epochs");
     ``recipes``: another recipe's name → its settings: ``base``, the size whose full fine-tuning runs its gap is
-    measured against, and ``flags``, how `compacter train` sets it."""
+    measured against, ``flags``, how `compacter train` sets it, and ``head_lr_factor``, the head's rate as a multiple
+    of the method's where the recipe sets it; ``head_factors``: each method's default multiple."""
     compared_with = {name: recipe["base"] for name, recipe in (recipes or {}).items()}
     # Every cell's mean and spread, and each method's gap to full fine-tuning per corpus and averaged.
     by_cell: dict[tuple, dict[int, dict]] = defaultdict(dict)
@@ -95,7 +97,8 @@ def build(records: list[dict], *, runs_finished: int, runs_planned: int, corpora
         if size in compared_with:
             row["same_recipe_gap"] = _mean_gap(same_recipe_gaps) if complete and method != "full" else None
         rows.append(row)
-    evidence = _recipe_evidence([run for run in records if not run["auto"]], compared_with, corpora, methods)
+    evidence = _recipe_evidence([run for run in records if not run["auto"]], recipes or {}, corpora, methods,
+                                head_factors or {})
     return {"model": "all-MiniLM-L6-v2", "family": "encoder", "corpora": corpora, "cards": cards, "sizes": size_order,
             "size_titles": sizes,
             "recipes": {name: {key: recipe[key] for key in ("base", "flags", "head_lr_factor") if key in recipe}
@@ -104,24 +107,41 @@ def build(records: list[dict], *, runs_finished: int, runs_planned: int, corpora
             "learning_rates": rate_evidence or [], "recipe_evidence": evidence}
 
 
-def _recipe_evidence(records: list[dict], compared_with: dict[str, str], corpora: list[str],
-                     methods: list[str]) -> list[dict]:
-    """Per (recipe, method): the mean validation score over every corpus and the seeds that both the recipe and its
-    base size have run on all of them, at the same learning rate: the evidence for making a recipe the default
-    (a change of default is chosen on validation, as a learning rate is). Test accuracy beside it, not used."""
+def _recipe_evidence(records: list[dict], recipes: dict[str, dict], corpora: list[str], methods: list[str],
+                     head_factors: dict[str, float]) -> list[dict]:
+    """Per (recipe, method): the mean validation score over every corpus and the seeds that both the recipe and what
+    it is compared with have run on all of them, at the same learning rate: the evidence for making a recipe the
+    default (a change of default is chosen on validation, as a learning rate is). Test accuracy beside it, not used.
+    A recipe is compared with its base size, or, where it keeps the head at another multiple than the method's
+    default (it ran before the default moved), with the base size's recipe at that multiple (``against``), so that
+    the one setting it changes is what differs."""
     by_run = {(run["size"], run["method"], run["corpus"], run["seed"]): run for run in records}
     rows = []
-    for recipe, base in compared_with.items():
+    for recipe, settings in recipes.items():
         for method in methods:
+            against = _compared_with(recipe, recipes, head_factors.get(method))
             seeds = sorted({seed for (size, m, _, seed) in by_run if (size, m) == (recipe, method)
-                            and all((s, method, c, seed) in by_run for s in (recipe, base) for c in corpora)})
-            if not seeds:
+                            and all((s, method, c, seed) in by_run for s in (recipe, against) for c in corpora)})
+            if against is None or not seeds:
                 continue
             scores = {size: {key: statistics.fmean(by_run[(size, method, c, seed)][key] for c in corpora for seed in seeds)
-                             for key in ("validation", "test_accuracy")} for size in (base, recipe)}
-            rows.append({"recipe": recipe, "base": base, "method": method, "seeds": len(seeds), "scores": scores,
-                         "change": scores[recipe]["validation"] - scores[base]["validation"]})
+                             for key in ("validation", "test_accuracy")} for size in (against, recipe)}
+            rows.append({"recipe": recipe, "base": settings["base"], "against": against, "method": method,
+                         "seeds": len(seeds), "scores": scores,
+                         "change": scores[recipe]["validation"] - scores[against]["validation"]})
     return rows
+
+
+def _compared_with(recipe: str, recipes: dict[str, dict], head_factor: float | None) -> str | None:
+    """What ``recipe`` is compared with for a method whose default head factor is ``head_factor``: its base size,
+    or the base size's recipe that sets only the head, at the recipe's factor (None: none of the recipes)."""
+    settings = recipes[recipe]
+    factor = settings.get("head_lr_factor")
+    # a recipe of the head alone, or one at the method's default (or an unknown default) multiple: the base
+    if factor is None or head_factor is None or factor == head_factor or not settings.get("flags"):
+        return settings["base"]
+    return next((name for name, other in recipes.items() if other["base"] == settings["base"]
+                 and not other.get("flags") and other.get("head_lr_factor") == factor), None)
 
 
 def learning_rates(runs: list[dict], defaults: dict[str, float], corpora: list[str]) -> list[dict]:
@@ -231,9 +251,11 @@ def markdown(report: dict) -> str:
                   "| data | recipe | method | seeds | base: validation (test) | recipe: validation (test) | change |",
                   "|---|---|---|---:|---:|---:|---:|"]
         for row in report["recipe_evidence"]:
-            base, recipe = (row["scores"][size] for size in (row["base"], row["recipe"]))
-            flags = report["recipes"][row["recipe"]]["flags"]
-            lines.append(f"| {row['base']} | {flags} | {row['method']} | {row['seeds']} | "
+            base, recipe = (row["scores"][size] for size in (row["against"], row["recipe"]))
+            flags = recipe_flags(report["recipes"][row["recipe"]])
+            data = row["base"] if row["against"] == row["base"] else (
+                f"{row['base']}, {recipe_flags(report['recipes'][row['against']])}")
+            lines.append(f"| {data} | {flags} | {row['method']} | {row['seeds']} | "
                          f"{base['validation']:.1f} ({base['test_accuracy']:.1f}) | "
                          f"{recipe['validation']:.1f} ({recipe['test_accuracy']:.1f}) | {row['change']:+.1f} |")
     return "\n".join(lines)
@@ -253,7 +275,7 @@ def plot(report: dict, path: Path) -> None:
     shown = [row for row in report["rows"] if not row["auto"] and row["mean_accuracy"] is not None]
     colours = {method: plt.cm.tab10(index % 10)
                for index, method in enumerate(dict.fromkeys(row["method"] for row in shown))}
-    flags = {size: "defaults" for size in sizes} | {name: recipe["flags"] for name, recipe in report["recipes"].items()}
+    flags = {size: "defaults" for size in sizes} | {name: recipe_flags(recipe) for name, recipe in report["recipes"].items()}
     markers = {flag: "osD^v<>p*"[index % 9] for index, flag in enumerate(dict.fromkeys(flags.values()))}
     figure, axes = plt.subplots(1, len(sizes), figsize=(5.5 * len(sizes) + 2.5, 4.5), squeeze=False)
     for axis, size in zip(axes[0], sizes):

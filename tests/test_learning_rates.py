@@ -14,6 +14,7 @@ from compacter.experiments.report import collect, select
 from compacter.methods.learning_rates import DECODER_RATES, ENCODER_RATES, PAPER_RATES, lr_grid, model_family
 from compacter.training import TrainConfig, train
 from compacter.training.checkpoint import read_state
+from compacter.training.inputs import read_inputs
 from compacter.training.search import grid_folder, train_with_lr_search
 from compacter.training.selection import choose_learning_rate
 
@@ -59,7 +60,6 @@ def test_an_encoder_gets_the_encoder_table_and_a_decoder_the_decoder_table(works
     assert bert.learning_rate_choice().family == "encoder"
     assert bert.resolved().learning_rate == ENCODER_RATES["full"].value != PAPER_RATES["full"]
     resolved = bert.resolved()
-    assert resolved.head_learning_rate == 10 * ENCODER_RATES["full"].value
     assert resolved.output_dir.endswith(f"-full-lr{ENCODER_RATES['full'].value:g}-seed42")
     llama = TrainConfig(model=str(workspace["llama"]), task="rte", method="full")
     assert (llama.learning_rate_choice().family, llama.resolved().learning_rate) == ("decoder", DECODER_RATES["full"].value)
@@ -67,6 +67,24 @@ def test_an_encoder_gets_the_encoder_table_and_a_decoder_the_decoder_table(works
     # a method without an entry in the family's table keeps the paper's rate, and says so
     bitfit = TrainConfig(model=str(workspace["bert"]), task="rte", method="bitfit").learning_rate_choice()
     assert bitfit.value == PAPER_RATES["bitfit"] and "no encoder entry" in bitfit.source
+
+
+def test_a_new_head_learns_at_the_multiple_measured_for_the_method_on_the_family(workspace, tmp_path):
+    def head_rate(**settings):  # as a run reads it: once the model's config is read
+        return read_inputs(config(workspace, **settings).resolved()).config.head_learning_rate
+
+    # measured on encoders (the quality benchmark): Compacter++'s head at 3× its rate, full fine-tuning's at 10×
+    assert head_rate(learning_rate=2e-3) == pytest.approx(3 * 2e-3)
+    assert head_rate(method="full", learning_rate=2e-4) == pytest.approx(2e-3)
+    # not measured on decoder-only models: 10×; given, it wins; the model's config is read only by the run
+    assert head_rate(model=str(workspace["llama"]), learning_rate=2e-3) == pytest.approx(2e-2)
+    assert head_rate(learning_rate=2e-3, head_learning_rate=5e-4) == 5e-4
+    assert config(workspace, learning_rate=2e-3).resolved().head_learning_rate is None
+    # the optimiser's head group starts there (AdamW's groups: the method's weights, then the head's)
+    output = tmp_path / "run"
+    train(config(workspace, output, learning_rate=2e-3, max_steps=1, eval_steps=1))
+    groups = read_state(output).optimizer["param_groups"]
+    assert [group["initial_lr"] for group in groups] == pytest.approx([2e-3, 6e-3])
 
 
 def test_the_family_comes_from_the_config_even_without_its_architecture():

@@ -25,6 +25,7 @@ from training_fixtures import corpus, sentiment_rows, write_csv  # noqa: E402
 
 from compacter import cli  # noqa: E402
 from compacter.training import expectations  # noqa: E402
+from compacter.training.inputs import read_inputs  # noqa: E402
 
 
 def fake_packages(root: Path) -> Path:
@@ -173,22 +174,27 @@ def test_the_defaults_pool_as_the_checkpoint_the_recipes_as_told_and_compacter_t
                          str(tmp_path / "summary.json")]) == 0
     records = {r["size"]: r for r in json.loads((results / "quality_runs.json").read_text())
                if r["method"] == "compacter++"}
-    assert sorted(records) == sorted(["whole", "whole-cls", "whole-head-lr", "whole-rf8", "whole-head-3x", "whole-10",
+    # the head at 3× is Compacter++'s default on an encoder: its recipe is the 10× it had until 2026-12-06
+    assert sorted(records) == sorted(["whole", "whole-cls", "whole-head-lr", "whole-rf8", "whole-head-10x", "whole-10",
                                       "whole-10-cls"])
     assert pooled == {"whole": {"mean"}, "whole-10": {"mean"}, "whole-cls": {"cls"}, "whole-10-cls": {"cls"},
-                      "whole-head-lr": {"mean"}, "whole-rf8": {"mean"}, "whole-head-3x": {"mean"}}
+                      "whole-head-lr": {"mean"}, "whole-rf8": {"mean"}, "whole-head-10x": {"mean"}}
+    assert {name: record["head_lr_factor"] for name, record in records.items()} == {
+        "whole": 3.0, "whole-head-lr": 1.0, "whole-head-10x": 10.0, "whole-cls": 10.0, "whole-rf8": 10.0,
+        "whole-10": 10.0, "whole-10-cls": 10.0}
     # reduction factor 8 instead of 32: a bottleneck 4× as wide, so more weights train (the norms and head stay)
     assert records["whole-rf8"]["trained_percent"] > records["whole"]["trained_percent"]
     report = json.loads((results / "quality.json").read_text())
     titles = {row["size"]: report["size_titles"][row["size"]] for row in report["rows"]}
-    assert titles["whole-cls"] == "whole training set, 1 epochs, [CLS] pooling"
+    assert titles["whole-cls"] == "whole training set, 1 epochs, [CLS] pooling, the head at 10× the method's rate"
     line = expectations.expectation("compacter++", "encoder", None, False, tmp_path / "summary.json")
     summary = json.loads((tmp_path / "summary.json").read_text())
     default_gap = summary["entries"]["default"]["whole"]["compacter++"]["gap"]
     for name, recipe in summary["recipes"].items():  # a recipe is named only where it came closer to full
         closer = summary["entries"]["default"][name]["compacter++"]["gap"] > default_gap
-        assert (f"With {recipe['flags']} ({recipe['title']}) it scored" in line) == closer, name
-    assert summary["recipes"]["whole-10-cls"]["title"] == "whole training set, 2 epochs, [CLS] pooling"
+        assert (f"With {expectations.recipe_flags(recipe)} ({recipe['title']}) it scored" in line) == closer, name
+    assert summary["recipes"]["whole-10-cls"]["title"] == ("whole training set, 2 epochs, [CLS] pooling, the head at "
+                                                           "10× the method's rate")
 
 
 def test_the_report_shows_recipes_another_command_ran(tiny_bert, tmp_path, never_trains):
@@ -213,6 +219,44 @@ def test_the_report_shows_recipes_another_command_ran(tiny_bert, tmp_path, never
     assert report["runs_finished"] == 2 and report["runs_planned"] == 3  # the plan: its own runs only
     [row] = [r for r in report["rows"] if r["size"] == "whole-cls" and r["method"] == "lora"]
     assert (row["gap"]["mean"], row["same_recipe_gap"]["mean"]) == (1.0, -1.0)
+
+
+def test_a_record_whose_head_rate_is_no_longer_its_recipes_is_left_out_and_trained_again(tiny_bert, tmp_path,
+                                                                                         monkeypatch, capsys):
+    corpus_folder = own_corpus(tmp_path / "reviews")
+    rate = {m: quality.default_rate(m, str(tiny_bert), corpus_folder) for m in ("full", "compacter++")}
+    full = {**record("reviews", "full", 0, 80.0, rate=rate["full"]), "head_lr_factor": 10.0}
+    # Compacter++ trained before its head's default moved from 10× to 3×: stale as "whole", current as "whole-head-10x"
+    moved = {**record("reviews", "compacter++", 0, 78.0, rate=rate["compacter++"]), "head_lr_factor": 10.0}
+    kept = {**moved, "size": "whole-head-10x", "test_accuracy": 77.0}
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "quality_runs.json").write_text(json.dumps([full, moved, kept]))
+    trained = []
+
+    def fake_train(config):
+        run_config = read_inputs(config.resolved()).config  # as `compacter train` resolves it
+        trained.append((Path(config.output_dir).relative_to(tmp_path / "out" / "runs").as_posix(),
+                        run_config.head_learning_rate / run_config.learning_rate))
+        Path(config.output_dir).mkdir(parents=True)
+        return {"validation": {"score": 60.0}, "test": {"accuracy": 79.0, "f1_macro": 79.0},
+                "parameters": {"percent": 0.1}, "train_time_s": 1.0, "train_examples": 40,
+                "config": run_config.to_dict()}
+
+    monkeypatch.setattr(quality, "train", fake_train)
+    arguments = ["--corpora", str(corpus_folder), "--methods", "full,compacter++", "--seeds", "1", "--sizes", "whole",
+                 "--recipes", "compacter++", "--recipe-names", "whole-head-10x", "--model", str(tiny_bert),
+                 "--output-dir", str(tmp_path / "out"), "--results", str(results)]
+    assert quality.main(["--report-only", *arguments]) == 0
+    assert "1 record(s) trained the head at another multiple" in capsys.readouterr().err
+    report = json.loads((results / "quality.json").read_text())
+    assert {(r["size"], r["method"]) for r in report["rows"]} == {("whole", "full"), ("whole-head-10x", "compacter++")}
+    assert report["runs_finished"] == 2 and report["runs_planned"] == 3 and not trained
+    assert quality.main(arguments) == 0  # the stale run trains again, at the new default, and replaces its record
+    assert trained == [(f"reviews/whole/compacter++/seed0/lr{rate['compacter++']:g}", pytest.approx(3.0))]
+    records = json.loads((results / "quality_runs.json").read_text())
+    assert sorted((r["size"], r["head_lr_factor"], r["test_accuracy"]) for r in records if r["method"] != "full") == [
+        ("whole", 3.0, 79.0), ("whole-head-10x", 10.0, 77.0)]
 
 
 def test_lr_auto_picks_on_validation_with_the_librarys_rule():
@@ -355,14 +399,15 @@ def test_a_default_that_moved_is_judged_on_every_rate_run_not_only_the_grid_arou
     pooled = [record(corpus, "lora", 0, 70.0, size="whole-cls", rate=rate, validation=value)
               for corpus in ("a", "b") for rate, value in ((1e-3, 75.0), (3e-3, 71.0))]
     evidence = quality.rate_evidence(kept + elsewhere + pooled, ["lora", "full"], ["whole", "100"], ["a", "b"])
-    assert evidence == [{**r, "variant": ""} for r in kept] + [{**r, "size": "whole", "variant": "--pooling cls"}
+    pooled_flags = "--pooling cls --head-lr 10× --lr"  # the recipe ran before the head's default moved
+    assert evidence == [{**r, "variant": ""} for r in kept] + [{**r, "size": "whole", "variant": pooled_flags}
                                                                for r in pooled]
     rows = quality_report.learning_rates(evidence, {"lora": 3e-3}, ["a", "b"])
-    assert [(row["size"], row["variant"]) for row in rows] == [("whole", ""), ("whole", "--pooling cls")]
+    assert [(row["size"], row["variant"]) for row in rows] == [("whole", ""), ("whole", pooled_flags)]
     assert sorted(rows[0]["rates"]) == [3e-4, 1e-3, 3e-3] and rows[0]["rates"][3e-4]["validation"] == 60.0
     assert rows[0]["best_on_validation"] == rows[0]["default"] == 3e-3
     assert rows[1]["best_on_validation"] == 1e-3 and rows[1]["rates"][1e-3]["validation"] == 75.0
-    assert "| whole, --pooling cls | lora | 1 | 0.003 | 0.001: 75.0 (70.0), 0.003: 71.0 (70.0) | 0.001 ← |" in \
+    assert f"| whole, {pooled_flags} | lora | 1 | 0.003 | 0.001: 75.0 (70.0), 0.003: 71.0 (70.0) | 0.001 ← |" in \
         quality_report.markdown({"corpora": [], "runs_finished": 0, "runs_planned": 0, "sizes": [], "rows": [],
                                  "learning_rates": rows})
 
@@ -371,17 +416,23 @@ def test_the_runs_go_in_order_of_importance():
     defaults = {"full": 1e-4, "compacter++": 3e-3, "lora": 3e-4}
     grids = {method: quality.lr_grid(rate) for method, rate in defaults.items()}
     runs = list(quality.plan(["a", "b"], ["lora", "compacter++", "full"], ["whole"], [0, 1], grids, defaults,
-                             recipes_of=("compacter++",)))
+                             recipes_of=("compacter++",), head_factors={"full": 10.0, "compacter++": 3.0, "lora": 3.0}))
     kinds = [("recipe" if r.size in quality.RECIPES else "main" if r.method in quality.FIRST else "other",
               r.learning_rate == defaults[r.method]) for r in runs]
     blocks = [kind for i, kind in enumerate(kinds) if i == 0 or kinds[i - 1] != kind]
     assert blocks == [("main", True), ("main", False), ("recipe", True), ("other", True), ("other", False)]
-    # corpora × seeds × (methods × grid rates + the 6 recipes of the whole set for one method), each once
+    # corpora × seeds × (methods × grid rates + the 6 other recipes of the whole set for one method), each once
     assert len(runs) == len(set(runs)) == 2 * 2 * (3 * 3 + 6)
     recipes = [r.size for r in runs if r.size in quality.RECIPES]
-    assert recipes == [name for name in ("whole-cls", "whole-head-lr", "whole-rf8", "whole-head-3x", "whole-10",
+    # cheap first, every seed of each; not the head at 3×, Compacter++'s default here
+    assert recipes == [name for name in ("whole-cls", "whole-head-lr", "whole-rf8", "whole-head-10x", "whole-10",
                                          "whole-10-cls")
-                       for _ in range(4)]  # cheap first, every seed of each
+                       for _ in range(4)]
+    heads = quality.plan(["a"], ["compacter++", "full"], ["100"], [0], {}, defaults, recipes_of=("full", "compacter++"),
+                         recipe_names=("100-head-3x", "100-head-10x"), head_factors={"full": 10.0, "compacter++": 3.0})
+    # a recipe that only sets the head's factor runs for the methods whose default it is not
+    assert [(r.size, r.method) for r in heads if r.size in quality.RECIPES] == [("100-head-3x", "full"),
+                                                                               ("100-head-10x", "compacter++")]
     widened = quality.plan(["a"], ["compacter++", "full", "lora", "adapter"], ["100"], [0], {}, defaults | {
         "adapter": 3e-3}, recipes_of=("full", "compacter++", "lora", "adapter"), recipe_names=("100-rf8",))
     # only the methods with a bottleneck widen it: full fine-tuning and LoRA have none
@@ -411,7 +462,8 @@ def test_another_recipe_is_measured_against_full_fine_tuning_at_its_defaults(tmp
     quality_report.write_summary(report, tmp_path / "summary.json")
     line = expectations.expectation("compacter++", "encoder", None, False, tmp_path / "summary.json")
     assert "scored 2.0 points below full fine-tuning" in line
-    assert (f"With --epochs 10 (whole training set, 10 epochs) it scored "
+    # the recipe ran with the head at 10× (the default then), and says so
+    assert (f"With --epochs 10 --head-lr 10× --lr (whole training set, 10 epochs) it scored "
             f"{abs(row['gap']['mean']):.1f} points above full fine-tuning's defaults (95% interval") in line
     assert line.endswith(", 3 seeds a corpus.")
     worse = [record("a", "compacter++", s, v - 3.0, size="whole-10") for s, v in enumerate(full)]
@@ -447,9 +499,9 @@ def test_a_recipe_full_fine_tuning_has_run_too_is_also_measured_against_it(tmp_p
     assert "| mean | gap to full | median s / run |" in table  # the base size's table has no such column
     quality_report.write_summary(report, tmp_path / "summary.json")
     line = expectations.expectation("compacter++", "encoder", None, False, tmp_path / "summary.json")
-    assert (f"With --pooling cls (whole training set, 3 epochs, [CLS] pooling) it scored "
+    assert (f"With --pooling cls --head-lr 10× --lr (whole training set, 3 epochs, [CLS] pooling) it scored "
             f"{abs(row['gap']['mean']):.1f} points below full fine-tuning's defaults") in line
-    assert (f", and {abs(differences.mean()):.1f} points below full fine-tuning with --pooling cls too "
+    assert (f", and {abs(differences.mean()):.1f} points below full fine-tuning with --pooling cls --head-lr 10× --lr too "
             f"(95% interval {paired.low:+.1f} to {paired.high:+.1f}).") in line
 
 
@@ -470,8 +522,22 @@ def test_a_recipe_is_judged_on_validation_against_its_base_on_the_seeds_both_hav
     assert row["scores"]["whole"]["validation"] == pytest.approx(np.mean([base[k] for k in shared]))
     assert row["change"] == pytest.approx(np.mean([pooled[k] - base[k] for k in shared]))
     assert row["scores"]["whole-cls"]["test_accuracy"] == 61.0
-    assert (f"| whole | --pooling cls | compacter++ | 2 | 75.8 (60.0) | 77.5 (61.0) | {row['change']:+.1f} |"
-            in quality_report.markdown(report))
+    assert (f"| whole | --pooling cls --head-lr 10× --lr | compacter++ | 2 | 75.8 (60.0) | 77.5 (61.0) | "
+            f"{row['change']:+.1f} |" in quality_report.markdown(report))
+    # once the method's default head moved to 3×, the [CLS] runs (at 10×) are set against the base size at 10×
+    slower = [record(c, "compacter++", s, 62.0, validation=v + 1.0, size="whole-head-10x") for (c, s), v in base.items()]
+    recipes = {name: quality.RECIPES[name] for name in ("whole-cls", "whole-head-10x")}
+    report = quality_report.build(records + slower, runs_finished=14, runs_planned=14, corpora=["a", "b"],
+                                  methods=["full", "compacter++", "lora"], cards={},
+                                  sizes={"whole": "", "whole-cls": "", "whole-head-10x": ""}, recipes=recipes,
+                                  head_factors={"full": 10.0, "compacter++": 3.0})
+    pooling, head = sorted(report["recipe_evidence"], key=lambda r: r["recipe"])
+    assert (pooling["recipe"], pooling["against"], head["recipe"], head["against"]) == (
+        "whole-cls", "whole-head-10x", "whole-head-10x", "whole")
+    assert pooling["change"] == pytest.approx(np.mean([pooled[k] - base[k] - 1.0 for k in shared]))
+    assert head["change"] == pytest.approx(1.0)
+    assert "| whole, --head-lr 10× --lr | --pooling cls --head-lr 10× --lr | compacter++ | 2 |" in \
+        quality_report.markdown(report)
 
 
 def _signed(value: float) -> str:
@@ -485,8 +551,10 @@ def test_a_recipe_trains_with_its_own_epochs_examples_pooling_and_settings(recip
     def fake_train(config):
         seen.append(config)
         Path(config.output_dir).mkdir(parents=True)
+        head_rate = config.head_learning_rate or 5 * config.learning_rate  # as if the method's default were 5×
         return {"validation": {"score": 70.0}, "test": {"accuracy": 71.0, "f1_macro": 69.0},
-                "parameters": {"percent": 0.08}, "train_time_s": 1.0, "train_examples": 100}
+                "parameters": {"percent": 0.08}, "train_time_s": 1.0, "train_examples": 100,
+                "config": {"learning_rate": config.learning_rate, "head_learning_rate": head_rate}}
 
     monkeypatch.setattr(quality, "train", fake_train)
     run = quality.Run("a", recipe, "compacter++", 1, 3e-3)
@@ -503,4 +571,5 @@ def test_a_recipe_trains_with_its_own_epochs_examples_pooling_and_settings(recip
     assert config.head_learning_rate == (None if factor is None else pytest.approx(factor * 3e-3))
     assert config.method_overrides == settings.get("overrides", {})
     assert record["size"] == recipe and record["test_accuracy"] == 71.0
+    assert record["head_lr_factor"] == (5.0 if factor is None else factor)  # the head's rate it trained with
     assert not Path(config.output_dir).exists()

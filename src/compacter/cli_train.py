@@ -13,7 +13,8 @@ TRAIN_OPTIONS = {  # CLI flag → (TrainConfig field, type, help)
     "--data-dir": ("data_dir", str, "GLUE/SuperGLUE original files or a hub export (default: the hub)"),
     "--lr": ("learning_rate", str, "a number, or auto: train a grid of 3 rates around the default and keep the best on "
              "validation (default: the method's rate for the model's family: the paper's for T5, measured for encoders)"),
-    "--head-lr": ("head_learning_rate", float, "a new classification head's learning rate (default: 10 × --lr)"),
+    "--head-lr": ("head_learning_rate", float, "a new classification head's learning rate (default: a multiple of "
+                  "--lr, the one measured for the method on the model's family, else 10×: methods/learning_rates.py)"),
     "--epochs": ("epochs", int, "default: 20 for small tasks, 3 for large ones; low resource as in §5.6"),
     "--max-steps": ("max_steps", int, "train this many optimiser steps (instead of --epochs; the data repeats as "
                     "needed)"),

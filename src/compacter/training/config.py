@@ -12,7 +12,7 @@ import torch
 from ..data import get_task
 from ..data.files import READERS, is_data_path
 from ..methods import DEFAULT_METHOD, get_config
-from ..methods.learning_rates import LearningRateChoice, family_default, model_family
+from ..methods.learning_rates import LearningRateChoice, family_default, head_lr_factor, model_family
 from ..methods.settings import check_fields, setting
 from ..models import check_source, default_pooling, load_config
 from ..pooling import POOLINGS
@@ -29,9 +29,6 @@ SMALL_TASKS = ("mrpc", "cola", "stsb", "rte", "boolq", "cb", "copa", "wic")
 LOW_RESOURCE_EPOCHS = {100: 1000, 500: 200, 1000: 100, 2000: 50, 4000: 25}  # §5.6
 LOW_RESOURCE_BATCH, LOW_RESOURCE_EVAL_STEPS = 40, 250
 TARGET_LENGTHS = {"record": 32}
-# A new classification head starts from random weights, while the method's learning rate was chosen
-# for pretrained ones (and adapters that start as the identity): the head learns 10× faster.
-HEAD_LR_FACTOR = 10.0
 DEFAULT_TARGET_LENGTH = 16
 MAX_SEED = 2**32 - 1  # numpy's RandomState draws the data splits
 COLUMN_FIELDS = ("text_column", "text_pair_column", "label_column", "source_column", "target_column")
@@ -49,7 +46,8 @@ class TrainConfig:
     method_overrides: dict[str, Any] = field(default_factory=dict)
     data_dir: str | None = setting(None, non_empty=True)  # GLUE/SuperGLUE original files or an export; None: the hub
     learning_rate: float | None = setting(None, above=0)  # None: the method's for the model's family (learning_rates.py)
-    head_learning_rate: float | None = setting(None, above=0)  # a new task head (encoders); None: HEAD_LR_FACTOR × lr
+    # a new task head; None: the method's multiple of lr for the model's family, set when its config is read
+    head_learning_rate: float | None = setting(None, above=0)
     epochs: int | None = setting(None, at_least=1)  # None: 20 for the small tasks, 3 for the large ones; §5.6 low resource
     max_steps: int | None = setting(None, at_least=1)  # train this many steps (epochs are then as many as it takes)
     patience: int | None = setting(None, at_least=1)  # stop after this many evaluations without a better validation score
@@ -172,8 +170,6 @@ class TrainConfig:
             values["max_target_length"] = TARGET_LENGTHS.get(task_name, DEFAULT_TARGET_LENGTH)
         if values["pooling"] is None:
             values["pooling"] = self.pooling_choice()
-        if values["head_learning_rate"] is None:
-            values["head_learning_rate"] = HEAD_LR_FACTOR * values["learning_rate"]
         if values["eval_batch_size"] is None:
             values["eval_batch_size"] = values["batch_size"]
         if values["output_dir"] is None:
@@ -192,6 +188,14 @@ class TrainConfig:
         if self.learning_rate is not None:
             return LearningRateChoice(self.learning_rate, None, "given (--lr / learning_rate)")
         return family_default(self.method, self.model_family())
+
+    def with_head_learning_rate(self, model_config: Any) -> TrainConfig:
+        """This (resolved) config with the new head's rate written in, when none is given: the method's multiple of
+        the learning rate for the model's family (methods/learning_rates.py), read from ``model_config``."""
+        if self.head_learning_rate is not None:
+            return self
+        factor = head_lr_factor(self.method, model_family(model_config))
+        return dataclasses.replace(self, head_learning_rate=factor * self.learning_rate)
 
     def pooling_choice(self) -> str:
         """The pooling given, else the checkpoint's: ``"mean"`` for a sentence-transformers folder trained to mean-pool

@@ -51,18 +51,24 @@ def expectation(method: str, family: str, train_size: int | None, auto: bool,
         other = measured["entries"].get(setting, {}).get(name, {}).get(method)
         # only the recipes that came closer to full fine-tuning than the default: what a user could do about a gap
         if recipe["base"] == size and other is not None and other.get("gap") is not None and other["gap"] > entry["gap"]:
-            line += (f" With {_command(recipe, learning_rate)} ({recipe['title']}) it scored {_gap(other)} full "
+            line += (f" With {recipe_flags(recipe, learning_rate)} ({recipe['title']}) it scored {_gap(other)} full "
                      f"fine-tuning's defaults{_interval(other)}{_seeds(other, ', ')}")
             same = other.get("same_recipe")  # full fine-tuning trained with the same flags, where it has run
-            line += (f", and {_gap(same)} full fine-tuning with {recipe['flags']} too{_interval(same)}."
+            line += (f", and {_gap(same)} full fine-tuning with {recipe_flags(recipe)} too{_interval(same)}."
                      if same else ".")
     return line
 
 
-def _command(recipe: dict, learning_rate: float | None) -> str:
-    """The recipe's flags for this run: a head rate that is a multiple of the method's, as the value to type."""
+def recipe_flags(recipe: dict, learning_rate: float | None = None) -> str:
+    """How `compacter train` sets a benchmark recipe: its ``flags``, and the head's rate where the recipe sets it as a
+    multiple of the method's (``head_lr_factor``): the value to type for a run at ``learning_rate`` (``--head-lr
+    0.009``), else the multiple in words (``--head-lr 3× --lr``)."""
+    flags = [recipe["flags"]] if recipe.get("flags") else []
     factor = recipe.get("head_lr_factor")
-    return recipe["flags"] if factor is None or learning_rate is None else f"--head-lr {factor * learning_rate:g}"
+    if factor is not None:
+        flags.append(f"--head-lr {factor * learning_rate:g}" if learning_rate is not None
+                     else "--head-lr equal to --lr" if factor == 1 else f"--head-lr {factor:g}× --lr")
+    return " ".join(flags)
 
 
 def _gap(entry: dict) -> str:

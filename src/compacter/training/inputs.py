@@ -40,7 +40,7 @@ def read_inputs(config: TrainConfig) -> RunInputs:
     """Read and check what ``config`` names; nothing is written."""
     check_source(config.model, "--model")
     model_config = load_config(config.model)
-    config = config.with_paper_warmup(model_config)
+    config = config.with_paper_warmup(model_config).with_head_learning_rate(model_config)
     text_to_text = model_family(model_config) == "seq2seq"
     data = load_splits(config)
     tokenizer = load_tokenizer(config.tokenizer or config.model, "--tokenizer" if config.tokenizer else "--model")

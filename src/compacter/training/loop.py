@@ -151,6 +151,9 @@ class Trainer:
                  config.model, self.data.task.name, config.method, f"{parameters.trainable:,}",
                  f"{parameters.total:,}", parameters.percent, self.total_steps, self.warmup_steps, processes.world)
         log.info("learning rate %g (%s)", config.learning_rate, self.learning_rate_source["source"])
+        if not self.text_to_text:
+            log.info("the new head's learning rate %g (%g× the method's)", config.head_learning_rate,
+                     config.head_learning_rate / config.learning_rate)
         paper = None if config.is_custom else paper_warmup(config.task, self.model.config)
         warning = warmup_warning(config.warmup_steps, config.warmup_steps != paper, self.total_steps)
         if warning:
