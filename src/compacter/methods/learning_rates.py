@@ -53,7 +53,8 @@ def _scores(by_rate: str) -> str:
 
 
 # BERT-style encoders, measured on the demo's model: full fine-tuning and Compacter++ on the demo's data
-# (benchmarks/learning_rates.py), held by the quality benchmark; the others chosen by the quality benchmark.
+# (benchmarks/learning_rates.py), held by the quality benchmark; the others chosen by the quality benchmark. All with
+# the new head at 10× the method's rate, its default until 2026-12-06 (ENCODER_HEAD_LR_FACTORS below).
 ENCODER_RATES: dict[str, Rate] = {
     "full": Rate(1e-4, f"measured on {MINILM}: test accuracy 98.2 at 1e-4 against 97.7 at the paper's 3e-4 "
                        "(whole training set), 93.0 against 92.8 (100 examples)"),
