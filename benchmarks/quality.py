@@ -172,9 +172,7 @@ def fits(recipe: dict, method: str, head_factor: float | None = None) -> bool:
     names = {field.name for field in dataclasses.fields(get_config(method))}
     if not set(recipe.get("overrides", {})) <= names:
         return False
-    base = SIZES[recipe["base"]]
-    only_head = (recipe["epochs"], recipe["train_size"]) == (base["epochs"], base["train_size"]) and not (
-        recipe.get("pooling") or recipe.get("overrides"))
+    only_head = not recipe["flags"]  # nothing but the head's factor: no flag beside --head-lr (recipe_flags)
     return not (only_head and recipe.get("head_lr_factor") == head_factor)
 
 
