@@ -136,8 +136,6 @@ def test_a_folder_of_your_own_is_read_from_the_columns_it_names(tmp_path, monkey
                       keep=True)
     [config] = seen  # each run reads the named columns of the folder
     assert (config.task, config.text_column, config.label_column) == (str(folder), "review", "verdict")
-    # the built-in corpora keep their own columns
-    assert quality.CorpusFolder(folder).text_column == quality_corpora.TEXT
 
 
 @pytest.mark.parametrize("arguments, message", [
