@@ -43,7 +43,6 @@ import quality_report
 from quality_corpora import CORPORA, LABEL, TEXT, write_corpus
 
 from compacter.data.files import load_files
-from compacter.data.loading import DataFileError
 from compacter.demo import _require
 from compacter.io import atomic_write
 from compacter.methods import METHODS as REGISTERED
@@ -232,11 +231,7 @@ class Records:
 def check_corpus_folder(corpus: CorpusFolder) -> None:
     """A corpus folder fit for the benchmark: train / validation / test files with a text and a label column, and
     at least two labels in each split; else an error that says what is wrong, before any run starts."""
-    try:
-        _task, splits = load_files(corpus.path, text_column=corpus.text_column, label_column=corpus.label_column)
-    except DataFileError as error:  # its advice names `compacter train`'s options; say the benchmark's
-        raise ValueError(str(error).replace("Pass the right --*-column option.", "Name the columns that hold the "
-                                            "texts and the labels with --text-column and --label-column.")) from None
+    _task, splits = load_files(corpus.path, text_column=corpus.text_column, label_column=corpus.label_column)
     for split, rows in splits.items():
         labels = {row["label"] for row in rows}
         if len(labels) < 2:

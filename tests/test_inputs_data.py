@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from compacter.cli import main
+from compacter.cli_train import TRAIN_OPTIONS
 from compacter.data import load_task
 from compacter.data.files import load_files
 from compacter.data.loading import DataFileError
@@ -64,7 +65,7 @@ def write(folder, files: dict):
     ({"d.json": '[{"text": "a", "label": "x"}, 3]'}, "d.json", "d.json, item 2: expected a JSON object, got int"),
     ({"d.jsonl": '{"text": ["a"], "label": "x"}\n'}, "d.jsonl", "column 'text' holds a list in data row 1"),
     ({"d.jsonl": '{"text": "a", "label": null}\n{"text": "b", "label": "y"}\n'}, "d.jsonl", "column 'label' is empty"),
-    ({"d.csv": "sentence,label\n" + ROWS}, "d.csv", r"no column 'text'; its columns are \['sentence', 'label'\]"),
+    ({"d.csv": "sentence,label\n" + ROWS}, "d.csv", r"no text column 'text'; its columns are \['sentence', 'label'\]"),
     ({"d.parquet": b"not parquet"}, "d.parquet", r"d.parquet: could not be read as .parquet"),
 ])
 def test_bad_data_files_are_refused_naming_the_file_and_row(files, target, message, tmp_path):
@@ -85,6 +86,23 @@ def test_column_choices_that_cannot_be_meant_are_refused(columns, message, tmp_p
     write(tmp_path, {"d.csv": "text,label\n" + ROWS})
     with pytest.raises(ValueError, match=message):
         load_files(tmp_path / "d.csv", **columns)
+
+
+@pytest.mark.parametrize("columns, role", [
+    ({"text_column": "body", "label_column": "label"}, "text"),
+    ({"text_column": "text", "text_pair_column": "second", "label_column": "label"}, "text-pair"),
+    ({"text_column": "text", "label_column": "topic"}, "label"),
+    ({"source_column": "question", "target_column": "label"}, "source"),
+    ({"source_column": "text", "target_column": "answer"}, "target"),
+])
+def test_a_missing_column_is_named_with_the_option_that_sets_it(columns, role, tmp_path):
+    write(tmp_path, {"d.csv": "text,label\n" + ROWS})
+    missing = next(column for column in columns.values() if column not in ("text", "label"))
+    with pytest.raises(DataFileError) as error:
+        load_files(tmp_path / "d.csv", **columns)
+    option = f"--{role}-column"
+    assert f"no {role} column {missing!r}" in str(error.value) and f"Name the column with {option}" in str(error.value)
+    assert TRAIN_OPTIONS[option][0] == option[2:].replace("-", "_")  # the option `compacter train` has for it
 
 
 def test_duplicate_parquet_columns_are_refused(tmp_path):

@@ -281,7 +281,7 @@ def test_a_search_refuses_a_given_rate_a_bad_grid_and_a_single_runs_folder(works
 
 def test_a_search_that_fails_on_its_first_run_leaves_nothing_behind(workspace, tmp_path):
     output = tmp_path / "deep" / "auto"
-    with pytest.raises(ValueError, match="no column"):
+    with pytest.raises(ValueError, match="no text column"):
         train_with_lr_search(config(workspace, output, text_column="no-such-column"), grid=[GOOD])
     assert list(tmp_path.iterdir()) == []
 

@@ -9,6 +9,9 @@ from glue_fixtures import write_benchmarks
 from training_fixtures import corpus, sentiment_rows, write_csv, write_splits
 
 from compacter.cli import main
+from compacter.data.labelled import Columns, read_labelled
+from compacter.data.loading import DataFileError
+from compacter.data.tasks import Task
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +113,26 @@ def test_text_to_text_runs_are_scored_by_exact_match(workspace, tmp_path, capsys
     assert main(["score", "--task", str(output), "--predictions", str(predictions), "--references",
                  str(data / "test.csv")]) == 0
     assert json.loads(capsys.readouterr().out) == results["test"]
+
+
+PAIRS = Task("pairs", "custom", "", ("premise", "hypothesis"), ("no", "yes"), ("accuracy",),
+             classification_fields=("premise", "hypothesis"))
+ANSWERS = Task("answers", "custom", "", ("question",), None, ("exact_match",), template_name="passthrough")
+
+
+@pytest.mark.parametrize("task, columns, role", [
+    (PAIRS, Columns(("premise", "second"), "label"), "text-pair"),
+    (PAIRS, Columns(("first", "hypothesis"), "label"), "text"),
+    (ANSWERS, Columns(("query",), "answer"), "source"),
+    (ANSWERS, Columns(("question",), "reply"), "target"),
+])
+def test_a_labelled_file_without_a_column_names_the_option_for_it(task, columns, role, tmp_path):
+    path = write_csv(tmp_path / "labelled.csv", [{"premise": "a", "hypothesis": "b", "question": "c", "answer": "d",
+                                                  "label": "yes"}])
+    missing = next(column for column in (*columns.fields, columns.label) if column not in ("premise", "hypothesis",
+                                                                                              "question", "answer"))
+    with pytest.raises(DataFileError, match=f"no {role} column '{missing}'; .* Name the column with --{role}-column"):
+        read_labelled(path, task, columns)
 
 
 @pytest.mark.parametrize("rows,flags,message", [

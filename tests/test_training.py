@@ -170,7 +170,8 @@ def test_fsdp_over_two_processes_equals_one_process(kind, workspace, tmp_path):
 
 def test_user_data_errors_name_the_file_and_the_fix(tmp_path):
     path = write_csv(tmp_path / "data.csv", [{"text": "a", "label": "x"}, {"text": "b", "label": "y"}] * 5)
-    with pytest.raises(DataFileError, match=r"data.csv: no column 'sentence'; its columns are \['text', 'label'\]"):
+    advice = r"data.csv: no text column 'sentence'; its columns are \['text', 'label'\]\. Name the column with --text-column"
+    with pytest.raises(DataFileError, match=advice):
         load_files(path, text_column="sentence", label_column="label")
     (tmp_path / "holes.csv").write_text("text,label\na,x\nb,\nc,y\n")
     with pytest.raises(DataFileError, match=r"holes.csv: column 'label' is empty in 1 row\(s\), the first being data row 2"):

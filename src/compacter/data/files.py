@@ -58,15 +58,12 @@ def load_files(path: str | Path, *, text_column: str | None = None, text_pair_co
                seed: int = 42) -> tuple[Task, dict[str, list[dict]]]:
     """A Task describing the data and its train / validation / test examples."""
     path = Path(path)
-    columns = _columns(path, text_column, text_pair_column, label_column, source_column, target_column)
+    roles = _columns(path, text_column, text_pair_column, label_column, source_column, target_column)
     files = _split_files(path)
     frames = {split: _read(file) for split, file in files.items()}
     for split, frame in frames.items():
-        missing = [c for c in columns if c not in frame.columns]
-        if missing:
-            raise DataFileError(f"{files[split]}: no column {missing[0]!r}; its columns are "
-                                f"{list(frame.columns)}. Pass the right --*-column option.")
-    texts = {split: {c: _texts(frame[c], c, files[split]) for c in columns} for split, frame in frames.items()}
+        require_columns(files[split], roles, list(frame.columns))
+    texts = {split: {c: _texts(frame[c], c, files[split]) for c in roles.values()} for split, frame in frames.items()}
     name = path.stem if path.is_file() else path.name
     if source_column:
         task = Task(name, "custom", "", (source_column,), None, ("exact_match", "f1"), template_name="passthrough")
@@ -90,9 +87,19 @@ def load_files(path: str | Path, *, text_column: str | None = None, text_pair_co
     return task, splits
 
 
+def require_columns(file: Path, roles: dict[str, str], present: list[str]) -> None:
+    """Refuse a file without one of the columns ``roles`` names (role: column, a role named as its option:
+    ``text-pair`` is --text-pair-column), naming the option that chooses another."""
+    for role, column in roles.items():
+        if column not in present:
+            raise DataFileError(f"{file}: no {role} column {column!r}; its columns are {present}. Name the column with "
+                                f"--{role}-column (or fix the file).")
+
+
 def _columns(path: Path, text: str | None, pair: str | None, label: str | None, source: str | None,
-             target: str | None) -> list[str]:
-    """The columns to read, for one of the two shapes; a mix of both, or one column in two roles, is refused."""
+             target: str | None) -> dict[str, str]:
+    """The columns to read, by role (named as their options: ``text-pair`` is --text-pair-column), for one of the
+    two shapes; a mix of both, or one column in two roles, is refused."""
     if bool(source) != bool(target):
         raise ValueError("Give both --source-column and --target-column for text-to-text data.")
     if source and (text or pair or label):
@@ -101,11 +108,13 @@ def _columns(path: Path, text: str | None, pair: str | None, label: str | None, 
     if not source and not (text and label):
         raise ValueError(f"Say which columns of {path} to use: --text-column and --label-column (optionally "
                          "--text-pair-column) for classification, or --source-column and --target-column for text-to-text.")
-    columns = [c for c in (source, target) if c] if source else [c for c in (text, pair, label) if c]
+    given = {"source": source, "target": target} if source else {"text": text, "text-pair": pair, "label": label}
+    roles = {role: column for role, column in given.items() if column}
+    columns = list(roles.values())
     repeated = sorted({c for c in columns if columns.count(c) > 1})
     if repeated:
         raise ValueError(f"The column {repeated[0]!r} is given for two roles; each --*-column names another column.")
-    return columns
+    return roles
 
 
 def _texts(values: pd.Series, column: str, file: Path) -> list[str]:

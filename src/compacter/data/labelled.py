@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .files import READERS, _read, _texts
+from .files import READERS, _read, _texts, require_columns
 from .loading import DataFileError, _read_export
 from .tasks import Task
 
@@ -47,12 +47,8 @@ def read_labelled(path: str | Path, task: Task, columns: Columns | None) -> list
         raise DataFileError(f"{path}: unknown file type {path.suffix!r}; use one of {', '.join(READERS)}.")
     frame = _read(path)
     wanted = [*columns.fields, columns.label]
-    missing = [column for column in wanted if column not in frame.columns]
-    if missing:
-        role = "label" if missing[0] == columns.label and task.labels is not None else (
-            "target" if missing[0] == columns.label else "text")
-        raise DataFileError(f"{path}: no {role} column {missing[0]!r}; its columns are {list(frame.columns)}. Name "
-                            f"the column with --{role}-column (or fix the file).")
+    roles = (("source", "target") if task.labels is None else ("text", "text-pair")[: len(columns.fields)] + ("label",))
+    require_columns(path, dict(zip(roles, wanted)), list(frame.columns))
     texts = {column: _texts(frame[column], column, path) for column in wanted}
     fields = dict(zip(task.fields, columns.fields))
     if task.labels is None:  # text-to-text: the target is the answer, as load_files makes it
