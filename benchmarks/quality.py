@@ -356,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     report = quality_report.build(table, runs_finished=len(finished), runs_planned=len(runs), corpora=list(folders),
                                   methods=args.methods,
                                   sizes={size: size_title(sizes[size]) for size in [*args.sizes, *recipes]},
-                                  recipes={name: RECIPES[name] for name in recipes},
+                                  recipes={name: {**RECIPES[name], "steps_factor": steps_factor(name, sizes)}
+                                           for name in recipes},
                                   cards={name: _card(corpus.path) for name, corpus in folders.items()},
                                   head_factors=head_factors,
                                   rate_evidence=quality_report.learning_rates(
@@ -367,6 +368,12 @@ def main(argv: list[str] | None = None) -> int:
         quality_report.write_summary(report, Path(args.summary))
     print(quality_report.markdown(report))
     return 0
+
+
+def steps_factor(recipe: str, sizes: dict[str, dict]) -> float:
+    """How many times its base size's optimizer steps ``recipe`` trains (the same examples, more epochs): its cost
+    in time on the same machine, which the runs' times, measured on machines under other loads, cannot say."""
+    return sizes[recipe]["epochs"] / sizes[RECIPES[recipe]["base"]]["epochs"]
 
 
 def stale_records(records: dict[str, dict], sizes: dict[str, dict], head_factors: dict[str, float]) -> set[str]:

@@ -62,8 +62,9 @@ def build(records: list[dict], *, runs_finished: int, runs_planned: int, corpora
           recipes: dict[str, dict] | None = None, head_factors: dict[str, float] | None = None) -> dict:
     """``sizes``: each training-set size's name → its title (``whole`` → "whole training set, 3 epochs");
     ``recipes``: another recipe's name → its settings: ``base``, the size whose full fine-tuning runs its gap is
-    measured against, ``flags``, how `compacter train` sets it, and ``head_lr_factor``, the head's rate as a multiple
-    of the method's where the recipe sets it; ``head_factors``: each method's default multiple."""
+    measured against, ``flags``, how `compacter train` sets it, ``head_lr_factor``, the head's rate as a multiple
+    of the method's where the recipe sets it, and ``steps_factor``, its optimizer steps as a multiple of its base's;
+    ``head_factors``: each method's default multiple."""
     compared_with = {name: recipe["base"] for name, recipe in (recipes or {}).items()}
     # Every cell's mean and spread, and each method's gap to full fine-tuning per corpus and averaged.
     by_cell: dict[tuple, dict[int, dict]] = defaultdict(dict)
@@ -101,7 +102,8 @@ def build(records: list[dict], *, runs_finished: int, runs_planned: int, corpora
                                 head_factors or {})
     return {"model": "all-MiniLM-L6-v2", "family": "encoder", "corpora": corpora, "cards": cards, "sizes": size_order,
             "size_titles": sizes,
-            "recipes": {name: {key: recipe[key] for key in ("base", "flags", "head_lr_factor") if key in recipe}
+            "recipes": {name: {key: recipe[key] for key in ("base", "flags", "head_lr_factor", "steps_factor")
+                               if key in recipe}
                         for name, recipe in (recipes or {}).items()},
             "runs_finished": runs_finished, "runs_planned": runs_planned, "rows": rows, "runs": records,
             "learning_rates": rate_evidence or [], "recipe_evidence": evidence}

@@ -219,9 +219,14 @@ def test_the_defaults_pool_as_the_checkpoint_the_recipes_as_told_and_compacter_t
     default_gap = summary["entries"]["default"]["whole"]["compacter++"]["gap"]
     for name, recipe in summary["recipes"].items():  # a recipe is named only where it came closer to full
         closer = summary["entries"]["default"][name]["compacter++"]["gap"] > default_gap
-        assert (f"With {expectations.recipe_flags(recipe)} ({recipe['title']}) it scored" in line) == closer, name
+        cost = "; 2.0× the steps of the defaults" if name.startswith("whole-10") else ""
+        assert (f"With {expectations.recipe_flags(recipe)} ({recipe['title']}{cost}) it scored" in line) == closer, name
     assert summary["recipes"]["whole-10-cls"]["title"] == ("whole training set, 2 epochs, [CLS] pooling, the head at "
                                                            "10× the method's rate")
+    # --quick: 2 epochs against its base's 1, so twice the steps; a recipe of the base's length costs nothing more
+    assert {name: recipe["steps_factor"] for name, recipe in summary["recipes"].items()} == {
+        "whole-cls": 1.0, "whole-head-lr": 1.0, "whole-rf8": 1.0, "whole-head-10x": 1.0, "whole-10": 2.0,
+        "whole-10-cls": 2.0}
 
 
 def test_the_report_shows_recipes_another_command_ran(tiny_bert, tmp_path, never_trains):
@@ -476,11 +481,12 @@ def test_another_recipe_is_measured_against_full_fine_tuning_at_its_defaults(tmp
     records = [record("a", "full", s, v) for s, v in enumerate(full)]
     records += [record("a", "compacter++", s, v - 2.0) for s, v in enumerate(full)]
     records += [record("a", "compacter++", s, v, size="whole-10") for s, v in enumerate(longer)]
+    steps = quality.steps_factor("whole-10", {**quality.SIZES, **quality.RECIPES})
     report = quality_report.build(records, runs_finished=9, runs_planned=9, corpora=["a"],
                                   methods=["full", "compacter++"], cards={},
                                   sizes={"whole": "whole training set, 3 epochs",
                                          "whole-10": "whole training set, 10 epochs"},
-                                  recipes={"whole-10": quality.RECIPES["whole-10"]})
+                                  recipes={"whole-10": {**quality.RECIPES["whole-10"], "steps_factor": steps}})
     row = next(r for r in report["rows"] if r["size"] == "whole-10")
     assert row["gap"]["mean"] == pytest.approx(np.mean(np.subtract(longer, full)))
     assert "**whole training set, 10 epochs, default learning rates (gap: against full fine-tuning on the whole " \
@@ -490,7 +496,8 @@ def test_another_recipe_is_measured_against_full_fine_tuning_at_its_defaults(tmp
     line = expectations.expectation("compacter++", "encoder", None, False, tmp_path / "summary.json")
     assert "scored 2.0 points below full fine-tuning" in line
     # the recipe ran with the head at 10× (the default then), and says so
-    assert (f"With --epochs 10 --head-lr 10× --lr (whole training set, 10 epochs) it scored "
+    assert (f"With --epochs 10 --head-lr 10× --lr (whole training set, 10 epochs; 3.3× the steps of the defaults) "
+            f"it scored "
             f"{abs(row['gap']['mean']):.1f} points above full fine-tuning's defaults (95% interval") in line
     assert line.endswith(", 3 seeds a corpus.")
     worse = [record("a", "compacter++", s, v - 3.0, size="whole-10") for s, v in enumerate(full)]

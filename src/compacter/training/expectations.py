@@ -51,8 +51,8 @@ def expectation(method: str, family: str, train_size: int | None, auto: bool,
         other = measured["entries"].get(setting, {}).get(name, {}).get(method)
         # only the recipes that came closer to full fine-tuning than the default: what a user could do about a gap
         if recipe["base"] == size and other is not None and other.get("gap") is not None and other["gap"] > entry["gap"]:
-            line += (f" With {recipe_flags(recipe, learning_rate)} ({recipe['title']}) it scored {_gap(other)} full "
-                     f"fine-tuning's defaults{_interval(other)}{_seeds(other, ', ')}")
+            line += (f" With {recipe_flags(recipe, learning_rate)} ({recipe['title']}{_cost(recipe)}) it scored "
+                     f"{_gap(other)} full fine-tuning's defaults{_interval(other)}{_seeds(other, ', ')}")
             same = other.get("same_recipe")  # full fine-tuning trained with the same flags, where it has run
             line += (f", and {_gap(same)} full fine-tuning with {recipe_flags(recipe)} too{_interval(same)}."
                      if same else ".")
@@ -69,6 +69,13 @@ def recipe_flags(recipe: dict, learning_rate: float | None = None) -> str:
         flags.append(f"--head-lr {factor * learning_rate:g}" if learning_rate is not None
                      else "--head-lr equal to --lr" if factor == 1 else f"--head-lr {factor:g}× --lr")
     return " ".join(flags)
+
+
+def _cost(recipe: dict) -> str:
+    """What a recipe that trains longer costs: its optimizer steps as a multiple of the defaults' (the same examples,
+    more epochs), so about that multiple of the time."""
+    factor = recipe.get("steps_factor", 1.0)
+    return f"; {factor:.1f}× the steps of the defaults" if factor != 1.0 else ""
 
 
 def _gap(entry: dict) -> str:
