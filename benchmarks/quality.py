@@ -70,6 +70,10 @@ SIZES = {"whole": {"epochs": 3, "train_size": None}, "100": {"epochs": 30, "trai
 # say; the report compares them with the base size at 10× (quality_report.py). The cheap ones first: the plan runs
 # them in this order.
 AT_10X = {"head_lr_factor": 10.0}
+# Every linear layer of a BERT block (attention's query, key, value and output, the feed-forward's two), not only
+# query and value (PEFT's LoRA default): what QLoRA (Dettmers et al., 2023) found LoRA needs to match full
+# fine-tuning. Run for the methods with target modules (LoRA, (IA)³), at their defaults otherwise.
+ALL_LINEAR = ["query", "key", "value", "intermediate.dense", "output.dense"]
 RECIPES = {"whole-cls": {"epochs": 3, "train_size": None, "base": "whole", "pooling": "cls", "flags": "--pooling cls",
                          **AT_10X},
            "100-cls": {"epochs": 30, "train_size": 100, "base": "100", "pooling": "cls", "flags": "--pooling cls",
@@ -84,6 +88,11 @@ RECIPES = {"whole-cls": {"epochs": 3, "train_size": None, "base": "whole", "pool
            "whole-head-3x": {"epochs": 3, "train_size": None, "base": "whole", "head_lr_factor": 3.0, "flags": ""},
            "100-head-10x": {"epochs": 30, "train_size": 100, "base": "100", "flags": "", **AT_10X},
            "whole-head-10x": {"epochs": 3, "train_size": None, "base": "whole", "flags": "", **AT_10X},
+           "100-all-linear": {"epochs": 30, "train_size": 100, "base": "100", "overrides": {"target_modules": ALL_LINEAR},
+                              "flags": f"--set target_modules={','.join(ALL_LINEAR)}"},
+           "whole-all-linear": {"epochs": 3, "train_size": None, "base": "whole",
+                                "overrides": {"target_modules": ALL_LINEAR},
+                                "flags": f"--set target_modules={','.join(ALL_LINEAR)}"},
            "100-100": {"epochs": 100, "train_size": 100, "base": "100", "flags": "--epochs 100", **AT_10X},
            "100-100-cls": {"epochs": 100, "train_size": 100, "base": "100", "pooling": "cls",
                            "flags": "--pooling cls --epochs 100", **AT_10X},
@@ -418,7 +427,8 @@ def size_title(size: dict) -> str:
     data = "whole training set" if size["train_size"] is None else f"{size['train_size']} training examples"
     pooling = {"cls": ", [CLS] pooling", "mean": ", mean pooling"}.get(size.get("pooling"), "")
     head = f", the head at {size['head_lr_factor']:g}× the method's rate" if "head_lr_factor" in size else ""
-    settings = "".join(f", {name} {value}" for name, value in size.get("overrides", {}).items())
+    settings = "".join(f", {name} {','.join(value) if isinstance(value, list) else value}"
+                       for name, value in size.get("overrides", {}).items())
     return f"{data}, {size['epochs']} epochs{pooling}{head}{settings}"
 
 

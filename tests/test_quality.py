@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
+from transformers import AutoModelForSequenceClassification
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import quality  # noqa: E402
@@ -227,6 +228,36 @@ def test_the_defaults_pool_as_the_checkpoint_the_recipes_as_told_and_compacter_t
     assert {name: recipe["steps_factor"] for name, recipe in summary["recipes"].items()} == {
         "whole-cls": 1.0, "whole-head-lr": 1.0, "whole-rf8": 1.0, "whole-head-10x": 1.0, "whole-10": 2.0,
         "whole-10-cls": 2.0}
+
+
+def test_lora_on_every_linear_layer_is_a_recipe_of_the_methods_with_target_modules(tiny_bert, tmp_path):
+    out, results = tmp_path / "out", tmp_path / "results"
+    arguments = ["--quick", "--corpora", str(own_corpus(tmp_path / "reviews")), "--methods", "full,compacter++,lora",
+                 "--recipes", "full,compacter++,lora", "--recipe-names", "whole-all-linear", "--seeds", "1",
+                 "--sizes", "whole", "--model", str(tiny_bert), "--output-dir", str(out), "--results", str(results)]
+    assert quality.main(arguments) == 0
+    records = {(r["size"], r["method"]): r for r in json.loads((results / "quality_runs.json").read_text())}
+    # full fine-tuning and Compacter++ have no target modules: the recipe is not theirs
+    assert sorted(records) == [("whole", "compacter++"), ("whole", "full"), ("whole", "lora"),
+                               ("whole-all-linear", "lora")]
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2)
+    width, inner = model.config.hidden_size, model.config.intermediate_size
+    rank, blocks = 8, model.config.num_hidden_layers  # LoRA's r: A (r × in) and B (out × r) per target
+    total = sum(p.numel() for p in model.parameters())
+    head = sum(p.numel() for p in model.classifier.parameters())
+
+    def percent(lora_weights: int) -> float:
+        return 100 * (lora_weights * blocks + head) / total
+
+    query_value = 2 * rank * (width + width)
+    every_linear = 4 * rank * (width + width) + rank * (width + inner) + rank * (inner + width)
+    assert records[("whole", "lora")]["trained_percent"] == pytest.approx(percent(query_value), rel=1e-3)
+    assert records[("whole-all-linear", "lora")]["trained_percent"] == pytest.approx(percent(every_linear), rel=1e-3)
+    report = json.loads((results / "quality.json").read_text())
+    assert report["size_titles"]["whole-all-linear"] == ("whole training set, 1 epochs, target_modules query,key,value,"
+                                                         "intermediate.dense,output.dense")
+    assert report["recipes"]["whole-all-linear"]["flags"] == ("--set target_modules=query,key,value,"
+                                                              "intermediate.dense,output.dense")
 
 
 def test_the_report_shows_recipes_another_command_ran(tiny_bert, tmp_path, never_trains):
@@ -591,7 +622,9 @@ def test_a_recipe_trains_with_its_own_epochs_examples_pooling_and_settings(recip
                 "config": {"learning_rate": config.learning_rate, "head_learning_rate": head_rate}}
 
     monkeypatch.setattr(quality, "train", fake_train)
-    run = quality.Run("a", recipe, "compacter++", 1, 3e-3)
+    # Compacter++, or LoRA for a recipe of settings Compacter++ has not (its target modules)
+    method = next(m for m in ("compacter++", "lora") if quality.fits(quality.RECIPES[recipe], m))
+    run = quality.Run("a", recipe, method, 1, 3e-3)
     record = quality.train_run(run, "model", quality.CorpusFolder(own_corpus(tmp_path / "data")), quality.RECIPES,
                                tmp_path / "out", keep=False)
     [config] = seen
@@ -599,7 +632,7 @@ def test_a_recipe_trains_with_its_own_epochs_examples_pooling_and_settings(recip
     # no pooling given: `compacter train`'s default, the checkpoint's
     assert (config.epochs, config.train_size, config.pooling) == (settings["epochs"], settings["train_size"],
                                                                   settings.get("pooling"))
-    assert (config.seed, config.learning_rate, config.method) == (1, 3e-3, "compacter++")
+    assert (config.seed, config.learning_rate, config.method) == (1, 3e-3, method)
     # the head's rate: the library's default (None: 10× the method's) unless the recipe sets its factor
     factor = settings.get("head_lr_factor")
     assert config.head_learning_rate == (None if factor is None else pytest.approx(factor * 3e-3))
