@@ -178,11 +178,15 @@ def fits(recipe: dict, method: str, head_factor: float | None = None) -> bool:
     """Whether the recipe is another recipe for ``method``: ``method`` has every setting it overrides (full
     fine-tuning has no bottleneck to widen), and it is not the method's default: a recipe that sets only the head's
     factor, to ``head_factor`` (the method's default)."""
-    names = {field.name for field in dataclasses.fields(get_config(method))}
-    if not set(recipe.get("overrides", {})) <= names:
+    if not has_settings(recipe, method):
         return False
     only_head = not recipe["flags"]  # nothing but the head's factor: no flag beside --head-lr (recipe_flags)
     return not (only_head and recipe.get("head_lr_factor") == head_factor)
+
+
+def has_settings(recipe: dict, method: str) -> bool:
+    """Whether ``method`` has every setting ``recipe`` overrides (full fine-tuning has no bottleneck to widen)."""
+    return set(recipe.get("overrides", {})) <= {field.name for field in dataclasses.fields(get_config(method))}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -286,7 +290,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--recipes", default="", help="methods that also run the other recipes ("
                         + "; ".join(f"{name}: {size_title(size)}" for name, size in RECIPES.items())
                         + "), compared with full fine-tuning's own")
-    parser.add_argument("--recipe-names", default=",".join(RECIPES),
+    parser.add_argument("--recipe-names",
                         help="which other recipes --recipes runs (default: all of them)")
     parser.add_argument("--seeds", type=int, default=3, help="how many seeds (0, 1, 2, ...) each cell runs")
     parser.add_argument("--auto", action="store_true", help="also `--lr auto` for every cell: each default's "
@@ -315,9 +319,19 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args.recipes = tuple(m.strip() for m in args.recipes.split(",") if m.strip())
     if any(m not in args.methods for m in args.recipes):
         parser.error(f"--recipes {','.join(args.recipes)}: give methods of --methods ({', '.join(args.methods)}).")
-    args.recipe_names = tuple(r.strip() for r in args.recipe_names.split(",") if r.strip())
+    named = args.recipe_names is not None
+    args.recipe_names = (tuple(r.strip() for r in args.recipe_names.split(",") if r.strip()) if named
+                         else tuple(RECIPES))
     if not args.recipe_names or any(r not in RECIPES for r in args.recipe_names):
         parser.error(f"--recipe-names {','.join(args.recipe_names)!r}: give any of {', '.join(RECIPES)}.")
+    if named and not args.recipes:
+        parser.error(f"--recipe-names {','.join(args.recipe_names)}: name the methods that run them with --recipes "
+                     "METHODS.")
+    for name in args.recipe_names if named else ():
+        if not any(has_settings(RECIPES[name], m) for m in args.recipes):
+            able = [m for m in REGISTERED if has_settings(RECIPES[name], m)]
+            parser.error(f"--recipe-names {name}: no method of --recipes ({', '.join(args.recipes)}) has its settings "
+                         f"({', '.join(RECIPES[name]['overrides'])}); run it for {', '.join(able)}.")
     args.corpora = [c.strip() for c in args.corpora.split(",") if c.strip()]
     if not args.corpora:
         parser.error(f"--corpora: give at least one of {', '.join(CORPORA)} (or a folder).")

@@ -144,6 +144,10 @@ def test_a_folder_of_your_own_is_read_from_the_columns_it_names(tmp_path, monkey
     (["--methods", "compacter,nope"], "unknown ['nope']"),
     (["--sizes", "1000"], "--sizes '1000'"),
     (["--recipe-names", "whole-cls,longer"], "--recipe-names 'whole-cls,longer': give any of whole-cls, 100-cls"),
+    (["--recipe-names", "whole-cls"], "--recipe-names whole-cls: name the methods that run them with --recipes"),
+    (["--recipes", "compacter++,full", "--recipe-names", "whole-cls,whole-all-linear"],
+     "--recipe-names whole-all-linear: no method of --recipes (compacter++, full) has its settings (target_modules); "
+     "run it for lora, ia3."),
 ])
 def test_bad_options_are_refused_before_any_run(arguments, message, never_trains, capsys):
     with pytest.raises(SystemExit) as stop:
