@@ -74,6 +74,7 @@ AT_10X = {"head_lr_factor": 10.0}
 # query and value (PEFT's LoRA default): what QLoRA (Dettmers et al., 2023) found LoRA needs to match full
 # fine-tuning. Run for the methods with target modules (LoRA, (IA)³), at their defaults otherwise.
 ALL_LINEAR = ["query", "key", "value", "intermediate.dense", "output.dense"]
+ON_ALL_LINEAR = {"overrides": {"target_modules": ALL_LINEAR}, "flags": f"--set target_modules={','.join(ALL_LINEAR)}"}
 RECIPES = {"whole-cls": {"epochs": 3, "train_size": None, "base": "whole", "pooling": "cls", "flags": "--pooling cls",
                          **AT_10X},
            "100-cls": {"epochs": 30, "train_size": 100, "base": "100", "pooling": "cls", "flags": "--pooling cls",
@@ -88,11 +89,8 @@ RECIPES = {"whole-cls": {"epochs": 3, "train_size": None, "base": "whole", "pool
            "whole-head-3x": {"epochs": 3, "train_size": None, "base": "whole", "head_lr_factor": 3.0, "flags": ""},
            "100-head-10x": {"epochs": 30, "train_size": 100, "base": "100", "flags": "", **AT_10X},
            "whole-head-10x": {"epochs": 3, "train_size": None, "base": "whole", "flags": "", **AT_10X},
-           "100-all-linear": {"epochs": 30, "train_size": 100, "base": "100", "overrides": {"target_modules": ALL_LINEAR},
-                              "flags": f"--set target_modules={','.join(ALL_LINEAR)}"},
-           "whole-all-linear": {"epochs": 3, "train_size": None, "base": "whole",
-                                "overrides": {"target_modules": ALL_LINEAR},
-                                "flags": f"--set target_modules={','.join(ALL_LINEAR)}"},
+           "100-all-linear": {"epochs": 30, "train_size": 100, "base": "100", **ON_ALL_LINEAR},
+           "whole-all-linear": {"epochs": 3, "train_size": None, "base": "whole", **ON_ALL_LINEAR},
            "100-100": {"epochs": 100, "train_size": 100, "base": "100", "flags": "--epochs 100", **AT_10X},
            "100-100-cls": {"epochs": 100, "train_size": 100, "base": "100", "pooling": "cls",
                            "flags": "--pooling cls --epochs 100", **AT_10X},

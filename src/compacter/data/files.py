@@ -58,7 +58,7 @@ def load_files(path: str | Path, *, text_column: str | None = None, text_pair_co
                seed: int = 42) -> tuple[Task, dict[str, list[dict]]]:
     """A Task describing the data and its train / validation / test examples."""
     path = Path(path)
-    roles = _columns(path, text_column, text_pair_column, label_column, source_column, target_column)
+    roles = _column_roles(path, text_column, text_pair_column, label_column, source_column, target_column)
     files = _split_files(path)
     frames = {split: _read(file) for split, file in files.items()}
     for split, frame in frames.items():
@@ -96,7 +96,7 @@ def require_columns(file: Path, roles: dict[str, str], present: list[str]) -> No
                                 f"--{role}-column (or fix the file).")
 
 
-def _columns(path: Path, text: str | None, pair: str | None, label: str | None, source: str | None,
+def _column_roles(path: Path, text: str | None, pair: str | None, label: str | None, source: str | None,
              target: str | None) -> dict[str, str]:
     """The columns to read, by role (named as their options: ``text-pair`` is --text-pair-column), for one of the
     two shapes; a mix of both, or one column in two roles, is refused."""
